@@ -1,0 +1,49 @@
+"""Layers shared by the backbones."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0, max_period: float = 1e4) -> torch.Tensor:
+    """Sinusoidal embedding of t in [0, 1] (Transformer / DiT style), t scaled by ``scale`` first.
+
+    Scaling t by 1000 gives the fastest frequency a period of 2*pi/1000 in t, so even an expert that owns an
+    interval of width 0.01 sees embeddings that vary over its interval.
+    """
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = (scale * t.float())[:, None] * freqs[None]  # (b, half)
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
+    return emb
+
+
+class TimestepEmbedder(nn.Module):
+    """Sinusoidal features of t followed by a two-layer MLP (DiT's timestep embedder)."""
+
+    def __init__(self, hidden: int, frequency_dim: int = 256, scale: float = 1000.0):
+        super().__init__()
+        self.frequency_dim, self.scale = frequency_dim, scale
+        self.mlp = nn.Sequential(nn.Linear(frequency_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(timestep_embedding(t, self.frequency_dim, self.scale))
+
+
+class LabelEmbedder(nn.Module):
+    """Class embedding with one extra 'null' class (index ``num_classes``) for classifier-free guidance."""
+
+    def __init__(self, num_classes: int, hidden: int):
+        super().__init__()
+        self.num_classes = num_classes
+        self.table = nn.Embedding(num_classes + 1, hidden)
+
+    def forward(self, y: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
+        if y is None:
+            y = torch.full((batch,), self.num_classes, device=device, dtype=torch.long)
+        return self.table(y)

@@ -1,0 +1,35 @@
+"""The dataset protocol every registered dataset follows."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+
+class Dataset:
+    """Base class: a source of data batches ``(x1, y)``; ``y`` is None for unconditional data.
+
+    Subclasses set ``shape`` (one sample's shape) and ``num_classes`` (0 = unconditional) and implement
+    ``batches``. ``sample`` collects ``n`` samples from ``batches``; toy datasets override it directly.
+    """
+
+    shape: tuple[int, ...] = ()
+    num_classes: int = 0
+
+    def batches(self, batch_size: int, seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """An endless iterator of training batches, reproducible for a given seed."""
+        raise NotImplementedError
+
+    def sample(self, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``n`` samples (and labels) as one batch."""
+        xs, ys, got = [], [], 0
+        for x, y in self.batches(min(n, 1024), seed):
+            xs.append(x)
+            ys.append(y)
+            got += x.shape[0]
+            if got >= n:
+                break
+        x = torch.cat(xs)[:n]
+        y = None if ys[0] is None else torch.cat(ys)[:n]
+        return x, y

@@ -1,0 +1,84 @@
+"""Component registry: one decorator that names a component and exposes it to gin.
+
+Every component (backbone, monitor, partition solver, ...) is registered under a *kind* and a
+*name*. Names are unique across all kinds, so gin files can use the short form ``@deboor`` or the
+kind-qualified form ``@partition.deboor``. ``gin.register`` leaves the object itself unchanged:
+bindings only apply when the component is reached through a gin reference, and direct Python
+calls stay pure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, TypeVar
+
+import gin
+
+KINDS = (
+    "backbone",
+    "path",
+    "monitor",
+    "smoother",
+    "estimator",
+    "partition",
+    "sampler",
+    "schedule",
+    "dataset",
+    "metric",
+)
+# Names taken by the pipeline stages (gin configurables); components may not reuse them.
+RESERVED = ("profile", "split", "train", "sample", "evaluate")
+
+T = TypeVar("T", bound=Callable[..., Any])
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    kind: str
+    name: str
+    obj: Any
+
+    @property
+    def summary(self) -> str:
+        """The first line of the component's docstring."""
+        doc = (self.obj.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+
+_ENTRIES: dict[str, Entry] = {}
+
+
+def register(kind: str, name: str | None = None) -> Callable[[T], T]:
+    """Register a component under ``kind`` as ``name`` (default: the object's ``__name__``)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown component kind {kind!r}; kinds are: {', '.join(KINDS)}")
+
+    def decorator(obj: T) -> T:
+        key = name or obj.__name__
+        if key in RESERVED:
+            raise ValueError(f"component name {key!r} is reserved for a pipeline stage")
+        if key in _ENTRIES:
+            old = _ENTRIES[key]
+            raise ValueError(
+                f"component name {key!r} is already registered as {old.kind} "
+                f"({old.obj.__module__}.{old.obj.__qualname__}); choose another name"
+            )
+        gin.register(key, module=kind)(obj)
+        _ENTRIES[key] = Entry(kind, key, obj)
+        return obj
+
+    return decorator
+
+
+def entries(kind: str | None = None) -> list[Entry]:
+    """All registered components (of one kind if given), sorted by kind then name."""
+    found = [e for e in _ENTRIES.values() if kind is None or e.kind == kind]
+    return sorted(found, key=lambda e: (KINDS.index(e.kind), e.name))
+
+
+def get(name: str) -> Entry:
+    """Look up a component by its short or kind-qualified name."""
+    short = name.split(".")[-1]
+    if short not in _ENTRIES or ("." in name and _ENTRIES[short].kind != name.split(".")[0]):
+        raise KeyError(f"no component named {name!r}; see `python tools/run.py --list`")
+    return _ENTRIES[short]
