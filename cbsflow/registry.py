@@ -22,6 +22,7 @@ KINDS = (
     "estimator",
     "partition",
     "sampler",
+    "time_sampler",
     "schedule",
     "dataset",
     "metric",
@@ -82,3 +83,12 @@ def get(name: str) -> Entry:
     if short not in _ENTRIES or ("." in name and _ENTRIES[short].kind != name.split(".")[0]):
         raise KeyError(f"no component named {name!r}; see `python tools/run.py --list`")
     return _ENTRIES[short]
+
+
+def name_of(obj: Any) -> str:
+    """The registered name of a component instance, class or function (its class name if unregistered)."""
+    candidates = [obj, getattr(obj, "__wrapped__", None), type(obj)]
+    for entry in _ENTRIES.values():
+        if any(c is entry.obj for c in candidates if c is not None):
+            return entry.name
+    return getattr(obj, "__name__", type(obj).__name__)

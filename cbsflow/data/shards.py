@@ -1,0 +1,292 @@
+"""Image (or latent) datasets read from WebDataset tar shards, and scikit-learn's 8x8 digits for tests."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import io
+import os
+import warnings
+from itertools import count
+from typing import Any, Iterator
+
+import braceexpand
+import numpy as np
+import torch
+import torch.nn.functional as F
+import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from webdataset.tariterators import group_by_keys, tar_file_expander
+
+from cbsflow.data.base import Dataset
+from cbsflow.errors import UserError
+from cbsflow.registry import register
+
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+PIL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+MAKE_SHARDS_HINT = "make shards with `python tools/make_shards.py --help`"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Pure helpers.
+
+
+def resolve_shards(urls: str) -> list[str]:
+    """Expand a brace pattern, glob or directory into the list of shard files it names (.tar / .tar.gz)."""
+    found: list[str] = []
+    missing: list[str] = []
+    for part in braceexpand.braceexpand(os.path.expanduser(str(urls))):
+        if os.path.isdir(part):
+            found += sorted(p for p in glob.glob(os.path.join(glob.escape(part), "*")) if p.endswith(SHARD_SUFFIXES))
+        elif glob.has_magic(part):
+            found += sorted(p for p in glob.glob(part) if p.endswith(SHARD_SUFFIXES))
+        elif os.path.isfile(part):
+            found.append(part)
+        else:
+            missing.append(part)
+    if not found:
+        raise UserError(f"shards: no .tar/.tar.gz shard files match {urls!r}; check the path, or {MAKE_SHARDS_HINT}")
+    if missing:
+        raise UserError(f"shards: {len(missing)} shard file(s) of {urls!r} do not exist (first: {missing[0]}); "
+                        f"fix the pattern, or {MAKE_SHARDS_HINT}")
+    return list(dict.fromkeys(os.path.abspath(p) for p in found))
+
+
+def shards_for_rank(paths: list[str], rank: int, world: int) -> list[str]:
+    """The shards process ``rank`` of ``world`` reads: every ``world``-th one (all of them if there are too few)."""
+    if world <= 1:
+        return list(paths)
+    if len(paths) < world:
+        warnings.warn(f"shards: {len(paths)} shard(s) for {world} processes, so every process reads all shards "
+                      f"(shuffled its own way); write more, smaller shards (make_shards.py --maxcount) to avoid this")
+        return list(paths)
+    return list(paths[rank::world])
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed derived deterministically from several integers."""
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def buffer_shuffle(items: Iterator[Any], size: int, gen: torch.Generator) -> Iterator[Any]:
+    """Shuffle a stream through a buffer of ``size`` items (``size`` <= 1: pass through)."""
+    if size <= 1:
+        yield from items
+        return
+    buf: list[Any] = []
+    for item in items:
+        if len(buf) < size:
+            buf.append(item)
+            continue
+        i = int(torch.randint(size, (1,), generator=gen))
+        yield buf[i]
+        buf[i] = item
+    order = torch.randperm(len(buf), generator=gen).tolist()
+    yield from (buf[i] for i in order)
+
+
+def decode_image(data: bytes, shape: tuple[int, ...]) -> torch.Tensor:
+    """Encoded image bytes -> float (c, h, w) tensor in [-1, 1]; converts to ``shape``'s channel count."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        arr = np.asarray(im.convert(PIL_MODES.get(shape[0], "RGB")))
+    x = torch.from_numpy(arr.copy()).reshape(arr.shape[0], arr.shape[1], -1).permute(2, 0, 1)  # (c, h, w)
+    return x.float() / 127.5 - 1.0
+
+
+def decode_npy(data: bytes) -> torch.Tensor:
+    """``.npy`` bytes -> float tensor, unscaled (latents)."""
+    return torch.from_numpy(np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32))
+
+
+def decode_sample(sample: dict, shape: tuple[int, ...], num_classes: int, image_keys: tuple[str, ...]
+                  ) -> tuple[torch.Tensor, int, bool]:
+    """One raw WebDataset sample -> (x, label, is_image); raises ValueError if it is unusable."""
+    key = next((k for k in image_keys if k in sample), None)
+    if key is None:
+        raise ValueError(f"none of the keys {'/'.join(image_keys)} (has {sorted(k for k in sample if k[0] != '_')})")
+    is_image = key != "npy"
+    x = decode_image(sample[key], shape) if is_image else decode_npy(sample[key])
+    if tuple(x.shape) != tuple(shape):
+        raise ValueError(f"shape {tuple(x.shape)} != {tuple(shape)}")
+    label = -1
+    if num_classes > 0:
+        if "cls" not in sample:
+            raise ValueError("missing 'cls' label")
+        label = int(sample["cls"].decode().strip()) if isinstance(sample["cls"], bytes) else int(sample["cls"])
+        if not 0 <= label < num_classes:
+            raise ValueError(f"label {label} outside 0..{num_classes - 1}")
+    return x, label, is_image
+
+
+def _open_shards(urls: Iterator[dict], handler) -> Iterator[dict]:
+    """Open each shard for webdataset's tar expander and close it once read (webdataset's opener never closes)."""
+    for src in urls:
+        try:
+            f = open(src["url"], "rb")
+        except OSError as exc:
+            if handler(exc):
+                continue
+            raise
+        with f:
+            yield {"url": src["url"], "stream": f}
+
+
+def _rank_world() -> tuple[int, int]:
+    """This process's index and the number of processes (0, 1 when not distributed).
+
+    Accelerate's view, unless torch.distributed was initialized without it (e.g. ``accelerate.debug_launcher``).
+    """
+    from accelerate import PartialState
+
+    state = PartialState()  # under `accelerate launch` this initializes the process group
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return state.process_index, state.num_processes
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The stream read by each DataLoader worker.
+
+
+class _ShardStream(IterableDataset):
+    """Endless batches from one process's shards: per-epoch seeded shard order, split across DataLoader workers.
+
+    Yields ``(x, y, worker, skipped)`` where ``skipped`` counts this worker's unusable samples so far.
+    """
+
+    def __init__(self, ds: "shards", paths: list[str], batch_size: int, seed: int, rank: int):
+        self.ds, self.paths, self.batch_size, self.seed, self.rank = ds, paths, batch_size, seed, rank
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        skipped, reason = 0, ""
+        xs: list[torch.Tensor] = []
+        ys: list[int] = []
+
+        def on_error(exc: Exception) -> bool:  # unreadable tar member or truncated shard: count and go on
+            nonlocal skipped, reason
+            skipped, reason = skipped + 1, f"{type(exc).__name__}: {exc}"
+            return True
+
+        for epoch in count():
+            order = list(range(len(self.paths)))
+            if self.ds.resampled:
+                order = torch.randperm(len(order), generator=torch.Generator().manual_seed(
+                    mix_seed(self.seed, self.rank, epoch))).tolist()
+            urls = wds.split_by_worker([{"url": self.paths[i]} for i in order])
+            gen = torch.Generator().manual_seed(mix_seed(self.seed, self.rank, epoch, worker + 1))
+            raw = group_by_keys(tar_file_expander(_open_shards(urls, on_error), handler=on_error), handler=on_error)
+            good = 0
+            for sample in buffer_shuffle(raw, self.ds.shuffle_buffer, gen):
+                try:
+                    x, label, is_image = decode_sample(sample, self.ds.shape, self.ds.num_classes, self.ds.image_keys)
+                except Exception as exc:  # noqa: BLE001 -- any undecodable sample is skipped and counted
+                    skipped, reason = skipped + 1, f"{sample.get('__key__')} in {sample.get('__url__')}: {exc}"
+                    continue
+                good += 1
+                if is_image and self.ds.flip and torch.rand((), generator=gen) < 0.5:
+                    x = x.flip(-1)
+                xs.append(x)
+                ys.append(label)
+                if len(xs) == self.batch_size:
+                    y = torch.tensor(ys, dtype=torch.long) if self.ds.num_classes > 0 else None
+                    yield torch.stack(xs), y, worker, skipped
+                    xs, ys = [], []
+            if good == 0:
+                raise UserError(f"shards: no usable sample in {len(self.paths)} shard(s) of {self.ds.urls!r} "
+                                f"({skipped} skipped; last problem: {reason or 'the shards are empty'}); check "
+                                f"shape={tuple(self.ds.shape)}, image_key={self.ds.image_key!r}, num_classes")
+
+
+def _collate_one(batch):
+    return batch
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Registered datasets.
+
+
+@register("dataset")
+class shards(Dataset):
+    """Images (jpg/png, scaled to [-1, 1]) or npy latents with optional ``cls`` labels from WebDataset shards."""
+
+    def __init__(self, urls: str, shape: tuple, num_classes: int = 0, image_key: str = "jpg;png;npy",
+                 flip: bool = True, shuffle_buffer: int = 1000, resampled: bool = True, num_workers: int = 0):
+        self.urls = str(urls)
+        self.shape = tuple(int(s) for s in shape)
+        self.num_classes = int(num_classes)
+        self.image_key = image_key
+        self.image_keys = tuple(k.strip().lower() for k in image_key.split(";") if k.strip())
+        self.flip, self.shuffle_buffer, self.resampled = flip, int(shuffle_buffer), resampled
+        self.num_workers = int(num_workers)
+        self.paths = resolve_shards(self.urls)
+        self.skipped = 0  # unusable samples seen by the most recent ``batches`` iterator
+
+    def fingerprint(self) -> str:
+        """A short hash of the resolved shard paths, their sizes and the sample shape (keys cached statistics)."""
+        h = hashlib.sha1(repr(self.shape).encode())
+        for p in self.paths:
+            h.update(f"{p}\0{os.path.getsize(p)}\n".encode())
+        return h.hexdigest()[:16]
+
+    def batches(self, batch_size: int, seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Endless batches, reproducible for a seed (and process count); each process reads its own shards."""
+        rank, world = _rank_world()
+        paths = shards_for_rank(self.paths, rank, world)
+        stream = _ShardStream(self, paths, batch_size, seed, rank)
+        workers = min(self.num_workers, len(paths))  # an idle worker would never yield
+        return self._count_skips(DataLoader(stream, batch_size=None, num_workers=workers,
+                                            collate_fn=_collate_one, persistent_workers=False))
+
+    def _count_skips(self, loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        per_worker: dict[int, int] = {}
+        self.skipped, warned = 0, 0  # ``warned``: the count last reported
+        try:
+            for x, y, worker, skipped in loader:
+                per_worker[worker] = skipped
+                self.skipped = sum(per_worker.values())
+                if self.skipped.bit_length() > warned.bit_length():  # passed a power of two
+                    warned = self.skipped
+                    self._warn()
+                yield x, y
+        finally:
+            if self.skipped != warned:
+                self._warn()
+
+    def _warn(self) -> None:
+        warnings.warn(f"shards: skipped {self.skipped} unusable sample(s) (undecodable, wrong shape or missing key) "
+                      f"in {self.urls!r}", RuntimeWarning, stacklevel=3)
+
+
+@register("dataset")
+class digits(Dataset):
+    """scikit-learn's 1,797 8x8 handwritten digits in [-1, 1] (optionally upsampled), offline and tiny."""
+
+    def __init__(self, size: int = 8, conditional: bool = False, flip: bool = False):
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        x = torch.from_numpy(d.images).float().unsqueeze(1) / 8.0 - 1.0  # (b, 1, 8, 8), pixels 0..16
+        if size != 8:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(-1, 1)
+        self.x, self.y = x, torch.from_numpy(d.target).long()
+        self.shape = (1, int(size), int(size))
+        self.num_classes = 10 if conditional else 0
+        self.flip = flip
+
+    def batches(self, batch_size: int, seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Endless batches drawn epoch by epoch from seeded permutations."""
+        gen = torch.Generator().manual_seed(seed)
+        order = torch.empty(0, dtype=torch.long)
+        while True:
+            while len(order) < batch_size:
+                order = torch.cat([order, torch.randperm(len(self.x), generator=gen)])
+            idx, order = order[:batch_size], order[batch_size:]
+            x = self.x[idx]
+            if self.flip:
+                mask = torch.rand(batch_size, generator=gen) < 0.5
+                x = torch.where(mask[:, None, None, None], x.flip(-1), x)
+            yield x, (self.y[idx] if self.num_classes else None)

@@ -1,0 +1,113 @@
+"""2-D toy datasets (and a d-dimensional Gaussian with a closed-form velocity)."""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import torch
+
+from cbsflow.data.base import Dataset
+from cbsflow.errors import UserError
+from cbsflow.registry import register
+
+
+class ToyDataset(Dataset):
+    """Unconditional low-dimensional data drawn on the fly: subclasses implement ``draw(n, generator)``."""
+
+    shape = (2,)
+    num_classes = 0
+
+    def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sample(self, n: int, seed: int = 0) -> tuple[torch.Tensor, None]:
+        return self.draw(n, torch.Generator().manual_seed(seed)), None
+
+    def batches(self, batch_size: int, seed: int = 0) -> Iterator[tuple[torch.Tensor, None]]:
+        generator = torch.Generator().manual_seed(seed)
+        while True:
+            yield self.draw(batch_size, generator), None
+
+    def mixture(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """(weights (K,), means (K, d), stds (K, d)) when the data is a Gaussian mixture, else None."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class GaussianMixtureDataset(ToyDataset):
+    """Data drawn from the mixture returned by ``mixture()``."""
+
+    def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        weights, means, stds = self.mixture()
+        k = torch.multinomial(weights, n, replacement=True, generator=generator)
+        return means[k] + stds[k] * torch.randn(n, means.shape[1], generator=generator)
+
+
+@register("dataset")
+class checkerboard(ToyDataset):
+    """Checkerboard: uniform on the 8 dark squares of a 4x4 board on [-2, 2]^2."""
+
+    def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        x = 4 * torch.rand(n, generator=generator) - 2
+        col = torch.floor(x + 2)  # 0..3
+        row = 2 * torch.randint(0, 2, (n,), generator=generator) + (col % 2)
+        y = row - 2 + torch.rand(n, generator=generator)
+        return torch.stack([x, y], dim=1)
+
+
+@register("dataset")
+class eight_gaussians(GaussianMixtureDataset):
+    """Eight Gaussians (std 0.15) evenly spaced on a circle of radius 2."""
+
+    def __init__(self, radius: float = 2.0, std: float = 0.15):
+        self.radius, self.std = radius, std
+
+    def mixture(self):
+        angle = torch.arange(8) * (2 * math.pi / 8)
+        means = self.radius * torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
+        return torch.full((8,), 1 / 8), means, torch.full((8, 2), self.std)
+
+
+@register("dataset")
+class rings(ToyDataset):
+    """Four concentric rings (radii 0.5, 1, 1.5, 2) with radial noise 0.04, points uniform in angle."""
+
+    def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        radius = 0.5 * (torch.randint(0, 4, (n,), generator=generator) + 1)
+        radius = radius + 0.04 * torch.randn(n, generator=generator)
+        angle = 2 * math.pi * torch.rand(n, generator=generator)
+        return torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1)
+
+
+@register("dataset")
+class moons(ToyDataset):
+    """Two interleaving half circles (scikit-learn's 'moons'), centred and scaled by 1.5, noise 0.05."""
+
+    def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        upper = torch.rand(n, generator=generator) < 0.5
+        angle = math.pi * torch.rand(n, generator=generator)
+        x = torch.where(upper, torch.cos(angle), 1 - torch.cos(angle))
+        y = torch.where(upper, torch.sin(angle), 0.5 - torch.sin(angle))
+        pts = torch.stack([x - 0.5, y - 0.25], dim=1) * 1.5
+        return pts + 0.05 * torch.randn(n, 2, generator=generator)
+
+
+@register("dataset")
+class gaussian(GaussianMixtureDataset):
+    """A single Gaussian N(mean, diag(std^2)) in d dimensions (exact velocity and monitors in closed form)."""
+
+    def __init__(self, mean=(0.7, -0.5), std=(0.3, 1.2)):
+        self.mean = torch.as_tensor(mean, dtype=torch.float32).flatten()
+        self.std = torch.as_tensor(std, dtype=torch.float32).flatten()
+        if self.mean.shape != self.std.shape or not torch.all(self.std > 0):
+            raise UserError(f"gaussian: mean and std need equal lengths and std > 0, got {mean} and {std}")
+        self.shape = tuple(self.mean.shape)
+
+    def mixture(self):
+        return torch.ones(1), self.mean[None], self.std[None]
+
+    def __repr__(self) -> str:
+        return f"gaussian(mean={self.mean.tolist()}, std={self.std.tolist()})"

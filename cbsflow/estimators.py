@@ -1,0 +1,110 @@
+"""Estimators: what provides the velocity field v(x, t) that the monitors are measured on."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+from torch import nn
+
+from cbsflow.errors import UserError
+from cbsflow.registry import register
+
+
+def _bcast(t: torch.Tensor, ndim: int) -> torch.Tensor:
+    return t.reshape((-1,) + (1,) * (ndim - 1))
+
+
+class MixtureVelocity(nn.Module):
+    """Exact marginal velocity E[d/dt x_t | x_t = x] of a Gaussian mixture with diagonal covariances.
+
+    Per component k (see MATH.md): V = alpha^2 s^2 + sigma^2, B = (alpha alpha' s^2 + sigma sigma') / V and
+    v_k(x) = alpha' mu + B (x - alpha mu); v is the posterior-weighted sum of v_k. A finite point set is the
+    mixture with s = 0 (optionally a small shared ``std`` to smooth the singularity at t = 1).
+    """
+
+    def __init__(self, weights: torch.Tensor, means: torch.Tensor, stds: torch.Tensor, path):
+        super().__init__()
+        self.register_buffer("log_w", torch.log(weights / weights.sum()))
+        self.register_buffer("means", means.float())  # (K, d)
+        self.register_buffer("stds", stds.float())  # (K, d)
+        self.path = path
+        self.shared_std = bool(torch.all(stds == stds.flatten()[0]))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        flat = x.reshape(x.shape[0], -1)  # (b, d)
+        t = t.to(flat.dtype).expand(flat.shape[0])
+        a, s = _bcast(self.path.alpha(t), 3), _bcast(self.path.sigma(t), 3)  # (b, 1, 1)
+        da, ds = _bcast(self.path.d_alpha(t), 3), _bcast(self.path.d_sigma(t), 3)
+        if self.shared_std:
+            v = self._shared(flat, a[:, :, 0], s[:, :, 0], da[:, :, 0], ds[:, :, 0])
+        else:
+            var = self.stds**2  # (K, d)
+            big_v = a**2 * var + s**2  # (b, K, d)
+            resid = flat[:, None] - a * self.means  # (b, K, d)
+            logits = self.log_w - 0.5 * ((resid**2) / big_v + torch.log(big_v)).sum(-1)  # (b, K)
+            post = torch.softmax(logits, dim=-1)
+            v_k = da * self.means + (a * da * var + s * ds) / big_v * resid  # (b, K, d)
+            v = torch.einsum("bk,bkd->bd", post, v_k)
+        return v.reshape(x.shape)
+
+    def _shared(self, x, a, s, da, ds):
+        """Fast path when every component has the same isotropic std (point sets): one matmul."""
+        var = self.stds.flatten()[0] ** 2
+        big_v = a**2 * var + s**2  # (b, 1)
+        sq = (x**2).sum(-1, keepdim=True) - 2 * a * (x @ self.means.T) + a**2 * (self.means**2).sum(-1)  # (b, K)
+        post = torch.softmax(self.log_w - 0.5 * sq / big_v, dim=-1)
+        mean_mu = post @ self.means  # (b, d): posterior mean of the component centre
+        gain = (a * da * var + s * ds) / big_v  # (b, 1)
+        return da * mean_mu + gain * (x - a * mean_mu)
+
+
+@register("estimator")
+class closed_form:
+    """Exact velocity without training: the data's Gaussian mixture if known, else a finite point set."""
+
+    def __init__(self, n_points: int = 4096, std: float = 0.0):
+        self.n_points, self.std = n_points, std
+
+    def __call__(self, dataset, path, seed: int = 0) -> nn.Module:
+        mixture = dataset.mixture() if hasattr(dataset, "mixture") else None
+        if mixture is None:
+            points, _ = dataset.sample(self.n_points, seed=seed + 7919)
+            points = points.reshape(points.shape[0], -1).float()
+            mixture = (torch.ones(len(points)), points, torch.full_like(points, self.std))
+        return MixtureVelocity(*mixture, path=path).eval()
+
+
+@register("estimator")
+class aux_net:
+    """A small backbone trained briefly on the data with the velocity loss (the paper's auxiliary model)."""
+
+    def __init__(self, backbone, steps: int = 1000, batch_size: int = 256, lr: float = 1e-3):
+        self.backbone, self.steps, self.batch_size, self.lr = backbone, steps, batch_size, lr
+
+    def __call__(self, dataset, path, seed: int = 0) -> nn.Module:
+        from cbsflow.training import fit
+
+        torch.manual_seed(seed)
+        net = self.backbone(data_shape=dataset.shape, num_classes=dataset.num_classes)
+        fit(net, dataset, path, (0.0, 1.0), steps=self.steps, batch_size=self.batch_size, lr=self.lr,
+            seed=seed, desc="aux net")
+        return net.eval()
+
+
+@register("estimator")
+class checkpoint:
+    """A trained model read from disk: a cbsflow checkpoint file or a run directory (all its experts)."""
+
+    def __init__(self, path: str, backbone, use_ema: bool = True):
+        self.path, self.backbone, self.use_ema = os.path.expanduser(path), backbone, use_ema
+
+    def __call__(self, dataset, path, seed: int = 0) -> nn.Module:
+        from cbsflow.segmented import load_segmented, load_network
+
+        if not os.path.exists(self.path):
+            raise UserError(f"checkpoint.path: {self.path} does not exist; point it at a .pt file or a run directory")
+        if os.path.isdir(self.path):
+            return load_segmented(self.path, self.backbone, dataset, use_ema=self.use_ema).eval()
+        return load_network(self.path, self.backbone, dataset, use_ema=self.use_ema).eval()

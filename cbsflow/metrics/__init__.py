@@ -1,0 +1,1 @@
+"""Evaluation metrics (kind ``metric``): sample quality in data space and likelihood under the model."""

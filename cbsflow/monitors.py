@@ -1,0 +1,163 @@
+"""Monitors m(t) >= 0 of the local difficulty of a velocity field, each returned as mean and standard error.
+
+Every monitor is called as ``monitor(velocity, x1, t, path=..., y=None, generator=None)`` where
+``velocity(x, t, y)`` is the field, ``x1`` a batch of data (b, ...), ``t`` a 1-D increasing grid; it returns
+``(mean, stderr)``, two tensors shaped like ``t``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from tqdm.auto import tqdm
+
+from cbsflow.registry import register
+
+
+def mean_and_stderr(per_sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean over the last axis and its standard error (sample std / sqrt(n))."""
+    n = per_sample.shape[-1]
+    std = per_sample.std(dim=-1, unbiased=True) if n > 1 else torch.zeros_like(per_sample[..., 0])
+    return per_sample.mean(dim=-1), std / math.sqrt(n)
+
+
+def jvp_context():
+    """Forward-mode AD needs the math attention kernel (fused SDPA kernels lack forward AD)."""
+    return sdpa_kernel(SDPBackend.MATH)
+
+
+def probes(shape, kind: str, generator: torch.Generator) -> torch.Tensor:
+    """Random vectors z with E[z z^T] = I: Rademacher (+-1) or Gaussian."""
+    if kind == "rademacher":
+        return torch.randint(0, 2, shape, generator=generator).float() * 2 - 1
+    return torch.randn(shape, generator=generator)
+
+
+def chunks(n: int, size: int):
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
+@register("monitor")
+class dirichlet:
+    """Dirichlet energy D(t) = E ||dv/dx||_F^2 / d by Hutchinson JVPs: ||J||_F^2 = E_z ||J z||^2."""
+
+    def __init__(self, n_probes: int = 4, probe: str = "rademacher", batch_size: int = 4096):
+        if probe not in ("rademacher", "gaussian"):
+            raise ValueError(f"dirichlet.probe must be 'rademacher' or 'gaussian', got {probe!r}")
+        self.n_probes, self.probe, self.batch_size = n_probes, probe, batch_size
+
+    def __call__(self, velocity, x1, t, path, y=None, generator=None):
+        generator = generator or torch.Generator().manual_seed(0)
+        b, d = x1.shape[0], x1[0].numel()
+        per_sample = torch.zeros(len(t), b)
+        for i, ti in enumerate(tqdm(t.tolist(), desc="dirichlet", leave=False, mininterval=1.0)):
+            eps = torch.randn(x1.shape, generator=generator)
+            x_t, _ = path.interpolate(x1, eps, torch.full((b,), ti))
+            # All probes of all samples in one batch: row p * b + i holds probe p of sample i.
+            x_rep = x_t.repeat((self.n_probes,) + (1,) * (x1.dim() - 1))
+            y_rep = None if y is None else y.repeat(self.n_probes)
+            z = probes(x_rep.shape, self.probe, generator)
+            sq = torch.cat([_jvp_x(velocity, x_rep[sl], ti, None if y_rep is None else y_rep[sl], z[sl])
+                            .reshape(sl.stop - sl.start, -1).pow(2).sum(-1).cpu()
+                            for sl in chunks(len(x_rep), self.batch_size)])
+            per_sample[i] = sq.reshape(self.n_probes, b).mean(0) / d
+        return mean_and_stderr(per_sample)
+
+
+def _jvp_x(velocity, x, ti: float, y, z):
+    device = next(iter(_params(velocity)), torch.empty(0)).device
+    tt = torch.full((x.shape[0],), ti, device=device)
+    x, z = x.to(device), z.to(device)
+    yy = None if y is None else y.to(device)
+    with jvp_context():
+        _, jz = torch.func.jvp(lambda x_: velocity(x_, tt, yy), (x,), (z,))
+    return jz.detach().float()
+
+
+def _params(module):
+    return module.parameters() if hasattr(module, "parameters") else iter(())
+
+
+def _device(velocity):
+    return next(iter(_params(velocity)), torch.empty(0)).device
+
+
+@register("monitor")
+class acceleration:
+    """Trajectory acceleration A(t) = E ||d^2x/dt^2||^2 / d along ODE trajectories from noise.
+
+    ``method='fd'``: finite differences of v along the integrated trajectory (central in the interior);
+    ``method='exact'``: d^2x/dt^2 = dv/dt + (dv/dx) v, one JVP of v in the direction (v, 1).
+    """
+
+    def __init__(self, method: str = "fd", substeps: int = 4, refine: int = 4):
+        if method not in ("fd", "exact"):
+            raise ValueError(f"acceleration.method must be 'fd' or 'exact', got {method!r}")
+        self.method, self.substeps, self.refine = method, substeps, refine
+
+    def __call__(self, velocity, x1, t, path, y=None, generator=None):
+        """``refine`` - 1 extra points between grid points sharpen the finite differences ('fd' only)."""
+        generator = generator or torch.Generator().manual_seed(0)
+        device = _device(velocity)
+        r = self.refine if self.method == "fd" and len(t) > 1 else 1
+        coarse = t.double()
+        t = torch.cat([torch.linspace(float(a), float(b), r + 1, dtype=torch.float64)[:-1]
+                       for a, b in zip(coarse[:-1], coarse[1:])] + [coarse[-1:]])
+        x = torch.randn(x1.shape, generator=generator).to(device)
+        y = None if y is None else y.to(device)
+        d, b = x1[0].numel(), x1.shape[0]
+        x = _heun(velocity, x, 0.0, float(t[0]), self.substeps * 4, y) if t[0] > 0 else x
+        vs, accs = [], []
+        for i in tqdm(range(len(t)), desc="acceleration", leave=False, mininterval=1.0):
+            ti = float(t[i])
+            if self.method == "exact":
+                v, acc = _total_derivative(velocity, x, ti, y)
+                accs.append(acc.reshape(b, -1).pow(2).sum(-1).cpu() / d)
+            else:
+                with torch.no_grad():
+                    v = velocity(x, torch.full((b,), ti, device=device), y)
+                vs.append(v.cpu())
+            if i + 1 < len(t):
+                x = _heun(velocity, x, ti, float(t[i + 1]), self.substeps, y)
+        if self.method == "fd":
+            accs = _finite_difference(torch.stack(vs), t)  # (n_t, b)
+            accs = accs[::r].reshape(len(coarse), b, -1).pow(2).sum(-1) / d
+        else:
+            accs = torch.stack(accs)
+        return mean_and_stderr(accs.float())
+
+
+def _finite_difference(vs: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """d/dt of samples vs (n_t, b, ...) on grid t: central differences inside, one-sided at the ends."""
+    shape = (-1,) + (1,) * (vs.dim() - 1)
+    dv = torch.empty_like(vs, dtype=torch.float64)
+    dv[1:-1] = (vs[2:] - vs[:-2]).double() / (t[2:] - t[:-2]).reshape(shape)
+    dv[0] = (vs[1] - vs[0]).double() / (t[1] - t[0])
+    dv[-1] = (vs[-1] - vs[-2]).double() / (t[-1] - t[-2])
+    return dv
+
+
+def _total_derivative(velocity, x, ti: float, y):
+    """(v, dv/dt + (dv/dx) v) at (x, t) by one JVP in the direction (v, 1)."""
+    tt = torch.full((x.shape[0],), ti, device=x.device)
+    with torch.no_grad():
+        v = velocity(x, tt, y)
+    with jvp_context():
+        _, acc = torch.func.jvp(lambda x_, t_: velocity(x_, t_, y), (x, tt), (v, torch.ones_like(tt)))
+    return v, acc.detach()
+
+
+@torch.no_grad()
+def _heun(velocity, x, t0: float, t1: float, steps: int, y):
+    """Integrate dx/dt = v from t0 to t1 with ``steps`` Heun steps."""
+    ts = torch.linspace(t0, t1, steps + 1).tolist()
+    for a, b in zip(ts[:-1], ts[1:]):
+        ta, tb = torch.full((x.shape[0],), a, device=x.device), torch.full((x.shape[0],), b, device=x.device)
+        v_a = velocity(x, ta, y)
+        x_pred = x + (b - a) * v_a
+        x = x + 0.5 * (b - a) * (v_a + velocity(x_pred, tb, y))
+    return x

@@ -1,0 +1,237 @@
+"""The pipeline stages: profile -> split -> train -> sample -> evaluate.
+
+Each stage is a gin-configurable function that receives its components as arguments, reads the previous
+stage's artifact from the run directory and writes its own. Called with ``run_dir=None`` a stage only
+builds (and so validates) its configuration and returns; ``tools/run.py`` does that for every stage first,
+so a configuration mistake never leaves a half-updated run directory.
+"""
+
+from __future__ import annotations
+
+import os
+
+import gin
+import numpy as np
+import torch
+
+from cbsflow import rundir
+from cbsflow.errors import UserError
+from cbsflow.partition import check_boundaries
+from cbsflow.registry import name_of
+
+PROFILE, SPLIT, TRAIN, SAMPLES, METRICS = "profile.json", "split.json", "checkpoints/train.json", "sample.json", "metrics.json"
+# Each stage's artifact and the artifact it reads (its output is stale when that input changed).
+ARTIFACTS = {"profile": (PROFILE, None), "split": (SPLIT, PROFILE), "train": (TRAIN, SPLIT),
+             "sample": (SAMPLES, TRAIN), "evaluate": (METRICS, SAMPLES)}
+
+
+def is_done(run_dir: str, stage: str) -> bool:
+    artifact, upstream = ARTIFACTS[stage]
+    return rundir.is_current(os.path.join(run_dir, artifact), upstream and os.path.join(run_dir, upstream))
+
+
+def _upstream(run_dir: str, stage: str) -> str | None:
+    return rundir.digest(os.path.join(run_dir, ARTIFACTS[stage][1]))
+
+
+@gin.configurable(module="stage")
+def profile(run_dir, estimator=gin.REQUIRED, monitor=gin.REQUIRED, dataset=gin.REQUIRED, path=gin.REQUIRED,
+            n_points: int = 64, t_min: float = 0.0, t_max: float = 0.995, n_samples: int = 512,
+            smoother=None, seed: int = 0) -> None:
+    """Measure the monitor on a grid of t with the estimator's velocity field; write profile.json."""
+    if not 0.0 <= t_min < t_max <= 1.0 or n_points < 2:
+        raise UserError(f"profile: need 0 <= t_min < t_max <= 1 and n_points >= 2, got {t_min}, {t_max}, {n_points}")
+    if run_dir is None:
+        return
+    velocity = estimator(dataset, path, seed=seed)
+    x1, y = dataset.sample(n_samples, seed=seed + 1)
+    t = torch.linspace(t_min, t_max, n_points)
+    mean, stderr = monitor(velocity, x1, t, path=path, y=y, generator=torch.Generator().manual_seed(seed))
+    raw, raw_se = (np.asarray(torch.as_tensor(v, dtype=torch.float64).cpu()) for v in (mean, stderr))
+    _check_monitor(name_of(monitor), t.numpy(), raw, raw_se)
+    value, se = smoother(t.numpy(), raw, raw_se) if smoother is not None else (raw, raw_se)
+    rundir.write_json(os.path.join(run_dir, PROFILE), {
+        "monitor": name_of(monitor), "estimator": name_of(estimator), "t": t.tolist(),
+        "value": list(map(float, value)), "stderr": list(map(float, se)),
+        "smoother": None if smoother is None else name_of(smoother),
+        "raw_value": raw.tolist(), "raw_stderr": raw_se.tolist()})
+
+
+def _check_monitor(name: str, t, value, stderr) -> None:
+    """A monitor must return finite, non-negative values shaped like t."""
+    if value.shape != t.shape or stderr.shape != t.shape:
+        raise UserError(f"monitor {name!r} returned {value.shape} values for a grid of {t.shape}; return (mean, stderr) per t")
+    bad = ~np.isfinite(value) | (value < 0) | ~np.isfinite(stderr)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise UserError(f"monitor {name!r} returned {value[i]} (stderr {stderr[i]}) at t = {t[i]:.4f}; "
+                        "monitors must be finite and >= 0")
+
+
+def load_profile(path: str) -> dict:
+    """Read and validate profile.json (it may be written by hand)."""
+    prof = rundir.read_json(path, "split")
+    for key in ("t", "value"):
+        if not isinstance(prof.get(key), list) or len(prof[key]) < 2:
+            raise UserError(f"{path}: '{key}' must be a list of at least 2 numbers")
+    prof.setdefault("stderr", [0.0] * len(prof["value"]))
+    prof.setdefault("monitor", "unknown")
+    try:
+        t, value, se = (np.asarray(prof[k], dtype=np.float64) for k in ("t", "value", "stderr"))
+    except (TypeError, ValueError):
+        raise UserError(f"{path}: 't', 'value' and 'stderr' must be lists of numbers")
+    if not (t.shape == value.shape == se.shape) or t.ndim != 1:
+        raise UserError(f"{path}: 't', 'value' and 'stderr' must have the same length")
+    if not (np.all(np.diff(t) > 0) and t[0] >= 0 and t[-1] <= 1):
+        raise UserError(f"{path}: 't' must increase strictly within [0, 1]")
+    _check_monitor(prof["monitor"], t, value, se)
+    return prof
+
+
+@gin.configurable(module="stage")
+def split(run_dir, solver=gin.REQUIRED) -> None:
+    """Choose the boundaries with the partition solver; write split.json and profile.png."""
+    from cbsflow.partition import density
+    from cbsflow.plotting import plot_profile
+
+    if run_dir is None:
+        return
+    prof_path = os.path.join(run_dir, PROFILE)
+    prof = load_profile(prof_path) if solver.needs_profile or os.path.exists(prof_path) else None
+    if prof is None:
+        t, value = np.linspace(0, 1, 2), np.ones(2)
+    else:
+        t, value = np.asarray(prof["t"], np.float64), np.asarray(prof["value"], np.float64)
+    boundaries = check_boundaries(solver(t, value), f"solver {name_of(solver)!r}")
+    result = {"solver": name_of(solver), "monitor": prof and prof["monitor"], "boundaries": boundaries.tolist(),
+              "burden": solver.burden(t, value, boundaries).tolist(), "exponent": solver.exponent,
+              "floor": solver.floor, "upstream": _upstream(run_dir, "split")}
+    rundir.write_json(os.path.join(run_dir, SPLIT), result)
+    plot_profile(os.path.join(run_dir, "profile.png"), prof, result,
+                 lambda m: density(m, solver.exponent, solver.floor))
+
+
+def _boundaries(run_dir: str) -> np.ndarray:
+    split_json = rundir.read_json(os.path.join(run_dir, SPLIT), "train")
+    return check_boundaries(split_json.get("boundaries"), os.path.join(run_dir, SPLIT))
+
+
+@gin.configurable(module="stage")
+def train(run_dir, backbone=gin.REQUIRED, dataset=gin.REQUIRED, path=gin.REQUIRED, steps_per_segment: int = 1000,
+          batch_size: int = 256, lr: float = 1e-3, shared_init_steps: int = 0, t_sampler=None,
+          ema_decay: float = 0.0, grad_clip: float = 1.0, warmup_steps: int = 0, local_time: bool = False,
+          mixed_precision: str = "no", seed: int = 0) -> None:
+    """Train one expert per segment on t drawn inside its interval; write checkpoints/segment_k.pt.
+
+    ``shared_init_steps`` > 0 first trains a base network on all of [0, 1] and starts every expert from it.
+    """
+    from accelerate import Accelerator
+
+    from cbsflow.segmented import checkpoint_path
+    from cbsflow.training import fit
+
+    if local_time and shared_init_steps > 0:
+        raise UserError("train: local_time=True rescales t per expert, so a base network trained on global t "
+                        "cannot initialise the experts; set train.shared_init_steps = 0")
+    if run_dir is None:
+        return
+    boundaries = _boundaries(run_dir)
+    accelerator = Accelerator(mixed_precision=mixed_precision)
+    settings = dict(path=path, batch_size=batch_size, lr=lr, t_sampler=t_sampler, ema_decay=ema_decay,
+                    grad_clip=grad_clip, warmup_steps=warmup_steps, accelerator=accelerator)
+    base = None
+    if shared_init_steps > 0:
+        torch.manual_seed(seed)
+        base = backbone(data_shape=dataset.shape, num_classes=dataset.num_classes)
+        fit(base, dataset, interval=(0.0, 1.0), steps=shared_init_steps, seed=seed, desc="shared base", **settings)
+    losses = []
+    for k, interval in enumerate(zip(boundaries[:-1].tolist(), boundaries[1:].tolist())):
+        torch.manual_seed(seed + k)
+        net = backbone(data_shape=dataset.shape, num_classes=dataset.num_classes)
+        if base is not None:
+            net.load_state_dict(base.state_dict())
+        time_input = _LocalTime(net, interval) if local_time else net
+        out = fit(time_input, dataset, interval=interval, steps=steps_per_segment, seed=seed + 1000 * (k + 1),
+                  desc=f"expert {k + 1}/{len(boundaries) - 1} [{interval[0]:.3f}, {interval[1]:.3f})", **settings)
+        ema = out["ema"].net if local_time and out["ema"] is not None else out["ema"]
+        _save(checkpoint_path(run_dir, k), {"state_dict": net.state_dict(), "ema": ema and ema.state_dict(), "interval": list(interval),
+                                            "steps": steps_per_segment, "loss": out["loss"]})
+        losses.append(out["loss"])
+    rundir.write_json(os.path.join(run_dir, TRAIN), {
+        "n_segments": len(boundaries) - 1, "boundaries": boundaries.tolist(), "final_loss": losses,
+        "steps_per_segment": steps_per_segment, "local_time": local_time, "upstream": _upstream(run_dir, "train")})
+
+
+class _LocalTime(torch.nn.Module):
+    """Feeds a network t rescaled to [0, 1] within its interval (see SegmentedVelocity.local_time)."""
+
+    def __init__(self, net, interval):
+        super().__init__()
+        self.net, (self.a, self.b) = net, interval
+
+    def forward(self, x, t, y=None):
+        return self.net(x, (t - self.a) / (self.b - self.a), y)
+
+
+def _save(path: str, state: dict) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    torch.save(state, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+@gin.configurable(module="stage")
+def sample(run_dir, backbone=gin.REQUIRED, dataset=gin.REQUIRED, sampler=gin.REQUIRED, schedule=gin.REQUIRED,
+           n_steps: int = 32, n_samples: int = 4096, batch_size: int = 4096, use_ema: bool = True,
+           seed: int = 0) -> None:
+    """Generate samples with the segmented model, one expert per segment; write samples.npz + sample.json."""
+    from cbsflow.samplers import sample_segmented
+    from cbsflow.segmented import load_segmented
+
+    if run_dir is None:
+        return
+    rundir.read_json(os.path.join(run_dir, TRAIN), "sample")
+    model = load_segmented(run_dir, backbone, dataset, use_ema=use_ema).eval()
+    grids = schedule(model.boundaries.numpy(), n_steps)
+    gen = torch.Generator().manual_seed(seed)
+    out, nfe = [], 0
+    for start in range(0, n_samples, batch_size):
+        n = min(batch_size, n_samples - start)
+        x0 = torch.randn((n,) + tuple(dataset.shape), generator=gen)
+        y = torch.randint(0, dataset.num_classes, (n,), generator=gen) if dataset.num_classes else None
+        x, nfe = sample_segmented(model, sampler, grids, x0, y)
+        out.append(x)
+    np.savez(os.path.join(run_dir, "samples.npz"), x=torch.cat(out).numpy())
+    rundir.write_json(os.path.join(run_dir, SAMPLES), {
+        "sampler": name_of(sampler), "schedule": name_of(schedule), "steps": n_steps, "nfe": nfe,
+        "steps_per_segment": [len(g) - 1 for g in grids], "n_samples": n_samples, "ema": use_ema, "seed": seed,
+        "upstream": _upstream(run_dir, "sample")})
+
+
+@gin.configurable(module="stage")
+def evaluate(run_dir, dataset=gin.REQUIRED, metrics=(), backbone=gin.REQUIRED, reference_seed: int = 2**31 - 1) -> None:
+    """Score the samples against fresh data with every metric; write metrics.json (+ a scatter plot in 2-D)."""
+    from cbsflow.plotting import plot_scatter
+    from cbsflow.segmented import load_segmented
+
+    if run_dir is None:
+        return
+    info = rundir.read_json(os.path.join(run_dir, SAMPLES), "evaluate")
+    samples = torch.from_numpy(np.load(os.path.join(run_dir, "samples.npz"))["x"])
+    velocity = load_segmented(run_dir, backbone, dataset, use_ema=info.get("ema", True)).eval()
+    results = {}
+    for metric in metrics:
+        results.update(metric(samples=samples, dataset=dataset, velocity=velocity, seed=reference_seed))
+    sampling = {k: v for k, v in info.items() if k != "upstream"}
+    rundir.write_json(os.path.join(run_dir, METRICS), {"nfe": info["nfe"], "sampling": sampling, "metrics": results,
+                                                       "upstream": _upstream(run_dir, "evaluate")})
+    if samples[0].numel() == 2:
+        ref, _ = dataset.sample(min(len(samples), 5000), seed=reference_seed)
+        plot_scatter(os.path.join(run_dir, "samples.png"), samples[:5000].reshape(-1, 2).numpy(),
+                     ref.reshape(-1, 2).numpy(), f"{len(boundaries_of(run_dir)) - 1} experts, NFE {info['nfe']}")
+
+
+def boundaries_of(run_dir: str) -> list[float]:
+    return rundir.read_json(os.path.join(run_dir, SPLIT), "evaluate")["boundaries"]
+
+
+STAGES = {"profile": profile, "split": split, "train": train, "sample": sample, "evaluate": evaluate}

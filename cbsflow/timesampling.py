@@ -1,0 +1,51 @@
+"""Training-time distributions of t, restricted to an expert's interval by inverse-CDF sampling."""
+
+from __future__ import annotations
+
+import torch
+
+from cbsflow.registry import register
+
+
+class TimeSampler:
+    """A distribution on [0, 1] given by its CDF and inverse CDF."""
+
+    def cdf(self, t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def icdf(self, u: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, n: int, interval: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
+        """n times drawn from the distribution conditioned on [a, b)."""
+        a, b = (torch.tensor(float(v), dtype=torch.float64) for v in interval)
+        lo, hi = self.cdf(a), self.cdf(b)
+        u = lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64)
+        t = self.icdf(u).clamp(a, b)
+        return torch.where(t >= b, torch.nextafter(b, a), t).float()
+
+
+@register("time_sampler")
+class uniform_time(TimeSampler):
+    """t ~ Uniform[0, 1] (flow matching, SiT)."""
+
+    def cdf(self, t):
+        return t
+
+    def icdf(self, u):
+        return u
+
+
+@register("time_sampler")
+class logit_normal(TimeSampler):
+    """logit(t) ~ N(mean, std^2) (SD3; JiT uses mean -0.8, std 0.8)."""
+
+    def __init__(self, mean: float = -0.8, std: float = 0.8):
+        self.normal = torch.distributions.Normal(torch.tensor(mean, dtype=torch.float64),
+                                                 torch.tensor(std, dtype=torch.float64))
+
+    def cdf(self, t):
+        return self.normal.cdf(torch.logit(t.clamp(1e-12, 1 - 1e-12)))
+
+    def icdf(self, u):
+        return torch.sigmoid(self.normal.icdf(u.clamp(1e-12, 1 - 1e-12)))

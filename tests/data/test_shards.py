@@ -1,0 +1,294 @@
+"""WebDataset shards: writing with tools/make_shards.py, reading back with the `shards` dataset, and `digits`."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import subprocess
+import sys
+import tarfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cbsflow.data import shards as shards_module
+from cbsflow.data.shards import digits, resolve_shards, shards, shards_for_rank
+from cbsflow.errors import UserError
+from cbsflow.registry import get
+
+ROOT = Path(__file__).resolve().parents[2]
+TOOL = ROOT / "tools" / "make_shards.py"
+CIFAR_TEST = Path("/work/shared/data/cifar10/cifar10-test-000000.tar.gz")
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location("make_shards", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("make_shards", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+ms = _load_tool()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(TOOL), *args], capture_output=True, text=True, cwd="/", timeout=120)
+
+
+def take(it, n: int) -> list:
+    return [next(it) for _ in range(n)]
+
+
+def png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def digit_shards(tmp_path_factory) -> Path:
+    """scikit-learn digits written through the functions: 4 gzip shards of <= 500 samples."""
+    out = tmp_path_factory.mktemp("digits")
+    total, samples = ms.digits_samples(size=8)
+    summary = ms.write_shards(samples, str(out), "digits", maxcount=500, total=total, progress=False)
+    assert summary.samples == 1797 and len(summary.shards) == 4 and summary.bytes > 0
+    return out
+
+
+def test_registered():
+    assert get("dataset.shards").obj is shards
+    assert get("dataset.digits").obj is digits
+
+
+def test_read_digit_shards(digit_shards):
+    ds = shards(str(digit_shards / "digits-{000000..000003}.tar.gz"), shape=(1, 8, 8), num_classes=10)
+    assert len(ds.paths) == 4
+    x, y = next(ds.batches(64, seed=0))
+    assert x.shape == (64, 1, 8, 8) and x.dtype == torch.float32
+    assert x.min() >= -1 and x.max() <= 1 and x.min() == -1 and x.max() == 1
+    assert y.dtype == torch.long and y.shape == (64,) and 0 <= y.min() and y.max() <= 9
+    # Same images as sklearn's (png is lossless; 0..16 -> 0..255 is rounded).
+    ref = digits().x
+    flat = ref.reshape(len(ref), -1)
+    noflip = shards(str(digit_shards), shape=(1, 8, 8), flip=False)
+    xb, yb = next(noflip.batches(16, seed=3))
+    assert yb is None
+    dist = torch.cdist(xb.reshape(16, -1), flat).min(dim=1).values
+    assert dist.max() < 0.05
+
+
+def test_batches_reproducible(digit_shards):
+    ds = shards(str(digit_shards / "*.tar.gz"), shape=(1, 8, 8), num_classes=10, shuffle_buffer=200)
+    a, b, c = (take(ds.batches(32, seed=s), 40) for s in (0, 0, 1))  # 1280 samples: crosses shard boundaries
+    assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b))
+    assert not torch.equal(torch.cat([x for x, _ in a]), torch.cat([x for x, _ in c]))
+
+
+def test_batches_endless_and_workers(digit_shards):
+    ds = shards(str(digit_shards), shape=(1, 8, 8), num_classes=10, num_workers=2, shuffle_buffer=100)
+    a = take(ds.batches(256, seed=0), 9)  # 2304 > 1797 samples: second epoch
+    b = take(ds.batches(256, seed=0), 9)
+    assert all(torch.equal(xa, xb) for (xa, _), (xb, _) in zip(a, b))
+    labels = torch.cat([y for _, y in a])
+    assert set(labels.tolist()) == set(range(10))
+
+
+def test_cli_digits_and_overwrite(tmp_path):
+    out = tmp_path / "d16"
+    r = run_cli("--from-digits", "--size", "16", "--out", str(out), "--maxcount", "1000", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "1797 samples in 2 shards" in r.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["shard-000000.tar.gz", "shard-000001.tar.gz"]
+    ds = shards(str(out), shape=(1, 16, 16), num_classes=10)
+    x, y = next(ds.batches(8, seed=0))
+    assert x.shape == (8, 1, 16, 16) and -1 <= x.min() and x.max() <= 1 and y.max() <= 9
+
+    r = run_cli("--from-digits", "--out", str(out), "--quiet")
+    assert r.returncode == 2 and "--force" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_npz_roundtrip(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(20, 8, 8, 3), dtype=np.uint8)  # NHWC
+    labels = rng.integers(0, 5, size=20)
+    np.savez(tmp_path / "a.npz", x=images, y=labels)
+    out = tmp_path / "npz"
+    assert ms.main(["--from-array", str(tmp_path / "a.npz"), "--labels-key", "y", "--out", str(out),
+                    "--no-shuffle", "--no-gzip", "--maxcount", "8", "--quiet"]) == 0
+    assert "20 samples in 3 shards" in capsys.readouterr().out
+    assert all(p.suffix == ".tar" for p in out.iterdir())
+    ds = shards(str(out / "shard-{000000..000002}.tar"), shape=(3, 8, 8), num_classes=5,
+                flip=False, shuffle_buffer=0, resampled=False)
+    x, y = ds.sample(20)
+    expect = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1  # (b, c, h, w)
+    assert torch.allclose(x, expect) and torch.equal(y, torch.from_numpy(labels))
+
+    # NCHW uint8 gives the same pngs; float arrays become unscaled npy latents.
+    n, gen = ms.array_samples(_save(tmp_path / "nchw.npy", images.transpose(0, 3, 1, 2)), shuffle=False)
+    assert [s["png"] for s in gen] == [ms.png_bytes(im) for im in images]
+    latents = rng.normal(size=(10, 4, 2, 2)).astype(np.float32) * 5
+    n, gen = ms.array_samples(_save(tmp_path / "lat.npy", latents), shuffle=False)
+    ms.write_shards(gen, str(tmp_path / "lat"), "lat", total=n, progress=False)
+    lat = shards(str(tmp_path / "lat"), shape=(4, 2, 2), flip=True, shuffle_buffer=0, resampled=False)
+    xl, yl = lat.sample(10)
+    assert yl is None and torch.equal(xl, torch.from_numpy(latents))  # never flipped, never scaled
+
+
+def _save(path: Path, arr: np.ndarray) -> str:
+    np.save(path, arr)
+    return str(path)
+
+
+def test_from_folder(tmp_path, capsys):
+    src = tmp_path / "src"
+    for cls, value in (("cat", 10), ("dog", 200)):
+        (src / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((4, 4, 3), value, np.uint8)).save(src / cls / f"{i}.png")
+    out = tmp_path / "out"
+    assert ms.main(["--from-folder", str(src), "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "classes.json").read_text()) == ["cat", "dog"]
+    x, y = shards(str(out), shape=(3, 4, 4), num_classes=2).sample(6)
+    for xi, yi in zip(x, y):
+        assert torch.allclose(xi, torch.full_like(xi, (10, 200)[yi] / 127.5 - 1))
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("args", [["--from-folder", "/nonexistent/dir"], ["--from-array", "/nonexistent/a.npz"]])
+def test_cli_bad_input(tmp_path, capsys, args):
+    assert ms.main([*args, "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "/nonexistent/" in err
+
+
+def test_corrupt_samples_skipped(tmp_path):
+    good = [np.full((4, 4), 17 * i, np.uint8) for i in range(6)]
+    members = [(f"{i:04d}.png", png(im)) for i, im in enumerate(good)]
+    members += [(f"{i:04d}.cls", b"1") for i in range(6)]
+    members += [("bad1.png", b"\x89PNG not really"), ("bad1.cls", b"1"),  # undecodable
+                ("bad2.png", png(np.zeros((5, 5), np.uint8))), ("bad2.cls", b"1"),  # wrong shape
+                ("bad3.cls", b"1"),  # no image
+                ("bad4.png", png(good[0]))]  # no label
+    members.sort(key=lambda m: m[0].split(".")[0])  # webdataset groups consecutive members by key
+    path = tmp_path / "corrupt-000000.tar"
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    ds = shards(str(path), shape=(1, 4, 4), num_classes=2, flip=False, shuffle_buffer=0, resampled=False)
+    with pytest.warns(RuntimeWarning, match=r"skipped \d+ unusable") as record:
+        it = ds.batches(6, seed=0)  # one epoch per batch; the 4 bad samples come after the good ones
+        x, y = take(it, 3)[2]
+        it.close()
+    assert x.shape == (6, 1, 4, 4) and torch.equal(y, torch.ones(6, dtype=torch.long))
+    assert ds.skipped == 8  # 4 per epoch
+    assert [str(w.message).split(" unusable")[0] for w in record] == ["shards: skipped 4", "shards: skipped 8"]
+
+
+def test_all_corrupt_raises(tmp_path):
+    total, samples = ms.digits_samples(size=8)
+    ms.write_shards(samples, str(tmp_path), maxcount=2000, total=total, progress=False)
+    ds = shards(str(tmp_path), shape=(3, 32, 32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(UserError, match="no usable sample"):
+            next(ds.batches(4))
+
+
+def test_no_match_raises(tmp_path):
+    pattern = str(tmp_path / "nothing-{000000..000003}.tar.gz")
+    with pytest.raises(UserError) as info:
+        shards(pattern, shape=(3, 32, 32))
+    msg = str(info.value)
+    assert pattern in msg and "tools/make_shards.py --help" in msg and "\n" not in msg
+    with pytest.raises(UserError, match="nothing"):
+        resolve_shards(str(tmp_path / "nothing*"))
+
+
+def test_resolve_and_fingerprint(digit_shards):
+    by_dir, by_glob = resolve_shards(str(digit_shards)), resolve_shards(str(digit_shards / "*.tar.gz"))
+    by_brace = resolve_shards(str(digit_shards / "digits-{000000..000003}.tar.gz"))
+    assert by_dir == by_glob == by_brace and len(by_dir) == 4
+    with pytest.raises(UserError, match="do not exist"):
+        resolve_shards(str(digit_shards / "digits-{000000..000009}.tar.gz"))
+    a = shards(str(digit_shards), shape=(1, 8, 8))
+    assert a.fingerprint() == shards(str(digit_shards / "*"), shape=(1, 8, 8)).fingerprint()
+    assert a.fingerprint() != shards(str(digit_shards), shape=(3, 8, 8)).fingerprint()
+    assert a.fingerprint() != shards(str(digit_shards / "digits-000000.tar.gz"), shape=(1, 8, 8)).fingerprint()
+
+
+@pytest.mark.skipif(not CIFAR_TEST.exists(), reason="CIFAR-10 shards not present")
+def test_cifar10_test_shard():
+    ds = shards(str(CIFAR_TEST), shape=(3, 32, 32), num_classes=10, shuffle_buffer=100)
+    x, y = next(ds.batches(128, seed=0))
+    assert x.shape == (128, 3, 32, 32) and x.min() >= -1 and x.max() <= 1
+    assert 0 <= y.min() and y.max() <= 9 and len(set(y.tolist())) > 5
+    assert ds.skipped == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Several processes: each rank reads its own shards.
+
+
+@pytest.fixture(scope="module")
+def labelled_by_shard(tmp_path_factory) -> Path:
+    """4 shards of 10 samples each whose label is the shard index."""
+    out = tmp_path_factory.mktemp("byshard")
+    img = png(np.zeros((2, 2), np.uint8))
+    samples = ({"__key__": f"{i:04d}", "png": img, "cls": str(i // 10).encode()} for i in range(40))
+    ms.write_shards(samples, str(out), maxcount=10, progress=False)
+    return out
+
+
+def test_shards_for_rank():
+    paths = [f"s{i}" for i in range(5)]
+    parts = [shards_for_rank(paths, r, 2) for r in range(2)]
+    assert parts == [["s0", "s2", "s4"], ["s1", "s3"]]
+    assert shards_for_rank(paths, 0, 1) == paths
+    with pytest.warns(UserWarning, match="shard"):
+        assert shards_for_rank(paths[:1], 1, 2) == paths[:1]
+
+
+def _labels_seen(urls: str, batches: int = 10) -> set[int]:
+    ds = shards(urls, shape=(1, 2, 2), num_classes=4, shuffle_buffer=5)
+    return {int(v) for _, y in take(ds.batches(8, seed=0), batches) for v in y}
+
+
+def test_two_ranks_disjoint_monkeypatched(labelled_by_shard, monkeypatch):
+    seen = []
+    for rank in range(2):
+        monkeypatch.setattr(shards_module, "_rank_world", lambda rank=rank: (rank, 2))
+        seen.append(_labels_seen(str(labelled_by_shard)))
+    assert seen == [{0, 2}, {1, 3}]
+
+
+def _rank_job(urls: str, out: str) -> None:
+    rank, world = shards_module._rank_world()
+    Path(out, f"rank{rank}.json").write_text(json.dumps([world, sorted(_labels_seen(urls))]))
+
+
+def test_two_ranks_disjoint_debug_launcher(labelled_by_shard, tmp_path):
+    accelerate = pytest.importorskip("accelerate")
+    accelerate.debug_launcher(_rank_job, args=(str(labelled_by_shard), str(tmp_path)), num_processes=2)
+    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert results == [[2, [0, 2]], [2, [1, 3]]]
+
+
+def test_digits_dataset():
+    d = digits()
+    assert d.shape == (1, 8, 8) and d.num_classes == 0
+    x, y = next(d.batches(32, seed=0))
+    assert x.shape == (32, 1, 8, 8) and y is None and x.min() >= -1 and x.max() <= 1
+    assert torch.equal(x, next(d.batches(32, seed=0))[0]) and not torch.equal(x, next(d.batches(32, seed=1))[0])
+    big = digits(size=16, conditional=True, flip=True)
+    x, y = big.sample(2000, seed=0)
+    assert big.shape == (1, 16, 16) and big.num_classes == 10 and x.shape == (2000, 1, 16, 16)
+    assert y.dtype == torch.long and set(y.tolist()) == set(range(10)) and x.min() >= -1 and x.max() <= 1
