@@ -58,6 +58,11 @@ def parse_config(files: list[str], bindings: list[str]) -> None:
     for f in files:
         if not os.path.isfile(f):
             raise UserError(f"--gin {f}: no such file; gin files live in gin/ (e.g. gin/quickstart.gin)")
+        # Includes such as 'gin/base.gin' resolve against every folder above the file, from any working directory.
+        folder = os.path.dirname(os.path.abspath(f))
+        while folder != os.path.dirname(folder):
+            folder = os.path.dirname(folder)
+            gin.add_config_file_search_path(folder)
     try:
         gin.parse_config_files_and_bindings(files, bindings, finalize_config=False)
     except UserError:

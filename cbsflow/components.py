@@ -15,3 +15,5 @@ import cbsflow.backbones.jit  # noqa: F401
 import cbsflow.backbones.sit  # noqa: F401
 import cbsflow.backbones.unet  # noqa: F401
 import cbsflow.data.shards  # noqa: F401
+import cbsflow.metrics.fidelity  # noqa: F401
+import cbsflow.metrics.likelihood  # noqa: F401

@@ -53,15 +53,17 @@ def heun(velocity, x: torch.Tensor, t_grid, y=None) -> torch.Tensor:
 
 
 def allocate(weights: np.ndarray, n_steps: int) -> np.ndarray:
-    """Split ``n_steps`` integers over segments proportional to ``weights`` (largest remainder, >= 1 each)."""
+    """Split ``n_steps`` integers over segments in proportion to ``weights`` (largest remainder, >= 1 each)."""
     n = len(weights)
     if n_steps < n:
         raise UserError(f"sample.n_steps={n_steps} is fewer than the {n} segments; use at least one step per segment")
-    share = (n_steps - n) * np.asarray(weights, np.float64) / np.sum(weights)
-    steps = np.floor(share).astype(int)
-    order = np.argsort(-(share - steps), kind="stable")
-    steps[order[: n_steps - n - steps.sum()]] += 1
-    return steps + 1
+    share = n_steps * np.asarray(weights, np.float64) / np.sum(weights)
+    steps = np.maximum(1, np.floor(share)).astype(int)
+    while steps.sum() < n_steps:  # hand out the remainder by largest shortfall
+        steps[np.argmax(share - steps)] += 1
+    while steps.sum() > n_steps:  # undo the minimum of one step where it overshoots most
+        steps[np.argmax(np.where(steps > 1, steps - share, -np.inf))] -= 1
+    return steps
 
 
 @register("schedule")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import tqdm
@@ -49,7 +50,8 @@ def fit(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup_steps)))
     ema = copy.deepcopy(net).requires_grad_(False) if ema_decay > 0 else None
     model, opt = accelerator.prepare(net, opt)
-    gen = torch.Generator().manual_seed(seed)
+    # Noise and times get their own stream: the dataset draws from `seed`, and sharing it would correlate x1 and eps.
+    gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 1]).generate_state(1)[0]))
     batches = dataset.batches(batch_size, seed=seed)
     bar = tqdm(range(steps), desc=desc, main_process_only=True, leave=False, mininterval=1.0)
     loss_value = math.nan

@@ -14,7 +14,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from cbsflow.compare import Run, build_table, find_run_dirs, format_markdown, format_text, group_runs, load_run  # noqa: E402
+from cbsflow.compare import (  # noqa: E402
+    Run,
+    build_table,
+    find_run_dirs,
+    format_markdown,
+    format_text,
+    group_runs,
+    load_run,
+)
 from cbsflow.errors import UserError  # noqa: E402
 
 
@@ -29,7 +37,8 @@ def resolve_baseline(arg: str | None, runs: list[Run]) -> tuple[str | None, list
         base = load_run(arg)
         known = {r.path.resolve() for r in runs}
         return base.label, runs + ([base] if base.path.resolve() not in known else [])
-    raise UserError(f"--baseline {arg!r} is neither a run directory nor a label; labels are: {', '.join(sorted(labels))}")
+    known = ", ".join(sorted(labels))
+    raise UserError(f"--baseline {arg!r} is neither a run directory nor a label; labels are: {known}")
 
 
 def plot_profiles(groups: dict[str, list[Run]], path: Path) -> None:

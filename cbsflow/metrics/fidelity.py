@@ -1,0 +1,345 @@
+"""Sample-quality metrics computed through torch-fidelity: FID, Inception Score, KID, precision/recall.
+
+All metrics share one pipeline: images in [-1, 1] -> uint8 3xHxW -> features from a torch-fidelity feature
+extractor (fp32) -> the metric from features. Reference features are cached on disk per
+(dataset fingerprint, n_reference, extractor, layer, seed), so a second evaluation never reads the dataset.
+
+Pretrained weights are never downloaded: ``weights_path`` must point at a local file. ``cbsflow-randconv`` is
+a weights-free extractor (a fixed random conv net) for offline runs and tests; distances in its feature space
+are *not* FID and are reported under other names (``fd_randconv``, ``kd_randconv``, ...).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import torch_fidelity
+from torch import nn
+from torch_fidelity import FeatureExtractorBase, register_feature_extractor
+from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
+from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
+from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
+
+from cbsflow.errors import UserError
+from cbsflow.registry import register
+
+INCEPTION = "inception-v3-compat"
+INCEPTION_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
+OFFLINE_EXTRACTOR = "cbsflow-randconv"
+DEFAULT_WEIGHTS_PATH = f"~/.cache/cbsflow/{INCEPTION_WEIGHTS}"
+DEFAULT_CACHE_ROOT = "~/.cache/cbsflow/fidelity"
+
+
+class RandConvFeatures(FeatureExtractorBase):
+    """Fixed random-weight conv net (He-normal, seed 0): weights-free features; distances in them are NOT FID."""
+
+    RESOLUTION = 32
+    WIDTHS = (3, 32, 64, 128)
+    NUM_LOGITS = 10
+
+    def __init__(self, name: str, features_list: list[str], **kwargs: Any):
+        super().__init__(name, features_list)
+        generator = torch.Generator().manual_seed(0)
+        convs = []
+        for c_in, c_out in zip(self.WIDTHS[:-1], self.WIDTHS[1:]):
+            conv = nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)
+            conv.weight.data = torch.randn(conv.weight.shape, generator=generator) * (2 / (c_in * 9)) ** 0.5
+            conv.bias.data.zero_()
+            convs.append(conv)
+        self.convs = nn.ModuleList(convs)
+        self.head = nn.Linear(self.WIDTHS[-1], self.NUM_LOGITS)
+        self.head.weight.data = torch.randn(self.head.weight.shape, generator=generator) / self.WIDTHS[-1] ** 0.5
+        self.head.bias.data.zero_()
+
+    @staticmethod
+    def get_provided_features_list() -> tuple[str, ...]:
+        return "128", "logits"
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric: str) -> str:
+        return {"isc": "logits", "fid": "128", "kid": "128", "prc": "128"}[metric]
+
+    @staticmethod
+    def can_be_compiled() -> bool:
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile() -> torch.Tensor:
+        return torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        h = x.float() / 127.5 - 1  # (b, 3, h, w) in [-1, 1]
+        h = F.interpolate(h, size=(self.RESOLUTION, self.RESOLUTION), mode="bilinear", antialias=True)
+        for conv in self.convs:
+            h = F.relu(conv(h))
+        pooled = h.mean(dim=(2, 3))  # (b, 128)
+        features = {"128": pooled, "logits": self.head(pooled)}
+        return tuple(features[name] for name in self.features_list)
+
+
+def register_offline_extractor() -> None:
+    """Register ``cbsflow-randconv`` with torch-fidelity once (a second registration would raise)."""
+    if OFFLINE_EXTRACTOR not in FEATURE_EXTRACTORS_REGISTRY:
+        register_feature_extractor(OFFLINE_EXTRACTOR, RandConvFeatures)
+
+
+register_offline_extractor()
+
+
+class ImageTensors(torch.utils.data.Dataset):
+    """A torch Dataset over a uint8 (n, 3, h, w) tensor, returning tensors (what torch-fidelity expects)."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images = images
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.images[i]
+
+
+def to_uint8_images(x: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1], (n, c, h, w) with c in {1, 3} -> uint8 (n, 3, h, w); grayscale repeated to 3 channels."""
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise UserError(
+            f"image metrics need images of shape (n, 1 or 3, H, W) in [-1, 1], got {tuple(x.shape)}; "
+            "use a sample-space metric (e.g. nll) for non-image data"
+        )
+    u8 = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return u8.expand(-1, 3, -1, -1).contiguous() if u8.shape[1] == 1 else u8
+
+
+def extract_features(
+    extractor: FeatureExtractorBase, images: torch.Tensor, batch_size: int, cuda: bool
+) -> torch.Tensor:
+    """Features (n, f) of uint8 images from a one-layer torch-fidelity extractor."""
+    (layer,) = extractor.get_requested_features_list()
+    out = get_featuresdict_from_dataset(ImageTensors(images), extractor, batch_size, cuda, True, False)
+    return out[layer].float().cpu()
+
+
+def _single_threaded_blas() -> contextlib.AbstractContextManager:
+    """One BLAS thread: LAPACK's eigvals is mostly sequential, and OpenBLAS threads fighting torch's OpenMP
+    threads made it 10-100x slower on small machines (threadpoolctl comes with scikit-learn)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+def frechet_distance(features: torch.Tensor, reference: dict[str, Any]) -> float:
+    """Fréchet distance between Gaussians fitted to ``features`` and to reference statistics (mu, sigma)."""
+    stats = fid_features_to_statistics(features.float())
+    with _single_threaded_blas():
+        return fid_statistics_to_metric(stats, reference, verbose=False)[KEY_METRIC_FID]
+
+
+def dataset_fingerprint(dataset: Any) -> str:
+    """The dataset's ``fingerprint()`` if it has one, else its ``repr``."""
+    fingerprint = getattr(dataset, "fingerprint", None)
+    return str(fingerprint()) if callable(fingerprint) else repr(dataset)
+
+
+def _reference_cache_file(cache_root: str, key: dict[str, Any]) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    name = f"{key['extractor']}-{key['layer']}-n{key['n_reference']}-seed{key['seed']}-{digest}.pt"
+    return Path(cache_root).expanduser() / name
+
+
+class _FidelityMetric:
+    """Shared pipeline of the torch-fidelity metrics; subclasses set ``metric`` and implement ``compute``."""
+
+    metric = ""  # torch-fidelity's metric key: "fid", "isc", "kid" or "prc"
+    needs_reference = True
+
+    def __init__(
+        self,
+        n_reference: int = 10000,
+        feature_extractor: str = INCEPTION,
+        weights_path: str = DEFAULT_WEIGHTS_PATH,
+        cache_root: str = DEFAULT_CACHE_ROOT,
+        batch_size: int = 64,
+    ):
+        if feature_extractor not in FEATURE_EXTRACTORS_REGISTRY:
+            raise UserError(
+                f"{type(self).__name__}.feature_extractor = {feature_extractor!r} is not a torch-fidelity extractor; "
+                f"choose one of: {', '.join(FEATURE_EXTRACTORS_REGISTRY)}"
+            )
+        self.n_reference = n_reference
+        self.feature_extractor = feature_extractor
+        self.weights_path = weights_path
+        self.cache_root = cache_root
+        self.batch_size = batch_size
+        self.cuda = torch.cuda.is_available()
+        cls = FEATURE_EXTRACTORS_REGISTRY[feature_extractor]
+        self.layer = cls.get_default_feature_layer_for_metric(self.metric)
+        self._extractor: FeatureExtractorBase | None = None
+
+    @property
+    def offline(self) -> bool:
+        return self.feature_extractor == OFFLINE_EXTRACTOR
+
+    def name(self, base: str, inception_name: str) -> str:
+        """The reported name: ``inception_name`` for Inception features, else ``base`` tagged with the extractor."""
+        if self.feature_extractor == INCEPTION:
+            return inception_name
+        tag = self.feature_extractor.removeprefix("cbsflow-").replace("-", "_")
+        return f"{base}_{tag}"
+
+    def extractor(self) -> FeatureExtractorBase:
+        """The torch-fidelity extractor for this metric's layer (fp32), checking local weights first."""
+        if self._extractor is None:
+            kwargs: dict[str, Any] = {"verbose": False, "feature_extractor_internal_dtype": "float32"}
+            if not self.offline:
+                kwargs["feature_extractor_weights_path"] = str(self._weights_file())
+            self._extractor = create_feature_extractor(self.feature_extractor, [self.layer], cuda=self.cuda, **kwargs)
+        return self._extractor
+
+    def _weights_file(self) -> Path:
+        path = Path(self.weights_path).expanduser()
+        if not path.is_file():
+            raise UserError(
+                f"{self.feature_extractor} weights not found: {path} — put {path.name} there or set "
+                f"`{type(self).__name__}.weights_path = '/path/to/{path.name}'` (gin file or --bind); cbsflow never "
+                f"downloads weights (offline alternative: feature_extractor = '{OFFLINE_EXTRACTOR}', not FID)"
+            )
+        return path
+
+    def reference(self, dataset: Any, seed: int) -> tuple[dict[str, Any], bool]:
+        """Reference features and statistics (from the disk cache when present) and whether the cache was used."""
+        fingerprint = dataset_fingerprint(dataset)
+        key = {
+            "dataset": fingerprint,
+            "n_reference": self.n_reference,
+            "extractor": self.feature_extractor,
+            "layer": self.layer,
+            "seed": seed,
+        }
+        cacheable = " object at 0x" not in fingerprint
+        if not cacheable:
+            warnings.warn(f"{type(dataset).__name__} has no fingerprint(): reference features are not cached")
+        path = _reference_cache_file(self.cache_root, key)
+        if cacheable and path.is_file():
+            return torch.load(path, weights_only=True), True
+        x, _ = dataset.sample(self.n_reference, seed)
+        features = extract_features(self.extractor(), to_uint8_images(x), self.batch_size, self.cuda)
+        stats = fid_features_to_statistics(features)
+        entry = {
+            "key": key,
+            "features": features,
+            "mu": torch.from_numpy(stats["mu"]),  # float32
+            "sigma": torch.from_numpy(stats["sigma"]),  # float64
+        }
+        if cacheable:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            torch.save(entry, tmp)
+            os.replace(tmp, path)
+        return entry, False
+
+    def __call__(self, *, samples: torch.Tensor, dataset: Any, velocity: Any = None, seed: int = 0) -> dict[str, dict]:
+        features = extract_features(self.extractor(), to_uint8_images(samples), self.batch_size, self.cuda)
+        settings: dict[str, Any] = {
+            "n_samples": int(samples.shape[0]),
+            "feature_extractor": self.feature_extractor,
+            "feature_layer": self.layer,
+            "weights": None if self.offline else Path(self.weights_path).name,
+            "dtype": "float32",
+            "torch_fidelity": torch_fidelity.__version__,
+        }
+        reference = None
+        if self.needs_reference:
+            reference, _ = self.reference(dataset, seed)
+            settings |= {
+                "reference": dataset_fingerprint(dataset),
+                "n_reference": int(reference["features"].shape[0]),
+                "reference_seed": seed,
+            }
+        if not self.offline and self.feature_extractor != INCEPTION:
+            settings["note"] = f"computed in {self.feature_extractor} features, not Inception"
+        if self.offline:
+            settings["note"] = "random-conv features (cbsflow-randconv): NOT FID/IS/KID, not comparable to papers"
+        results = self.compute(features, reference, seed)
+        return {name: {"value": float(value), "settings": settings | extra} for name, (value, extra) in results.items()}
+
+    def compute(self, features: torch.Tensor, reference: dict[str, Any] | None, seed: int) -> dict[str, tuple]:
+        """``{name: (value, extra settings)}`` from sample features and reference features/statistics."""
+        raise NotImplementedError
+
+
+@register("metric")
+class fid(_FidelityMetric):
+    """Fréchet Inception Distance (Heusel et al. 2017) against ``n_reference`` dataset samples."""
+
+    metric = "fid"
+
+    def compute(self, features, reference, seed):
+        stats = {"mu": reference["mu"].numpy(), "sigma": reference["sigma"].numpy()}
+        return {self.name("fd", "fid"): (frechet_distance(features, stats), {})}
+
+
+@register("metric")
+class isc(_FidelityMetric):
+    """Inception Score (Salimans et al. 2016), mean over 10 splits; the split std is in the settings."""
+
+    metric = "isc"
+    needs_reference = False
+
+    def compute(self, features, reference, seed):
+        out = isc_features_to_metric(features, splits=10, shuffle=True, rng_seed=seed)
+        extra = {"splits": 10, "split_std": out[KEY_METRIC_ISC_STD], "rng_seed": seed}
+        return {self.name("is", "isc"): (out[KEY_METRIC_ISC_MEAN], extra)}
+
+
+@register("metric")
+class kid(_FidelityMetric):
+    """Kernel Inception Distance (Binkowski et al. 2018): unbiased MMD² with a cubic polynomial kernel."""
+
+    metric = "kid"
+
+    def compute(self, features, reference, seed):
+        real = reference["features"]
+        subset = min(1000, features.shape[0], real.shape[0])
+        out = kid_features_to_metric(
+            features, real, kid_subsets=100, kid_subset_size=subset, rng_seed=seed, verbose=False
+        )
+        extra = {"subsets": 100, "subset_size": subset, "kernel": "poly3", "subset_std": out[KEY_METRIC_KID_STD]}
+        return {self.name("kd", "kid"): (out[KEY_METRIC_KID_MEAN], extra)}
+
+
+@register("metric")
+class prc(_FidelityMetric):
+    """Improved precision and recall (Kynkäänniemi et al. 2019), k = 3 nearest-neighbour balls."""
+
+    metric = "prc"
+
+    def compute(self, features, reference, seed):
+        out = prc_features_to_metric(
+            features, reference["features"], prc_neighborhood=3, save_cpu_ram=False, verbose=False
+        )
+        extra = {"neighborhood": 3}
+        return {
+            self.name("precision", "precision"): (out[KEY_METRIC_PRECISION], extra),
+            self.name("recall", "recall"): (out[KEY_METRIC_RECALL], extra),
+        }
+
+
+@register("metric")
+class fd_offline(fid):
+    """Fréchet distance in fixed random-conv features (``cbsflow-randconv``): weights-free, NOT FID."""
+
+    def __init__(self, n_reference: int = 10000, cache_root: str = DEFAULT_CACHE_ROOT, batch_size: int = 64):
+        super().__init__(n_reference, OFFLINE_EXTRACTOR, "", cache_root, batch_size)

@@ -1,0 +1,139 @@
+"""Fidelity metrics with the weights-free random-conv extractor: identity, monotonicity, caching, missing weights."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cbsflow.errors import UserError
+from cbsflow.metrics.fidelity import (
+    INCEPTION_WEIGHTS,
+    OFFLINE_EXTRACTOR,
+    fd_offline,
+    fid,
+    isc,
+    kid,
+    prc,
+    register_offline_extractor,
+    to_uint8_images,
+)
+from cbsflow.registry import get
+
+
+class CountingImages:
+    """Fixed smooth random images in [-1, 1] that count how often they are sampled."""
+
+    def __init__(self, n=200, channels=3, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        x = F.avg_pool2d(torch.randn(n, channels, 32, 32, generator=g), 3, 1, 1)
+        self.x = (x / x.abs().amax()).clamp(-1, 1)
+        self.calls = 0
+
+    def sample(self, n, seed=0):
+        self.calls += 1
+        return self.x[:n], None
+
+    def fingerprint(self):
+        return f"counting-images-{self.x.shape[1]}ch"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_blas_thread():
+    """KID's numpy matmuls crawl when OpenBLAS threads compete with torch's on a small, busy machine."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # comes with scikit-learn; without it the tests are only slower
+        yield
+        return
+    with threadpool_limits(1, user_api="blas"):
+        yield
+
+
+@pytest.fixture
+def data():
+    return CountingImages()
+
+
+def noisy(x, level, seed=1):
+    return (x + level * torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))).clamp(-1, 1)
+
+
+def test_distance_of_a_set_to_itself_is_zero(data, tmp_path):
+    metric = fd_offline(n_reference=200, cache_root=str(tmp_path))
+    out = metric(samples=data.x, dataset=data, velocity=None, seed=0)
+    far = metric(samples=noisy(data.x, 0.3), dataset=data, velocity=None, seed=0)
+    assert set(out) == {"fd_randconv"}
+    assert abs(out["fd_randconv"]["value"]) < 1e-6 * far["fd_randconv"]["value"]
+
+
+def test_distance_grows_with_noise(data, tmp_path):
+    metric = fd_offline(n_reference=200, cache_root=str(tmp_path))
+    values = [metric(samples=noisy(data.x, s), dataset=data, velocity=None, seed=0)["fd_randconv"]["value"]
+              for s in (0.05, 0.15, 0.4)]
+    assert 0 < values[0] < values[1] < values[2]
+
+
+def test_reference_features_are_cached_on_disk(data, tmp_path):
+    first = fd_offline(n_reference=200, cache_root=str(tmp_path))(samples=noisy(data.x, 0.1), dataset=data, seed=0)
+    assert data.calls == 1 and len(list(tmp_path.glob("*.pt"))) == 1
+    # A fresh metric object (new process, other run) reuses the file and never reads the dataset.
+    again = fd_offline(n_reference=200, cache_root=str(tmp_path))(samples=noisy(data.x, 0.1), dataset=data, seed=0)
+    assert data.calls == 1
+    assert again["fd_randconv"]["value"] == pytest.approx(first["fd_randconv"]["value"])
+    # fid/kid/prc with the same extractor share the cached reference.
+    kid(n_reference=200, feature_extractor=OFFLINE_EXTRACTOR, cache_root=str(tmp_path))(
+        samples=data.x, dataset=data, velocity=None, seed=0
+    )
+    assert data.calls == 1
+    # Another seed is another reference set.
+    fd_offline(n_reference=200, cache_root=str(tmp_path))(samples=data.x, dataset=data, seed=1)
+    assert data.calls == 2
+
+
+def test_offline_extractor_is_never_reported_as_inception_metrics(data, tmp_path):
+    kwargs = dict(n_reference=200, feature_extractor=OFFLINE_EXTRACTOR, cache_root=str(tmp_path))
+    names = set()
+    for metric in (fid(**kwargs), kid(**kwargs), prc(**kwargs), isc(**kwargs)):
+        out = metric(samples=noisy(data.x, 0.1), dataset=data, velocity=None, seed=0)
+        names |= set(out)
+        for entry in out.values():
+            assert isinstance(entry["value"], float)
+            assert "NOT FID" in entry["settings"]["note"]
+            assert entry["settings"]["feature_extractor"] == OFFLINE_EXTRACTOR
+    assert names == {"fd_randconv", "kd_randconv", "precision_randconv", "recall_randconv", "is_randconv"}
+    assert not names & {"fid", "kid", "isc", "precision", "recall"}
+
+
+def test_settings_say_how_to_reproduce(data, tmp_path):
+    out = fd_offline(n_reference=150, cache_root=str(tmp_path))(samples=data.x[:100], dataset=data, seed=3)
+    settings = out["fd_randconv"]["settings"]
+    assert settings["n_samples"] == 100 and settings["n_reference"] == 150 and settings["reference_seed"] == 3
+    assert settings["reference"] == "counting-images-3ch" and settings["feature_extractor"] == OFFLINE_EXTRACTOR
+
+
+def test_grayscale_is_repeated_to_three_channels():
+    x = torch.linspace(-1, 1, 16).reshape(1, 1, 4, 4)
+    u8 = to_uint8_images(x)
+    assert u8.dtype == torch.uint8 and u8.shape == (1, 3, 4, 4)
+    assert u8[0, 0, 0, 0] == 0 and u8[0, 2, -1, -1] == 255 and torch.equal(u8[:, 0], u8[:, 1])
+
+
+def test_non_image_samples_are_a_user_error(data):
+    with pytest.raises(UserError, match="shape"):
+        fd_offline(n_reference=10)(samples=torch.zeros(10, 2), dataset=data, seed=0)
+
+
+def test_missing_inception_weights_is_a_user_error(data, tmp_path):
+    path = tmp_path / "nowhere" / INCEPTION_WEIGHTS
+    metric = fid(n_reference=200, weights_path=str(path), cache_root=str(tmp_path))
+    with pytest.raises(UserError) as info:
+        metric(samples=data.x, dataset=data, velocity=None, seed=0)
+    message = str(info.value)
+    assert str(path) in message and "fid.weights_path" in message and "\n" not in message
+    assert data.calls == 0
+
+
+def test_registration_is_idempotent_and_metrics_are_registered():
+    register_offline_extractor()
+    register_offline_extractor()
+    for name in ("fid", "isc", "kid", "prc", "fd_offline"):
+        assert get(name).kind == "metric"

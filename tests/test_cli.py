@@ -1,0 +1,219 @@
+"""tools/run.py end to end on the tiny toy configuration: artifacts, skipping, swaps, custom monitors, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cbsflow.cli import main
+
+SMOKE = "gin/smoke/toy.gin"
+
+
+@pytest.fixture(autouse=True)
+def in_repo(repo_root, monkeypatch):
+    monkeypatch.chdir(repo_root)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, repo_root):
+    run_dir = str(tmp_path_factory.mktemp("runs") / "toy")
+    cwd = os.getcwd()
+    os.chdir(repo_root)
+    try:
+        assert main(["--gin", SMOKE, "--run-dir", run_dir]) == 0
+    finally:
+        os.chdir(cwd)
+    return run_dir
+
+
+def load(run_dir, name):
+    with open(os.path.join(run_dir, name)) as f:
+        return json.load(f)
+
+
+def snapshot(run_dir):
+    """Every file in the run directory with its bytes, to check that nothing was overwritten."""
+    out = {}
+    for folder, _, files in os.walk(run_dir):
+        for f in files:
+            with open(os.path.join(folder, f), "rb") as fh:
+                out[os.path.relpath(os.path.join(folder, f), run_dir)] = fh.read()
+    return out
+
+
+def test_all_stages_write_their_artifacts(finished_run):
+    for name in ("operative_config.gin", "profile.json", "split.json", "profile.png", "samples.npz", "sample.json",
+                 "metrics.json", "samples.png", "checkpoints/segment_0.pt", "checkpoints/segment_3.pt"):
+        assert os.path.exists(os.path.join(finished_run, name)), name
+    prof = load(finished_run, "profile.json")
+    assert prof["monitor"] == "dirichlet" and len(prof["t"]) == len(prof["value"]) == len(prof["stderr"]) == 16
+    assert np.all(np.diff(prof["t"]) > 0) and 0 <= prof["t"][0] and prof["t"][-1] <= 1
+    split = load(finished_run, "split.json")
+    assert split["solver"] == "deboor" and len(split["boundaries"]) == 5
+    assert split["boundaries"][0] == 0 and split["boundaries"][-1] == 1
+    np.testing.assert_allclose(split["burden"], 0.25, rtol=1e-6)
+    metrics = load(finished_run, "metrics.json")
+    assert metrics["nfe"] == 16 and set(metrics["metrics"]) == {"sliced_wasserstein", "mmd"}
+    assert np.isfinite(metrics["metrics"]["sliced_wasserstein"]["value"])
+    assert "deboor.n_segments = %N_SEGMENTS" in open(os.path.join(finished_run, "operative_config.gin")).read()
+
+
+def test_finished_stages_are_skipped_unless_forced(finished_run, capsys):
+    before = snapshot(finished_run)
+    assert main(["--gin", SMOKE, "--run-dir", finished_run, "--stages", "profile,split,train,sample,evaluate"]) == 0
+    assert capsys.readouterr().out.count("skipped") == 5
+    after = snapshot(finished_run)
+    assert {k: v for k, v in before.items() if k != "operative_config.gin"} == \
+           {k: v for k, v in after.items() if k != "operative_config.gin"}
+    assert main(["--gin", SMOKE, "--run-dir", finished_run, "--stages", "sample", "--force"]) == 0
+    assert "[sample] done" in capsys.readouterr().out
+
+
+def test_split_reruns_alone_on_a_handwritten_profile(tmp_path):
+    t = np.linspace(0, 1, 21)
+    (tmp_path / "profile.json").write_text(json.dumps({"monitor": "by hand", "t": t.tolist(),
+                                                       "value": (1 + 50 * t**4).tolist(), "stderr": [0] * 21}))
+    assert main(["--gin", SMOKE, "--run-dir", str(tmp_path), "--stages", "split"]) == 0
+    b = load(tmp_path, "split.json")["boundaries"]
+    assert len(b) == 5 and b[2] > 0.5  # the monitor's mass sits near t = 1
+    # The profile changed: split is out of date and reruns without --force; a changed split makes train stale.
+    (tmp_path / "profile.json").write_text(json.dumps({"t": [0, 1], "value": [1, 1], "stderr": [0, 0]}))
+    assert main(["--gin", SMOKE, "--run-dir", str(tmp_path), "--stages", "split"]) == 0
+    np.testing.assert_allclose(load(tmp_path, "split.json")["boundaries"], [0, 0.25, 0.5, 0.75, 1])
+
+
+@pytest.mark.parametrize("solver", ["@uniform()", "@partition.uniform()"])
+def test_a_binding_swaps_the_solver(tmp_path, solver):
+    assert main(["--gin", SMOKE, "--run-dir", str(tmp_path), "--stages", "split", "--bind", f"split.solver = {solver}",
+                 "--bind", "uniform.n_segments = 3"]) == 0
+    split = load(tmp_path, "split.json")
+    assert split["solver"] == "uniform"
+    np.testing.assert_allclose(split["boundaries"], [0, 1 / 3, 2 / 3, 1])
+
+
+CUSTOM_MONITOR = '''
+import torch
+from cbsflow.registry import register
+
+@register("monitor")
+def {name}(velocity, x1, t, path, y=None, generator=None):
+    """Test monitor: the difficulty sits around t = 0.2."""
+    value = torch.exp(-((t - 0.2) / 0.15) ** 2) + 1e-4
+    return value, torch.zeros_like(value)
+'''
+
+
+def test_custom_monitor_by_import_flag(tmp_path, monkeypatch):
+    (tmp_path / "my_monitors.py").write_text(CUSTOM_MONITOR.format(name="my_monitor"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run_dir = str(tmp_path / "run")
+    assert main(["--gin", SMOKE, "--import", "my_monitors", "--bind", "profile.monitor = @my_monitor",
+                 "--run-dir", run_dir, "--stages", "profile,split"]) == 0
+    assert load(run_dir, "profile.json")["monitor"] == "my_monitor"
+    b = load(run_dir, "split.json")["boundaries"]
+    assert all(0.0 < x < 0.45 for x in b[1:-1])  # every cut lands in the bump around t = 0.2
+
+
+def test_custom_monitor_by_gin_import_line(tmp_path, monkeypatch, repo_root):
+    (tmp_path / "my_gin_monitors.py").write_text(CUSTOM_MONITOR.format(name="my_gin_monitor"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "custom.gin").write_text(
+        f"import my_gin_monitors\ninclude '{repo_root}/{SMOKE}'\nprofile.monitor = @my_gin_monitor\n")
+    run_dir = str(tmp_path / "run")
+    assert main(["--gin", str(tmp_path / "custom.gin"), "--run-dir", run_dir, "--stages", "profile,split"]) == 0
+    assert all(0.0 < x < 0.45 for x in load(run_dir, "split.json")["boundaries"][1:-1])
+
+
+BAD_MONITOR = '''
+import torch
+from cbsflow.registry import register
+
+@register("monitor")
+def {name}(velocity, x1, t, path, y=None, generator=None):
+    """Test monitor returning {what}."""
+    value = torch.ones_like(t)
+    value[3] = {value}
+    return value, torch.zeros_like(t)
+'''
+
+BAD_BINDINGS = {
+    "unknown component": (["--bind", "split.solver = @no_such_solver()"], "no_such_solver"),
+    "malformed binding": (["--bind", "split.solver = = 3"], "invalid gin configuration"),
+    "missing gin file": (["--gin", "gin/does_not_exist.gin"], "does_not_exist.gin"),
+    "manual not increasing": (["--bind", "split.solver = @manual()", "--bind", "manual.boundaries = [0, 0.6, 0.4, 1]"],
+                              "increase strictly"),
+    "manual outside [0, 1]": (["--bind", "split.solver = @manual()", "--bind", "manual.boundaries = [0, 0.5, 1.5]"],
+                              "from 0 to 1"),
+    "N < 1": (["--bind", "deboor.n_segments = 0"], "n_segments"),
+    "unknown stage": (["--stages", "split,fly"], "fly"),
+    "bad import": (["--import", "no_such_module_xyz"], "no_such_module_xyz"),
+}
+
+
+@pytest.fixture
+def existing_run(finished_run, tmp_path):
+    """A copy of a finished run directory, so that every bad input is tried against real artifacts."""
+    import shutil
+
+    dst = tmp_path / "existing"
+    shutil.copytree(finished_run, dst)
+    return str(dst)
+
+
+def _assert_clean_failure(argv, fragment, run_dir, capsys):
+    before = snapshot(run_dir)
+    assert main(argv + ["--run-dir", run_dir, "--force"]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in err and len(errors) == 1 and fragment in errors[0], err
+    assert err.rstrip().endswith(errors[0])  # progress bars may come before it, nothing after
+    assert snapshot(run_dir) == before
+
+
+@pytest.mark.parametrize("case", sorted(BAD_BINDINGS))
+def test_bad_input_fails_with_one_line_and_changes_nothing(case, existing_run, capsys):
+    extra, fragment = BAD_BINDINGS[case]
+    argv = extra if case == "missing gin file" else ["--gin", SMOKE] + extra
+    _assert_clean_failure(argv, fragment, existing_run, capsys)
+
+
+@pytest.mark.parametrize("what,value", [("negative values", "-1.0"), ("NaN", "float('nan')")])
+def test_bad_monitor_values_fail_cleanly(what, value, tmp_path, monkeypatch, existing_run, capsys):
+    name = f"bad_monitor_{'neg' if '-' in value else 'nan'}"
+    (tmp_path / f"{name}.py").write_text(BAD_MONITOR.format(name=name, what=what, value=value))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _assert_clean_failure(["--gin", SMOKE, "--import", name, "--bind", f"profile.monitor = @{name}",
+                           "--stages", "profile,split"], "finite and >= 0", existing_run, capsys)
+
+
+@pytest.mark.parametrize("content,fragment", [
+    ("{not json", "not valid JSON"),
+    (json.dumps({"t": [0, 0.5, 0.4, 1], "value": [1, 1, 1, 1]}), "increase strictly"),
+    (json.dumps({"t": [0, 0.5, 1], "value": [1, 1]}), "same length"),
+    (json.dumps({"t": [0, 0.5, 1], "value": [1, -2, 1]}), "finite and >= 0"),
+    (json.dumps({"value": [1, 1]}), "'t' must be a list"),
+])
+def test_malformed_profile_json_fails_cleanly(content, fragment, existing_run, capsys):
+    with open(os.path.join(existing_run, "profile.json"), "w") as f:
+        f.write(content)
+    _assert_clean_failure(["--gin", SMOKE, "--stages", "split"], fragment, existing_run, capsys)
+
+
+def test_script_prints_no_traceback_and_exits_nonzero(repo_root, tmp_path):
+    proc = subprocess.run([sys.executable, "tools/run.py", "--gin", SMOKE, "--bind", "split.solver = @nope()",
+                           "--run-dir", str(tmp_path)], cwd=repo_root, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and proc.stderr.strip().startswith("error:")
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_list_prints_every_kind(capsys):
+    assert main(["--list"]) == 0
+    out = capsys.readouterr().out
+    for kind in ("backbone", "monitor", "estimator", "partition", "sampler", "schedule", "dataset", "metric"):
+        assert f"{kind}:" in out
+    assert "deboor" in out and "de Boor" in out

@@ -1,0 +1,72 @@
+"""Estimators: the closed-form velocity of Gaussian mixtures and point sets, aux_net, checkpoint."""
+
+import pytest
+import torch
+
+from cbsflow.data.toy import checkerboard, eight_gaussians, gaussian
+from cbsflow.errors import UserError
+from cbsflow.estimators import MixtureVelocity, aux_net, checkpoint, closed_form
+from cbsflow.paths import cosine, linear
+
+
+def test_single_gaussian_velocity_is_the_affine_closed_form():
+    mu, s = torch.tensor([0.7, -1.0]), torch.tensor([0.3, 2.0])
+    field = MixtureVelocity(torch.ones(1), mu[None], s[None], linear())
+    x, t = torch.randn(10, 2), torch.rand(10)
+    v_big = t[:, None] ** 2 * s**2 + (1 - t[:, None]) ** 2
+    b = (t[:, None] * s**2 - (1 - t[:, None])) / v_big
+    torch.testing.assert_close(field(x, t), mu + b * (x - t[:, None] * mu))
+
+
+def test_point_set_velocity_matches_math_md():
+    points = torch.randn(5, 3)
+    field = MixtureVelocity(torch.ones(5), points, torch.zeros(5, 3), linear())
+    x, t = torch.randn(7, 3), torch.full((7,), 0.6)
+    w = torch.softmax(-((x[:, None] - 0.6 * points) ** 2).sum(-1) / (2 * 0.4**2), dim=1)
+    torch.testing.assert_close(field(x, t), (w @ points - x) / 0.4, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("path", [linear(), cosine()])
+def test_shared_std_fast_path_equals_general_path(path):
+    means = torch.randn(6, 2)
+    fast = MixtureVelocity(torch.rand(6) + 0.1, means, torch.full((6, 2), 0.2), path)
+    slow = MixtureVelocity(fast.log_w.exp(), means, torch.full((6, 2), 0.2), path)
+    slow.shared_std = False
+    x, t = torch.randn(9, 2), torch.rand(9) * 0.98
+    torch.testing.assert_close(fast(x, t), slow(x, t), rtol=1e-4, atol=1e-5)
+
+
+def test_mixture_velocity_is_the_conditional_expectation():
+    """Monte Carlo check: E[x1 - eps | x_t near x] for the eight-Gaussian mixture at t = 1/2."""
+    data = eight_gaussians()
+    field = closed_form()(data, linear())
+    x1, _ = data.sample(1_000_000, seed=0)
+    eps = torch.randn(x1.shape, generator=torch.Generator().manual_seed(1))
+    x_t = 0.5 * x1 + 0.5 * eps
+    target = torch.tensor([1.0, 0.0])
+    near = ((x_t - target) ** 2).sum(-1) < 0.05**2
+    mc, se = (x1 - eps)[near].mean(0), (x1 - eps)[near].std(0) / near.sum().sqrt()
+    assert torch.all((field(target[None], torch.tensor([0.5]))[0] - mc).abs() < 4 * se + 0.02)
+
+
+def test_closed_form_uses_points_when_no_mixture_is_known():
+    field = closed_form(n_points=100, std=0.05)(checkerboard(), linear())
+    assert field.means.shape == (100, 2) and field.shared_std
+    assert torch.isfinite(field(torch.randn(4, 2), torch.ones(4))).all()
+
+
+def test_aux_net_learns_the_gaussian_velocity():
+    from cbsflow.backbones.mlp import mlp
+
+    data = gaussian(mean=[1.0, -1.0], std=[0.5, 0.5])
+    net = aux_net(backbone=lambda **kw: mlp(width=64, depth=2, **kw), steps=300, batch_size=256, lr=3e-3)(data, linear())
+    exact = closed_form()(data, linear())
+    x, t = torch.randn(256, 2), torch.rand(256) * 0.9
+    with torch.no_grad():
+        err = ((net(x, t) - exact(x, t)) ** 2).mean() / (exact(x, t) ** 2).mean()
+    assert err < 0.1
+
+
+def test_checkpoint_missing_path_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        checkpoint(path=str(tmp_path / "nope.pt"), backbone=None)(gaussian(), linear())

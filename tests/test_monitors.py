@@ -1,0 +1,88 @@
+"""Monitors against closed forms for Gaussian data (MATH.md): exact velocity is affine in x."""
+
+import numpy as np
+import pytest
+import torch
+
+from cbsflow.estimators import MixtureVelocity
+from cbsflow.monitors import acceleration, dirichlet
+from cbsflow.paths import linear
+
+
+def gaussian_field(mu, s):
+    mu, s = torch.tensor(mu), torch.tensor(s)
+    return mu, s, MixtureVelocity(torch.ones(1), mu[None], s[None], linear())
+
+
+def closed_form_d(t, s):
+    v = t[:, None] ** 2 * s**2 + (1 - t[:, None]) ** 2
+    return (((t[:, None] * s**2 - (1 - t[:, None])) / v) ** 2).mean(-1)
+
+
+def closed_form_a(t, s):
+    v = t[:, None] ** 2 * s**2 + (1 - t[:, None]) ** 2
+    return (s**4 / v**3).mean(-1)
+
+
+def test_check_values_from_math_md():
+    t, s = torch.tensor([0.5, 0.8]), torch.tensor([0.3])
+    np.testing.assert_allclose(closed_form_d(t, s), [2.78798, 1.71997], rtol=1e-5)
+    np.testing.assert_allclose(closed_form_a(t, s), [0.40030, 8.71241], rtol=1e-5)
+
+
+def test_dirichlet_matches_closed_form_within_standard_errors():
+    mu, s, field = gaussian_field([0.7, -0.3, 0.0, 1.0], [0.3, 1.0, 2.0, 0.1])
+    x1 = mu + s * torch.randn(800, 4, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([0.0, 0.3, 0.6, 0.9, 0.97])
+    mean, se = dirichlet(n_probes=8, probe="gaussian")(field, x1, t, path=linear())
+    exact = closed_form_d(t, s)
+    assert torch.all(se > 0)
+    assert torch.all((mean - exact).abs() < 4 * se), (mean, exact, se)
+
+
+def test_dirichlet_with_rademacher_probes_is_exact_for_a_diagonal_jacobian():
+    # Gaussian data with diagonal covariance has a constant diagonal Jacobian: ||J z||^2 = sum B_i^2 for z = +-1.
+    mu, s, field = gaussian_field([0.7, -0.3, 0.0, 1.0], [0.3, 1.0, 2.0, 0.1])
+    x1 = mu + s * torch.randn(100, 4)
+    t = torch.tensor([0.0, 0.3, 0.6, 0.9, 0.97])
+    mean, se = dirichlet(n_probes=2, probe="rademacher")(field, x1, t, path=linear())
+    np.testing.assert_allclose(mean, closed_form_d(t, s), rtol=1e-4)
+    np.testing.assert_allclose(se, 0, atol=1e-4 * mean.max().item())
+
+
+def test_dirichlet_is_exact_in_one_dimension_with_rademacher_probes():
+    mu, s, field = gaussian_field([0.7], [0.3])
+    x1 = mu + s * torch.randn(64, 1)
+    t = torch.tensor([0.5, 0.8])
+    mean, _ = dirichlet()(field, x1, t, path=linear())
+    np.testing.assert_allclose(mean, [2.78798, 1.71997], rtol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["fd", "exact"])
+def test_acceleration_matches_closed_form(method):
+    mu, s, field = gaussian_field([0.7, -0.5], [0.3, 0.6])
+    x1 = mu + s * torch.randn(3000, 2, generator=torch.Generator().manual_seed(2))
+    t = torch.linspace(0.0, 0.9, 31)
+    mean, se = acceleration(method=method)(field, x1, t, path=linear(), generator=torch.Generator().manual_seed(3))
+    exact = closed_form_a(t, s)
+    # Sampling error (a few s.e.) plus 2 % for the finite differences and the ODE discretisation.
+    assert torch.all((mean - exact).abs() < 4 * se + 0.02 * exact), (mean / exact)
+
+
+def test_acceleration_peaks_near_data_for_sharp_data():
+    # MATH.md: for small s the acceleration peaks near t* = 1 / (1 + s^2).
+    _, s, field = gaussian_field([0.0], [0.2])
+    t = torch.linspace(0.5, 0.99, 50)
+    mean, _ = acceleration(method="exact")(field, torch.zeros(500, 1), t, path=linear())
+    assert abs(t[mean.argmax()].item() - 1 / (1 + 0.04)) < 0.02
+
+
+def test_monitors_run_through_a_network_with_class_labels():
+    from cbsflow.backbones.mlp import mlp
+
+    net = mlp(data_shape=(2,), num_classes=3, width=16, depth=1)
+    x1, y = torch.randn(32, 2), torch.randint(0, 3, (32,))
+    t = torch.linspace(0, 1, 5)
+    for monitor in (dirichlet(n_probes=2), acceleration(), acceleration(method="exact")):
+        mean, se = monitor(net, x1, t, path=linear(), y=y)
+        assert mean.shape == se.shape == t.shape and torch.all(mean >= 0) and torch.all(torch.isfinite(mean))
