@@ -25,6 +25,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="import a module that registers components (repeatable)")
     p.add_argument("--stages", default=",".join(STAGE_ORDER), help="comma-separated subset of " + ",".join(STAGE_ORDER))
     p.add_argument("--run-dir", help="run directory (default: runs/<name of the last gin file>)")
+    p.add_argument("--segment", type=int, action="append", metavar="K",
+                   help="train only expert K (repeatable): one job per expert on a cluster")
     p.add_argument("--force", action="store_true", help="rerun stages whose artifacts are already up to date")
     p.add_argument("--list", action="store_true", help="list every registered component by kind and exit")
     return p.parse_args(argv)
@@ -93,7 +95,7 @@ def run(args: argparse.Namespace) -> None:
         return
     if not args.gin:
         raise UserError("no configuration: pass --gin FILE (e.g. --gin gin/quickstart.gin), or --list")
-    parse_config(args.gin, args.bind)
+    parse_config(args.gin, args.bind + ([f"train.segments = {args.segment}"] if args.segment else []))
     chosen = select_stages(args.stages)
     for name in chosen:  # Build every component first: configuration errors surface before anything is written.
         _call(stages.STAGES[name], None)

@@ -80,8 +80,10 @@ class closed_form:
 class aux_net:
     """A small backbone trained briefly on the data with the velocity loss (the paper's auxiliary model)."""
 
-    def __init__(self, backbone, steps: int = 1000, batch_size: int = 256, lr: float = 1e-3):
+    def __init__(self, backbone, steps: int = 1000, batch_size: int = 256, lr: float = 1e-3,
+                 mixed_precision: str = "no"):
         self.backbone, self.steps, self.batch_size, self.lr = backbone, steps, batch_size, lr
+        self.mixed_precision = mixed_precision
 
     def __call__(self, dataset, path, seed: int = 0) -> nn.Module:
         from cbsflow.training import fit
@@ -89,7 +91,7 @@ class aux_net:
         torch.manual_seed(seed)
         net = self.backbone(data_shape=dataset.shape, num_classes=dataset.num_classes)
         fit(net, dataset, path, (0.0, 1.0), steps=self.steps, batch_size=self.batch_size, lr=self.lr,
-            seed=seed, desc="aux net")
+            seed=seed, mixed_precision=self.mixed_precision, desc="aux net")
         return net.eval()
 
 

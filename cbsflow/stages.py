@@ -18,6 +18,7 @@ from cbsflow import rundir
 from cbsflow.errors import UserError
 from cbsflow.partition import check_boundaries
 from cbsflow.registry import name_of
+from cbsflow.training import fit
 
 PROFILE, SPLIT, TRAIN, SAMPLES, METRICS = "profile.json", "split.json", "checkpoints/train.json", "sample.json", "metrics.json"
 # Each stage's artifact and the artifact it reads (its output is stale when that input changed).
@@ -119,16 +120,19 @@ def _boundaries(run_dir: str) -> np.ndarray:
 @gin.configurable(module="stage")
 def train(run_dir, backbone=gin.REQUIRED, dataset=gin.REQUIRED, path=gin.REQUIRED, steps_per_segment: int = 1000,
           batch_size: int = 256, lr: float = 1e-3, shared_init_steps: int = 0, t_sampler=None,
-          ema_decay: float = 0.0, grad_clip: float = 1.0, warmup_steps: int = 0, local_time: bool = False,
-          mixed_precision: str = "no", seed: int = 0) -> None:
+          ema_decay: float = 0.0, grad_clip: float = 1.0, warmup_steps: int = 0, grad_accum: int = 1,
+          class_dropout: float = 0.0, betas=(0.9, 0.999), weight_decay: float = 0.0, local_time: bool = False,
+          mixed_precision: str = "no", checkpoint_every: int = 0, log_every: int = 50, segments=None,
+          seed: int = 0) -> None:
     """Train one expert per segment on t drawn inside its interval; write checkpoints/segment_k.pt.
 
     ``shared_init_steps`` > 0 first trains a base network on all of [0, 1] and starts every expert from it.
+    ``segments`` (e.g. [2], set by ``tools/run.py --segment 2``) trains only those experts, so a cluster can
+    train them as independent jobs; checkpoints/train.json is written once every expert is complete.
     """
-    from accelerate import Accelerator
+    from accelerate import PartialState
 
     from cbsflow.segmented import checkpoint_path
-    from cbsflow.training import fit
 
     if local_time and shared_init_steps > 0:
         raise UserError("train: local_time=True rescales t per expert, so a base network trained on global t "
@@ -136,30 +140,67 @@ def train(run_dir, backbone=gin.REQUIRED, dataset=gin.REQUIRED, path=gin.REQUIRE
     if run_dir is None:
         return
     boundaries = _boundaries(run_dir)
-    accelerator = Accelerator(mixed_precision=mixed_precision)
+    n = len(boundaries) - 1
+    todo = list(range(n)) if segments is None else [int(k) for k in segments]
+    if any(not 0 <= k < n for k in todo):
+        raise UserError(f"train.segments / --segment: {todo} is outside 0..{n - 1} (the split has {n} segments)")
     settings = dict(path=path, batch_size=batch_size, lr=lr, t_sampler=t_sampler, ema_decay=ema_decay,
-                    grad_clip=grad_clip, warmup_steps=warmup_steps, accelerator=accelerator)
-    base = None
-    if shared_init_steps > 0:
-        torch.manual_seed(seed)
-        base = backbone(data_shape=dataset.shape, num_classes=dataset.num_classes)
-        fit(base, dataset, interval=(0.0, 1.0), steps=shared_init_steps, seed=seed, desc="shared base", **settings)
-    losses = []
-    for k, interval in enumerate(zip(boundaries[:-1].tolist(), boundaries[1:].tolist())):
+                    grad_clip=grad_clip, warmup_steps=warmup_steps, grad_accum=grad_accum, betas=betas,
+                    class_dropout=class_dropout, weight_decay=weight_decay, mixed_precision=mixed_precision,
+                    checkpoint_every=checkpoint_every, log_every=log_every)
+    build = lambda: backbone(data_shape=dataset.shape, num_classes=dataset.num_classes)  # noqa: E731
+    base = _shared_base(run_dir, build, dataset, shared_init_steps, seed, settings) if shared_init_steps else None
+    main_process = PartialState().is_main_process
+    for k in todo:
+        interval = (float(boundaries[k]), float(boundaries[k + 1]))
+        if _complete(checkpoint_path(run_dir, k), interval, steps_per_segment):
+            print(f"[train] expert {k + 1}/{n} is complete, skipped")
+            continue
         torch.manual_seed(seed + k)
-        net = backbone(data_shape=dataset.shape, num_classes=dataset.num_classes)
+        net = build()
         if base is not None:
-            net.load_state_dict(base.state_dict())
-        time_input = _LocalTime(net, interval) if local_time else net
-        out = fit(time_input, dataset, interval=interval, steps=steps_per_segment, seed=seed + 1000 * (k + 1),
-                  desc=f"expert {k + 1}/{len(boundaries) - 1} [{interval[0]:.3f}, {interval[1]:.3f})", **settings)
+            net.load_state_dict(base)
+        wrapped = _LocalTime(net, interval) if local_time else net
+        out = fit(wrapped, dataset, interval=interval, steps=steps_per_segment, seed=seed + 1000 * (k + 1),
+                  state_dir=os.path.join(run_dir, "checkpoints", f"segment_{k}"),
+                  desc=f"expert {k + 1}/{n} [{interval[0]:.3f}, {interval[1]:.3f})", **settings)
         ema = out["ema"].net if local_time and out["ema"] is not None else out["ema"]
-        _save(checkpoint_path(run_dir, k), {"state_dict": net.state_dict(), "ema": ema and ema.state_dict(), "interval": list(interval),
-                                            "steps": steps_per_segment, "loss": out["loss"]})
-        losses.append(out["loss"])
-    rundir.write_json(os.path.join(run_dir, TRAIN), {
-        "n_segments": len(boundaries) - 1, "boundaries": boundaries.tolist(), "final_loss": losses,
-        "steps_per_segment": steps_per_segment, "local_time": local_time, "upstream": _upstream(run_dir, "train")})
+        if main_process:
+            _save(checkpoint_path(run_dir, k), {"state_dict": net.state_dict(), "ema": ema and ema.state_dict(),
+                                                "interval": list(interval), "steps": steps_per_segment,
+                                                "loss": out["loss"]})
+    if main_process and all(_complete(checkpoint_path(run_dir, k), (float(boundaries[k]), float(boundaries[k + 1])),
+                                      steps_per_segment) for k in range(n)):
+        losses = [torch.load(checkpoint_path(run_dir, k), map_location="cpu", weights_only=True)["loss"]
+                  for k in range(n)]
+        rundir.write_json(os.path.join(run_dir, TRAIN), {
+            "n_segments": n, "boundaries": boundaries.tolist(), "final_loss": losses,
+            "steps_per_segment": steps_per_segment, "local_time": local_time, "upstream": _upstream(run_dir, "train")})
+
+
+def _complete(path: str, interval, steps: int) -> bool:
+    """A finished expert checkpoint for exactly this interval and step count."""
+    if not os.path.exists(path):
+        return False
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return np.allclose(state.get("interval", [-1, -1]), interval) and state.get("steps") == steps
+
+
+def _shared_base(run_dir, build, dataset, steps, seed, settings) -> dict:
+    """Weights of a base network trained on all of [0, 1] (trained once, then read from checkpoints/base.pt)."""
+    path = os.path.join(run_dir, "checkpoints", "base.pt")
+    if _complete(path, (0.0, 1.0), steps):
+        return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    torch.manual_seed(seed)
+    net = build()
+    out = fit(net, dataset, interval=(0.0, 1.0), steps=steps, seed=seed,
+              state_dir=os.path.join(run_dir, "checkpoints", "base"), desc="shared base", **settings)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        _save(path, {"state_dict": net.state_dict(), "ema": None, "interval": [0.0, 1.0], "steps": steps,
+                     "loss": out["loss"]})
+    return net.state_dict()
 
 
 class _LocalTime(torch.nn.Module):

@@ -1,9 +1,20 @@
-"""Training one velocity network on times drawn from one interval (the velocity / flow-matching loss)."""
+"""Training one velocity network on times drawn from one interval (the velocity / flow-matching loss).
+
+`fit` is the whole loop for one network (an expert, the shared base or an auxiliary net) on Accelerate:
+mixed precision, gradient accumulation, clipping, LR warm-up, EMA, a JSON-lines log and, when given a
+state directory, resumable checkpoints: Accelerate's state (model, optimizer, scheduler, RNG, EMA, step)
+is written to a temporary folder and renamed into place, so a killed run restarts from its last complete
+checkpoint at that exact step.
+"""
 
 from __future__ import annotations
 
 import copy
+import json
 import math
+import os
+import shutil
+import time
 
 import numpy as np
 import torch
@@ -18,13 +29,75 @@ from cbsflow.timesampling import uniform_time
 def velocity_loss(net: nn.Module, path, x1: torch.Tensor, y, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """E || v(x_t, t) - d/dt x_t ||^2 (per-dimension mean)."""
     x_t, target = path.interpolate(x1, eps, t)
-    return torch.mean((net(x_t, t, y) - target) ** 2)
+    return torch.mean((net(x_t, t, y).float() - target.float()) ** 2)
 
 
 @torch.no_grad()
 def ema_update(ema: nn.Module, net: nn.Module, decay: float) -> None:
     for p_ema, p in zip(ema.parameters(), net.parameters()):
-        p_ema.lerp_(p.detach(), 1 - decay)
+        p_ema.lerp_(p.detach().to(p_ema.dtype), 1 - decay)
+
+
+def drop_labels(y, num_classes: int, p: float, generator: torch.Generator):
+    """Replace labels by the null class (index num_classes) with probability p (classifier-free guidance)."""
+    if y is None or p <= 0:
+        return y
+    return torch.where(torch.rand(y.shape, generator=generator) < p, torch.full_like(y, num_classes), y)
+
+
+def derive_seed(*parts: int) -> int:
+    """An independent seed for each (purpose, seed, rank, ...) tuple."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+class Progress:
+    """The loop's step counter, saved with Accelerate's state."""
+
+    def __init__(self):
+        self.step = 0
+
+    def state_dict(self):
+        return {"step": self.step}
+
+    def load_state_dict(self, state):
+        self.step = int(state["step"])
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite."""
+
+
+def make_accelerator(mixed_precision: str = "no", grad_accum: int = 1) -> Accelerator:
+    """A fresh Accelerator for one network; the process-wide precision setting is replaced if it differs."""
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed_precision:
+        AcceleratorState._reset_state()  # keeps the distributed set-up (PartialState), changes the precision
+    return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum)
+
+
+def latest_state(state_dir: str | None) -> str | None:
+    """The newest complete checkpoint folder (step_XXXXXXXX) in state_dir, or None."""
+    if not state_dir or not os.path.isdir(state_dir):
+        return None
+    done = sorted(d for d in os.listdir(state_dir) if d.startswith("step_") and not d.endswith(".tmp"))
+    return os.path.join(state_dir, done[-1]) if done else None
+
+
+def save_state(accelerator: Accelerator, state_dir: str, step: int, keep: int = 2) -> None:
+    """Write Accelerate's state atomically (temporary folder, then rename) and keep the newest ``keep``."""
+    final = os.path.join(state_dir, f"step_{step:08d}")
+    tmp = final + ".tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(output_dir=tmp)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        os.replace(tmp, final)
+        for old in sorted(d for d in os.listdir(state_dir) if d.startswith("step_") and not d.endswith(".tmp"))[:-keep]:
+            shutil.rmtree(os.path.join(state_dir, old), ignore_errors=True)
+    accelerator.wait_for_everyone()
 
 
 def fit(
@@ -40,40 +113,81 @@ def fit(
     ema_decay: float = 0.0,
     grad_clip: float = 1.0,
     warmup_steps: int = 0,
-    accelerator: Accelerator | None = None,
+    grad_accum: int = 1,
+    class_dropout: float = 0.0,
+    betas: tuple[float, float] = (0.9, 0.999),
+    weight_decay: float = 0.0,
+    mixed_precision: str = "no",
+    state_dir: str | None = None,
+    checkpoint_every: int = 0,
+    log_every: int = 50,
     desc: str = "train",
 ) -> dict:
-    """Train ``net`` in place on t drawn inside ``interval``; returns the EMA copy (or None) and the last loss."""
-    accelerator = accelerator or Accelerator()
+    """Train ``net`` in place on t drawn inside ``interval``; returns {'ema': EMA copy or None, 'loss': last loss}."""
+    if mixed_precision not in ("no", "fp16", "bf16"):
+        raise UserError(f"{desc}: mixed_precision must be 'no', 'fp16' or 'bf16', got {mixed_precision!r}")
+    accelerator = make_accelerator(mixed_precision, grad_accum)
     t_sampler = t_sampler or uniform_time()
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, betas=tuple(betas), weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup_steps)))
     ema = copy.deepcopy(net).requires_grad_(False) if ema_decay > 0 else None
-    model, opt = accelerator.prepare(net, opt)
-    # Noise and times get their own stream: the dataset draws from `seed`, and sharing it would correlate x1 and eps.
-    gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 1]).generate_state(1)[0]))
-    batches = dataset.batches(batch_size, seed=seed)
-    bar = tqdm(range(steps), desc=desc, main_process_only=True, leave=False, mininterval=1.0)
-    loss_value = math.nan
+    model, opt, sched = accelerator.prepare(net, opt, sched)
+    progress = Progress()
+    accelerator.register_for_checkpointing(progress)
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
+    resume = latest_state(state_dir)
+    if resume:
+        accelerator.load_state(resume)
+        accelerator.print(f"{desc}: resuming from {resume} at step {progress.step}")
+    rank, start = accelerator.process_index, progress.step
+    # Data and noise streams are reproducible functions of (seed, rank, start step); noise never shares the data's seed.
+    batches = dataset.batches(batch_size, seed=derive_seed(seed, rank, start, 0))
+    gen = torch.Generator().manual_seed(derive_seed(seed, rank, start, 1))
+    if state_dir and accelerator.is_main_process:
+        os.makedirs(state_dir, exist_ok=True)
+    log = open(os.path.join(state_dir, "log.jsonl"), "a") if state_dir and accelerator.is_main_process else None
+    bar = tqdm(range(start, steps), desc=desc, main_process_only=True, leave=False, mininterval=1.0)
+    loss_value, tic = math.nan, time.time()
     for step in bar:
-        x1, y = next(batches)
-        t = t_sampler(x1.shape[0], interval, gen)
-        eps = torch.randn(x1.shape, generator=gen)
-        x1, t, eps = (v.to(accelerator.device) for v in (x1, t, eps))
-        y = None if y is None else y.to(accelerator.device)
-        with accelerator.autocast():
-            loss = velocity_loss(model, path, x1, y, t, eps)
-        if not torch.isfinite(loss):
-            raise UserError(f"{desc}: loss became {loss.item()} at step {step}; lower the learning rate or check the data")
-        opt.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        if grad_clip:
-            accelerator.clip_grad_norm_(model.parameters(), grad_clip)
-        opt.step()
-        sched.step()
+        for _ in range(grad_accum):
+            with accelerator.accumulate(model):
+                loss = _micro_step(model, accelerator, path, batches, gen, t_sampler, interval, class_dropout,
+                                   dataset.num_classes)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"{desc}: loss became {loss.item()} at step {step}; the last good checkpoint "
+                        f"({latest_state(state_dir) or 'none'}) is kept; lower the learning rate or check the data")
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and grad_clip:
+                    accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
         if ema is not None:
             ema_update(ema, accelerator.unwrap_model(model), ema_decay)
-        loss_value = loss.item()
-        if step % 50 == 0:
+        progress.step = step + 1
+        if progress.step % log_every == 0 or progress.step == steps:
+            loss_value = loss.item()
             bar.set_postfix(loss=f"{loss_value:.4f}")
+            if log:
+                log.write(json.dumps({"step": progress.step, "loss": loss_value, "lr": sched.get_last_lr()[0],
+                                      "seconds": round(time.time() - tic, 3)}) + "\n")
+                log.flush()
+        if state_dir and checkpoint_every and progress.step % checkpoint_every == 0 and progress.step < steps:
+            save_state(accelerator, state_dir, progress.step)
+    if log:
+        log.close()
     return {"ema": ema, "loss": loss_value}
+
+
+def _micro_step(model, accelerator, path, batches, gen, t_sampler, interval, class_dropout, num_classes):
+    """Loss of one micro-batch."""
+    x1, y = next(batches)
+    t = t_sampler(x1.shape[0], interval, gen)
+    eps = torch.randn(x1.shape, generator=gen)
+    y = drop_labels(y, num_classes, class_dropout, gen)
+    x1, t, eps = (v.to(accelerator.device, non_blocking=True) for v in (x1, t, eps))
+    y = None if y is None else y.to(accelerator.device)
+    with accelerator.autocast():
+        return velocity_loss(model, path, x1, y, t, eps)

@@ -17,6 +17,11 @@ class Dataset:
     shape: tuple[int, ...] = ()
     num_classes: int = 0
 
+    @property
+    def is_image(self) -> bool:
+        """Pixel data in [-1, 1] (C, H, W): samples are stored as uint8 and shown as a grid."""
+        return len(self.shape) == 3
+
     def batches(self, batch_size: int, seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         """An endless iterator of training batches, reproducible for a given seed."""
         raise NotImplementedError

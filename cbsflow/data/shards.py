@@ -225,6 +225,10 @@ class shards(Dataset):
         self.paths = resolve_shards(self.urls)
         self.skipped = 0  # unusable samples seen by the most recent ``batches`` iterator
 
+    @property
+    def is_image(self) -> bool:
+        return len(self.shape) == 3 and self.image_keys != ("npy",)  # npy shards hold latents, not pixels
+
     def fingerprint(self) -> str:
         """A short hash of the resolved shard paths, their sizes and the sample shape (keys cached statistics)."""
         h = hashlib.sha1(repr(self.shape).encode())

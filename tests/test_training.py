@@ -1,0 +1,114 @@
+"""Training: interval-restricted times, resume after SIGKILL at the exact step, NaN stops, one expert per job."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from cbsflow.cli import main
+from cbsflow.data.toy import gaussian
+from cbsflow.paths import linear
+from cbsflow.training import drop_labels, fit
+
+SMOKE = "gin/smoke/toy.gin"
+ONE_EXPERT = ["--bind", "split.solver = @manual()", "--bind", "manual.boundaries = [0, 1]"]
+
+
+@pytest.fixture(autouse=True)
+def in_repo(repo_root, monkeypatch):
+    monkeypatch.chdir(repo_root)
+
+
+class TimeSpy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(2, 2)
+        self.seen = []
+
+    def forward(self, x, t, y=None):
+        self.seen.append(t.detach().clone())
+        return self.lin(x)
+
+
+def test_fit_draws_times_only_inside_the_interval():
+    spy = TimeSpy()
+    fit(spy, gaussian(), linear(), (0.2, 0.45), steps=20, batch_size=64, lr=1e-3)
+    t = torch.cat(spy.seen)
+    assert t.min() >= 0.2 and t.max() < 0.45 and t.numel() == 20 * 64
+
+
+def test_gradient_accumulation_sees_every_micro_batch():
+    spy = TimeSpy()
+    fit(spy, gaussian(), linear(), (0.0, 1.0), steps=5, batch_size=8, lr=1e-3, grad_accum=3)
+    assert len(spy.seen) == 15
+
+
+def test_class_dropout_uses_the_null_class():
+    y = torch.zeros(10000, dtype=torch.long)
+    dropped = drop_labels(y, num_classes=10, p=0.1, generator=torch.Generator().manual_seed(0))
+    assert set(dropped.unique().tolist()) == {0, 10} and abs((dropped == 10).float().mean() - 0.1) < 0.02
+
+
+def test_resume_after_sigkill_ends_at_the_configured_step(tmp_path, repo_root):
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "tools/run.py", "--gin", SMOKE, *ONE_EXPERT, "--stages", "split,train",
+           "--bind", "train.steps_per_segment = 3000", "--bind", "train.checkpoint_every = 100",
+           "--bind", "train.log_every = 100", "--run-dir", str(run_dir)]
+    proc = subprocess.Popen(cmd, cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    state = run_dir / "checkpoints" / "segment_0"
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(p.name.startswith("step_") and not p.name.endswith(".tmp")
+                                             for p in (state.iterdir() if state.exists() else [])):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "checkpoints" / "segment_0.pt").exists(), "the run finished before it could be killed"
+    out = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "resuming from" in out.stdout
+    resumed_at = int(out.stdout.split("at step ")[1].split()[0])
+    assert 100 <= resumed_at < 3000
+    final = torch.load(run_dir / "checkpoints" / "segment_0.pt", weights_only=True)
+    assert final["steps"] == 3000
+    steps = [json.loads(line)["step"] for line in open(state / "log.jsonl")]
+    assert steps[-1] == 3000 and resumed_at + 100 in steps  # the log continues after the resume point
+    assert (run_dir / "checkpoints" / "train.json").exists()
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
+    from cbsflow.backbones.mlp import mlp
+
+    calls, forward = [0], mlp.forward
+
+    def diverging(self, x, t, y=None):  # the network's output turns NaN on its 26th call
+        calls[0] += 1
+        out = forward(self, x, t, y)
+        return out * float("nan") if calls[0] > 25 else out
+
+    monkeypatch.setattr(mlp, "forward", diverging)
+    code = main(["--gin", SMOKE, *ONE_EXPERT, "--stages", "split,train", "--bind", "train.steps_per_segment = 100",
+                 "--bind", "train.checkpoint_every = 10", "--run-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "loss became nan at step 25" in err and "Traceback" not in err
+    state = tmp_path / "checkpoints" / "segment_0"
+    assert sorted(p.name for p in state.iterdir() if p.name.startswith("step_")) == ["step_00000010", "step_00000020"]
+    assert "step_00000020" in err  # the message names the checkpoint it kept
+    assert not (tmp_path / "checkpoints" / "segment_0.pt").exists()
+
+
+def test_one_expert_per_job_then_train_json_when_all_are_done(tmp_path, capsys):
+    base = ["--gin", SMOKE, "--run-dir", str(tmp_path), "--bind", "split.solver = @uniform()",
+            "--bind", "uniform.n_segments = 2"]
+    assert main(base + ["--stages", "split,train", "--segment", "1"]) == 0
+    assert (tmp_path / "checkpoints" / "segment_1.pt").exists()
+    assert not (tmp_path / "checkpoints" / "segment_0.pt").exists()
+    assert not (tmp_path / "checkpoints" / "train.json").exists()
+    assert main(base + ["--stages", "train", "--segment", "0"]) == 0
+    assert (tmp_path / "checkpoints" / "train.json").exists()
+    assert main(base + ["--stages", "train", "--segment", "5", "--force"]) == 2
+    assert "outside 0..1" in capsys.readouterr().err
