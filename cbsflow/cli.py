@@ -71,6 +71,15 @@ def parse_config(files: list[str], bindings: list[str]) -> None:
         raise
     except Exception as err:  # gin raises ValueError, SyntaxError, KeyError, ... for bad configs
         raise UserError(f"invalid gin configuration: {_first_line(err)}")
+    check_required_macros(files)
+
+
+def check_required_macros(files: list[str]) -> None:
+    """A macro still bound to %gin.REQUIRED (e.g. DATA_DIR) is a setting the user must give."""
+    config = getattr(gin.config, "_CONFIG", {})  # gin keeps parsed bindings here; skip the check if that changes
+    for name, selector in list(config):
+        if selector == "gin.macro" and repr(gin.query_parameter(f"%{name}")) == "%gin.REQUIRED":
+            raise UserError(f"{name} is required: add --bind \"{name} = ...\" (see the header of {files[-1]})")
 
 
 def _first_line(err: BaseException) -> str:

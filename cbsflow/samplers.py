@@ -52,6 +52,57 @@ def heun(velocity, x: torch.Tensor, t_grid, y=None) -> torch.Tensor:
     return x
 
 
+@register("sampler")
+class euler_maruyama:
+    """Euler-Maruyama for dx = [v + (w/2) score] dt + sqrt(w) dW, w = noise * sigma(t) (SiT's SDE sampler).
+
+    The score comes from the velocity: with x = alpha x1 + sigma eps and v = alpha' x1 + sigma' eps,
+    E[eps | x] = (alpha' x - alpha v) / (alpha' sigma - alpha sigma') and score = -E[eps | x] / sigma. The drift
+    keeps the marginals of the ODE. The last step is a plain Euler step (no noise is added at the data end).
+    Noise comes from torch's global generator, which the sample stage seeds.
+    """
+
+    def __init__(self, path=None, noise: float = 1.0):
+        from cbsflow.paths import linear
+
+        self.path, self.noise = path if path is not None else linear(), noise
+
+    @torch.no_grad()
+    def __call__(self, velocity, x: torch.Tensor, t_grid, y=None) -> torch.Tensor:
+        pairs = list(zip(t_grid[:-1], t_grid[1:]))
+        for i, (t0, t1) in enumerate(pairs):
+            t = _full(t0, x).reshape((-1,) + (1,) * (x.dim() - 1))
+            v = velocity(x, t.flatten(), y)
+            if i == len(pairs) - 1:
+                x = x + (t1 - t0) * v  # Euler step.
+                continue
+            a, s, da, ds = self.path.alpha(t), self.path.sigma(t), self.path.d_alpha(t), self.path.d_sigma(t)
+            eps_hat = (da * x - a * v) / (da * s - a * ds)
+            drift = v - 0.5 * self.noise * eps_hat  # v + (w / 2) * score with w = noise * sigma, score = -eps_hat / sigma
+            x = x + (t1 - t0) * drift + torch.sqrt(self.noise * s * (t1 - t0)) * torch.randn_like(x)
+        return x
+
+
+class Guided:
+    """Classifier-free guidance: v_null + scale (v_y - v_null) for t inside ``interval``, plain v_y outside.
+
+    Conditional and unconditional passes run as one doubled batch. ``null_class`` is the label index the
+    backbone reserves for 'no class' (index num_classes).
+    """
+
+    def __init__(self, velocity, scale: float, interval: tuple[float, float], null_class: int):
+        self.velocity, self.scale, self.interval, self.null_class = velocity, scale, interval, null_class
+
+    def __call__(self, x, t, y=None):
+        lo, hi = self.interval
+        if y is None or self.scale == 1.0 or not bool(((t >= lo) & (t <= hi)).any()):
+            return self.velocity(x, t, y)
+        both = self.velocity(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, self.null_class)]))
+        cond, uncond = both.chunk(2)
+        inside = ((t >= lo) & (t <= hi)).reshape((-1,) + (1,) * (x.dim() - 1))
+        return torch.where(inside, uncond + self.scale * (cond - uncond), cond)
+
+
 def allocate(weights: np.ndarray, n_steps: int) -> np.ndarray:
     """Split ``n_steps`` integers over segments in proportion to ``weights`` (largest remainder, >= 1 each)."""
     n = len(weights)
@@ -87,11 +138,16 @@ class equal_steps:
 
 
 @torch.no_grad()
-def sample_segmented(model, sampler, grids: list[np.ndarray], x: torch.Tensor, y=None) -> tuple[torch.Tensor, int]:
-    """Integrate from noise x through every segment with its own expert; returns samples and NFE per sample."""
+def sample_segmented(model, sampler, grids: list[np.ndarray], x: torch.Tensor, y=None, guidance=None) -> tuple[torch.Tensor, int]:
+    """Integrate from noise x through every segment with its own expert; returns samples and NFE per sample.
+
+    ``guidance`` = (scale, interval, null_class) applies classifier-free guidance; NFE counts network calls
+    (a guided call runs the conditional and unconditional halves as one doubled batch).
+    """
     nfe = 0
     for k, grid in enumerate(grids):
         counted = CountingVelocity(model.expert(k))
-        x = sampler(counted, x, [float(v) for v in grid], y)
+        velocity = Guided(counted, *guidance) if guidance is not None else counted
+        x = sampler(velocity, x, [float(v) for v in grid], y)
         nfe += counted.nfe
     return x, nfe

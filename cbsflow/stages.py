@@ -13,6 +13,7 @@ import os
 import gin
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from cbsflow import rundir
 from cbsflow.errors import UserError
@@ -222,30 +223,69 @@ def _save(path: str, state: dict) -> None:
 
 @gin.configurable(module="stage")
 def sample(run_dir, backbone=gin.REQUIRED, dataset=gin.REQUIRED, sampler=gin.REQUIRED, schedule=gin.REQUIRED,
-           n_steps: int = 32, n_samples: int = 4096, batch_size: int = 4096, use_ema: bool = True,
-           seed: int = 0) -> None:
-    """Generate samples with the segmented model, one expert per segment; write samples.npz + sample.json."""
+           n_steps: int = 32, n_samples: int = 4096, batch_size: int = 1024, use_ema: bool = True,
+           guidance_scale: float = 1.0, guidance_interval=(0.0, 1.0), seed: int = 0) -> None:
+    """Generate samples with the segmented model, one expert per segment; write samples.npz + sample.json.
+
+    Image data is stored as uint8 (N, C, H, W) under ``images`` with a PNG grid; other data as float32 under ``x``.
+    Labels (``labels``) are drawn uniformly for class-conditional data; ``guidance_scale`` != 1 applies
+    classifier-free guidance inside ``guidance_interval``.
+    """
     from cbsflow.samplers import sample_segmented
     from cbsflow.segmented import load_segmented
 
+    lo, hi = guidance_interval
+    if guidance_scale != 1.0 and not dataset.num_classes:
+        raise UserError("sample.guidance_scale needs class-conditional data (the dataset has num_classes = 0)")
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise UserError(f"sample.guidance_interval must satisfy 0 <= low <= high <= 1, got {guidance_interval}")
     if run_dir is None:
         return
     rundir.read_json(os.path.join(run_dir, TRAIN), "sample")
     model = load_segmented(run_dir, backbone, dataset, use_ema=use_ema).eval()
-    grids = schedule(model.boundaries.numpy(), n_steps)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    grids = schedule(model.boundaries.cpu().numpy(), n_steps)
+    guidance = (guidance_scale, (lo, hi), dataset.num_classes) if guidance_scale != 1.0 else None
     gen = torch.Generator().manual_seed(seed)
-    out, nfe = [], 0
-    for start in range(0, n_samples, batch_size):
+    torch.manual_seed(seed)  # stochastic samplers draw from the global generator
+    xs, ys, nfe = [], [], 0
+    for start in tqdm(range(0, n_samples, batch_size), desc="sample", leave=False):
         n = min(batch_size, n_samples - start)
         x0 = torch.randn((n,) + tuple(dataset.shape), generator=gen)
         y = torch.randint(0, dataset.num_classes, (n,), generator=gen) if dataset.num_classes else None
-        x, nfe = sample_segmented(model, sampler, grids, x0, y)
-        out.append(x)
-    np.savez(os.path.join(run_dir, "samples.npz"), x=torch.cat(out).numpy())
+        x, nfe = sample_segmented(model, sampler, grids, x0.to(device), None if y is None else y.to(device), guidance)
+        xs.append(x.float().cpu())
+        ys.append(y)
+    _write_samples(run_dir, torch.cat(xs), None if ys[0] is None else torch.cat(ys), dataset.is_image)
     rundir.write_json(os.path.join(run_dir, SAMPLES), {
         "sampler": name_of(sampler), "schedule": name_of(schedule), "steps": n_steps, "nfe": nfe,
         "steps_per_segment": [len(g) - 1 for g in grids], "n_samples": n_samples, "ema": use_ema, "seed": seed,
+        "guidance": {"scale": guidance_scale, "interval": [lo, hi]} if guidance else None,
         "upstream": _upstream(run_dir, "sample")})
+
+
+def _write_samples(run_dir: str, x: torch.Tensor, y, is_image: bool) -> None:
+    arrays = {} if y is None else {"labels": y.numpy()}
+    if is_image:
+        images = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        arrays["images"] = images.numpy()
+        from torchvision.utils import save_image
+
+        save_image(images[:64].float() / 255, os.path.join(run_dir, "samples.png"), nrow=8)
+    else:
+        arrays["x"] = x.numpy()
+    tmp = os.path.join(run_dir, "samples.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, os.path.join(run_dir, "samples.npz"))
+
+
+def load_samples(run_dir: str) -> torch.Tensor:
+    """Samples in data space: images back to [-1, 1] floats."""
+    with np.load(os.path.join(run_dir, "samples.npz")) as f:
+        if "images" in f:
+            return torch.from_numpy(f["images"]).float() / 127.5 - 1
+        return torch.from_numpy(f["x"])
 
 
 @gin.configurable(module="stage")
@@ -257,7 +297,7 @@ def evaluate(run_dir, dataset=gin.REQUIRED, metrics=(), backbone=gin.REQUIRED, r
     if run_dir is None:
         return
     info = rundir.read_json(os.path.join(run_dir, SAMPLES), "evaluate")
-    samples = torch.from_numpy(np.load(os.path.join(run_dir, "samples.npz"))["x"])
+    samples = load_samples(run_dir)
     velocity = load_segmented(run_dir, backbone, dataset, use_ema=info.get("ema", True)).eval()
     results = {}
     for metric in metrics:

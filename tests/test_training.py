@@ -59,7 +59,8 @@ def test_resume_after_sigkill_ends_at_the_configured_step(tmp_path, repo_root):
     cmd = [sys.executable, "tools/run.py", "--gin", SMOKE, *ONE_EXPERT, "--stages", "split,train",
            "--bind", "train.steps_per_segment = 3000", "--bind", "train.checkpoint_every = 100",
            "--bind", "train.log_every = 100", "--run-dir", str(run_dir)]
-    proc = subprocess.Popen(cmd, cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # tiny ops: one thread, immune to a busy machine
+    proc = subprocess.Popen(cmd, cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
     state = run_dir / "checkpoints" / "segment_0"
     deadline = time.time() + 120
     while time.time() < deadline and not any(p.name.startswith("step_") and not p.name.endswith(".tmp")
@@ -68,7 +69,7 @@ def test_resume_after_sigkill_ends_at_the_configured_step(tmp_path, repo_root):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (run_dir / "checkpoints" / "segment_0.pt").exists(), "the run finished before it could be killed"
-    out = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True)
+    out = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "resuming from" in out.stdout
     resumed_at = int(out.stdout.split("at step ")[1].split()[0])

@@ -214,7 +214,8 @@ class shards(Dataset):
     """Images (jpg/png, scaled to [-1, 1]) or npy latents with optional ``cls`` labels from WebDataset shards."""
 
     def __init__(self, urls: str, shape: tuple, num_classes: int = 0, image_key: str = "jpg;png;npy",
-                 flip: bool = True, shuffle_buffer: int = 1000, resampled: bool = True, num_workers: int = 0):
+                 flip: bool = True, shuffle_buffer: int = 1000, resampled: bool = True, num_workers: int = 0,
+                 name_filter: str = ""):
         self.urls = str(urls)
         self.shape = tuple(int(s) for s in shape)
         self.num_classes = int(num_classes)
@@ -222,7 +223,10 @@ class shards(Dataset):
         self.image_keys = tuple(k.strip().lower() for k in image_key.split(";") if k.strip())
         self.flip, self.shuffle_buffer, self.resampled = flip, int(shuffle_buffer), resampled
         self.num_workers = int(num_workers)
-        self.paths = resolve_shards(self.urls)
+        self.paths = [p for p in resolve_shards(self.urls) if name_filter in os.path.basename(p)]
+        if not self.paths:
+            raise UserError(f"shards: no shard file name under {urls!r} contains {name_filter!r} (shards.name_filter); "
+                            f"check the folder or {MAKE_SHARDS_HINT}")
         self.skipped = 0  # unusable samples seen by the most recent ``batches`` iterator
 
     @property
