@@ -41,17 +41,46 @@ def chunks(n: int, size: int):
         yield slice(start, min(n, start + size))
 
 
+def prediction(velocity, path, target: str):
+    """The field in another prediction space: 'velocity' as is, 'x1' = E[x1 | x_t], 'eps' = E[eps | x_t].
+
+    From x = alpha x1 + sigma eps and v = alpha' x1 + sigma' eps (per sample, linear in the two unknowns).
+    For the linear path x1_hat = x + (1 - t) v: measured in x-prediction space the Dirichlet energy loses the
+    1 / (1 - t)^2 growth that the velocity parameterisation puts near the data end.
+    """
+    if target == "velocity":
+        return velocity
+
+    def field(x, t, y=None):
+        v = velocity(x, t, y)
+        tt = t.reshape((-1,) + (1,) * (x.dim() - 1))
+        a, s, da, ds = path.alpha(tt), path.sigma(tt), path.d_alpha(tt), path.d_sigma(tt)
+        det = a * ds - s * da
+        if target == "x1":
+            return (ds * x - s * v) / det
+        return (a * v - da * x) / det
+
+    return field
+
+
 @register("monitor")
 class dirichlet:
-    """Dirichlet energy D(t) = E ||dv/dx||_F^2 / d by Hutchinson JVPs: ||J||_F^2 = E_z ||J z||^2."""
+    """Dirichlet energy D(t) = E ||dv/dx||_F^2 / d by Hutchinson JVPs: ||J||_F^2 = E_z ||J z||^2.
 
-    def __init__(self, n_probes: int = 4, probe: str = "rademacher", batch_size: int = 4096):
+    ``target`` measures the Jacobian of another prediction ('x1' or 'eps') instead of the velocity.
+    """
+
+    def __init__(self, n_probes: int = 4, probe: str = "rademacher", batch_size: int = 4096, target: str = "velocity"):
         if probe not in ("rademacher", "gaussian"):
             raise ValueError(f"dirichlet.probe must be 'rademacher' or 'gaussian', got {probe!r}")
-        self.n_probes, self.probe, self.batch_size = n_probes, probe, batch_size
+        if target not in ("velocity", "x1", "eps"):
+            raise ValueError(f"dirichlet.target must be 'velocity', 'x1' or 'eps', got {target!r}")
+        self.n_probes, self.probe, self.batch_size, self.target = n_probes, probe, batch_size, target
 
     def __call__(self, velocity, x1, t, path, y=None, generator=None):
         generator = generator or torch.Generator().manual_seed(0)
+        device = _device(velocity)
+        velocity = prediction(velocity, path, self.target)
         b, d = x1.shape[0], x1[0].numel()
         per_sample = torch.zeros(len(t), b)
         for i, ti in enumerate(tqdm(t.tolist(), desc="dirichlet", leave=False, mininterval=1.0)):
@@ -61,15 +90,14 @@ class dirichlet:
             x_rep = x_t.repeat((self.n_probes,) + (1,) * (x1.dim() - 1))
             y_rep = None if y is None else y.repeat(self.n_probes)
             z = probes(x_rep.shape, self.probe, generator)
-            sq = torch.cat([_jvp_x(velocity, x_rep[sl], ti, None if y_rep is None else y_rep[sl], z[sl])
+            sq = torch.cat([_jvp_x(velocity, x_rep[sl], ti, None if y_rep is None else y_rep[sl], z[sl], device)
                             .reshape(sl.stop - sl.start, -1).pow(2).sum(-1).cpu()
                             for sl in chunks(len(x_rep), self.batch_size)])
             per_sample[i] = sq.reshape(self.n_probes, b).mean(0) / d
         return mean_and_stderr(per_sample)
 
 
-def _jvp_x(velocity, x, ti: float, y, z):
-    device = next(iter(_params(velocity)), torch.empty(0)).device
+def _jvp_x(velocity, x, ti: float, y, z, device):
     tt = torch.full((x.shape[0],), ti, device=device)
     x, z = x.to(device), z.to(device)
     yy = None if y is None else y.to(device)
@@ -83,6 +111,7 @@ def _params(module):
 
 
 def _device(velocity):
+    """The device of a module's parameters (CPU for plain functions)."""
     return next(iter(_params(velocity)), torch.empty(0)).device
 
 

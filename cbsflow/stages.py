@@ -299,10 +299,13 @@ def evaluate(run_dir, dataset=gin.REQUIRED, metrics=(), backbone=gin.REQUIRED, r
     info = rundir.read_json(os.path.join(run_dir, SAMPLES), "evaluate")
     samples = load_samples(run_dir)
     velocity = load_segmented(run_dir, backbone, dataset, use_ema=info.get("ema", True)).eval()
+    sampling = {k: v for k, v in info.items() if k not in ("upstream", "steps_per_segment")}
     results = {}
     for metric in metrics:
-        results.update(metric(samples=samples, dataset=dataset, velocity=velocity, seed=reference_seed))
-    sampling = {k: v for k, v in info.items() if k != "upstream"}
+        for name, result in metric(samples=samples, dataset=dataset, velocity=velocity, seed=reference_seed).items():
+            # Every number carries the settings that produced it: the metric's own and the sampling run's.
+            results[name] = {"value": result["value"], "settings": {**result.get("settings", {}), "sampling": sampling}}
+    sampling["steps_per_segment"] = info.get("steps_per_segment")
     rundir.write_json(os.path.join(run_dir, METRICS), {"nfe": info["nfe"], "sampling": sampling, "metrics": results,
                                                        "upstream": _upstream(run_dir, "evaluate")})
     if samples[0].numel() == 2:

@@ -217,3 +217,21 @@ def test_list_prints_every_kind(capsys):
     for kind in ("backbone", "monitor", "estimator", "partition", "sampler", "schedule", "dataset", "metric"):
         assert f"{kind}:" in out
     assert "deboor" in out and "de Boor" in out
+
+
+def test_sweep_runs_a_grid_of_seeds_and_compares_them(tmp_path, repo_root):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "tools/sweep.py", "--gin", SMOKE, "--seeds", "0", "1",
+                          "--grid", "split.solver=@uniform(),@deboor()", "--out", str(tmp_path),
+                          "--bind", "evaluate.metrics = [@sliced_wasserstein(), @nll()]",
+                          "--bind", "nll.n_points = 200", "--bind", "nll.steps = 20"],
+                         cwd=repo_root, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for label in ("solver-uniform", "solver-deboor"):
+        for seed in (0, 1):
+            run = json.loads((tmp_path / f"{label}-seed{seed}" / "run.json").read_text())
+            assert run["seed"] == seed and run["label"] == label
+            metrics = load(tmp_path / f"{label}-seed{seed}", "metrics.json")["metrics"]
+            assert metrics["nll"]["settings"]["sampling"]["seed"] == seed
+    assert (tmp_path / "comparison.md").exists() and (tmp_path / "comparison.png").exists()
+    assert "solver-deboor" in out.stdout and "sliced_wasserstein" in out.stdout

@@ -86,3 +86,20 @@ def test_monitors_run_through_a_network_with_class_labels():
     for monitor in (dirichlet(n_probes=2), acceleration(), acceleration(method="exact")):
         mean, se = monitor(net, x1, t, path=linear(), y=y)
         assert mean.shape == se.shape == t.shape and torch.all(mean >= 0) and torch.all(torch.isfinite(mean))
+
+
+def test_dirichlet_in_x_prediction_space_matches_closed_form():
+    # x1_hat = x + (1 - t) v is affine with slope 1 + (1 - t) B per coordinate (linear path).
+    mu, s, field = gaussian_field([0.7, -0.3], [0.3, 1.0])
+    t = torch.tensor([0.1, 0.5, 0.9])
+    mean, _ = dirichlet(n_probes=2, target="x1")(field, mu + s * torch.randn(50, 2), t, path=linear())
+    v_big = t[:, None] ** 2 * s**2 + (1 - t[:, None]) ** 2
+    slope = 1 + (1 - t[:, None]) * (t[:, None] * s**2 - (1 - t[:, None])) / v_big
+    np.testing.assert_allclose(mean, (slope**2).mean(-1), rtol=1e-4)
+    # and the x1 prediction of the exact field is the posterior mean E[x1 | x_t] = mu + t s^2 / V (x - t mu)
+    x = torch.randn(4, 2)
+    from cbsflow.monitors import prediction
+
+    tt = torch.full((4,), 0.5)
+    expected = mu + 0.5 * s**2 / (0.25 * s**2 + 0.25) * (x - 0.5 * mu)
+    torch.testing.assert_close(prediction(field, linear(), "x1")(x, tt), expected)
