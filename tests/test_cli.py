@@ -57,7 +57,7 @@ def test_all_stages_write_their_artifacts(finished_run):
     assert split["boundaries"][0] == 0 and split["boundaries"][-1] == 1
     np.testing.assert_allclose(split["burden"], 0.25, rtol=1e-6)
     metrics = load(finished_run, "metrics.json")
-    assert metrics["nfe"] == 16 and set(metrics["metrics"]) == {"sliced_wasserstein", "mmd"}
+    assert metrics["nfe"] == 16 and set(metrics["metrics"]) == {"sliced_wasserstein", "mmd", "nll"}
     assert np.isfinite(metrics["metrics"]["sliced_wasserstein"]["value"])
     assert "deboor.n_segments = %N_SEGMENTS" in open(os.path.join(finished_run, "operative_config.gin")).read()
 
@@ -235,3 +235,29 @@ def test_sweep_runs_a_grid_of_seeds_and_compares_them(tmp_path, repo_root):
             assert metrics["nll"]["settings"]["sampling"]["seed"] == seed
     assert (tmp_path / "comparison.md").exists() and (tmp_path / "comparison.png").exists()
     assert "solver-deboor" in out.stdout and "sliced_wasserstein" in out.stdout
+
+
+def test_checkpoint_estimator_profiles_a_trained_run(finished_run, tmp_path):
+    run_dir = str(tmp_path / "reprofile")
+    assert main(["--gin", SMOKE, "--run-dir", run_dir, "--stages", "profile", "--bind", "profile.estimator = @checkpoint()",
+                 "--bind", f"checkpoint.path = '{finished_run}'", "--bind", "checkpoint.backbone = %BACKBONE"]) == 0
+    prof = load(run_dir, "profile.json")
+    assert prof["estimator"] == "checkpoint" and all(v > 0 for v in prof["value"])
+
+
+def test_smoother_is_applied_and_raw_values_are_kept(tmp_path):
+    assert main(["--gin", SMOKE, "--run-dir", str(tmp_path), "--stages", "profile",
+                 "--bind", "profile.smoother = @log_moving_average()", "--bind", "log_moving_average.window = 5"]) == 0
+    prof = load(tmp_path, "profile.json")
+    raw, smooth = np.log(prof["raw_value"]), np.log(prof["value"])
+    assert prof["smoother"] == "log_moving_average" and not np.allclose(raw, smooth)
+    assert np.abs(np.diff(smooth, 2)).sum() < np.abs(np.diff(raw, 2)).sum()  # smoother curve
+    np.testing.assert_allclose(smooth[5], raw[3:8].mean(), rtol=1e-6)  # the geometric mean of its window
+
+
+def test_shared_initialisation_trains_a_base_network_first(tmp_path, capsys):
+    assert main(["--gin", SMOKE, "--run-dir", str(tmp_path), "--stages", "profile,split,train",
+                 "--bind", "train.shared_init_steps = 15"]) == 0
+    base = __import__("torch").load(tmp_path / "checkpoints" / "base.pt", weights_only=True)
+    assert base["steps"] == 15 and base["interval"] == [0.0, 1.0]
+    assert (tmp_path / "checkpoints" / "train.json").exists()

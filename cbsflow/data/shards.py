@@ -285,6 +285,10 @@ class digits(Dataset):
         self.num_classes = 10 if conditional else 0
         self.flip = flip
 
+    def fingerprint(self) -> str:
+        """The data is fixed (scikit-learn's digits), so its identity is its size and labelling."""
+        return f"sklearn-digits-{self.shape[-1]}px-{'cond' if self.num_classes else 'uncond'}-flip{int(self.flip)}"
+
     def batches(self, batch_size: int, seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         """Endless batches drawn epoch by epoch from seeded permutations."""
         gen = torch.Generator().manual_seed(seed)
