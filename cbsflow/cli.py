@@ -51,8 +51,20 @@ def list_components() -> str:
         if entry.kind != kind:
             kind = entry.kind
             lines.append(f"{kind}:")
-        lines.append(f"  {entry.name:<22} {entry.summary}")
+        lines.append(f"  {entry.name:<22} {entry.summary}{_parameter_count(entry)}")
     return "\n".join(lines)
+
+
+def _parameter_count(entry: registry.Entry) -> str:
+    """For backbones with an ``example`` (data shape, classes): their size at default settings, built on 'meta'."""
+    import torch
+
+    if entry.kind != "backbone" or not hasattr(entry.obj, "example"):
+        return ""
+    shape, classes = entry.obj.example
+    with torch.device("meta"):
+        n = sum(p.numel() for p in entry.obj(data_shape=shape, num_classes=classes).parameters())
+    return f"  [{n / 1e6:.1f}M parameters on {'x'.join(map(str, shape))}, {classes} classes]"
 
 
 def parse_config(files: list[str], bindings: list[str]) -> None:

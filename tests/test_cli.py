@@ -217,6 +217,8 @@ def test_list_prints_every_kind(capsys):
     for kind in ("backbone", "monitor", "estimator", "partition", "sampler", "schedule", "dataset", "metric"):
         assert f"{kind}:" in out
     assert "deboor" in out and "de Boor" in out
+    for backbone in ("mlp", "sit", "jit", "unet"):
+        assert any(line.split()[:1] == [backbone] and "M parameters on" in line for line in out.splitlines())
 
 
 def test_sweep_runs_a_grid_of_seeds_and_compares_them(tmp_path, repo_root):

@@ -75,3 +75,18 @@ def test_missing_data_gives_the_clear_data_error(tmp_path, capsys):
 def test_jit_config_requires_data_dir(capsys, tmp_path):
     assert main(["--gin", "gin/jit_imagenet64.gin", "--run-dir", str(tmp_path)]) == 2
     assert "DATA_DIR" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name,kwargs", [("sit", dict(size="T")), ("jit", dict(size="T", patch=4)),
+                                         ("unet", dict(channels=16, channel_mult=(1, 2), attention_resolutions=(4,)))])
+def test_monitors_run_batched_through_attention_backbones(name, kwargs):
+    """JVPs through (otherwise fused) attention: the monitors force the math kernel."""
+    from cbsflow import registry
+    from cbsflow.monitors import acceleration, dirichlet
+
+    net = registry.get(name).obj(data_shape=(3, 8, 8), num_classes=4, **kwargs).eval()
+    x1, y = torch.randn(6, 3, 8, 8), torch.randint(0, 4, (6,))
+    t = torch.linspace(0.1, 0.9, 3)
+    for monitor in (dirichlet(n_probes=2, batch_size=4), acceleration(method="exact")):
+        mean, se = monitor(net, x1, t, path=linear(), y=y)
+        assert mean.shape == t.shape and torch.all(torch.isfinite(mean)) and torch.all(mean >= 0)

@@ -19,6 +19,8 @@ def velocity_from_x(x_hat: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, t_e
 class jit(PatchTransformer):
     """JiT: pixel-space transformer predicting x1, returned as velocity (Li & He, 2025)."""
 
+    example = ((3, 64, 64), 1000)  # data shape and classes for which `--list` counts parameters
+
     def __init__(self, data_shape: tuple[int, ...], num_classes: int = 0, size: str = "S", patch: int = 4,
                  mlp_ratio: float = 4.0, depth: int | None = None, width: int | None = None, heads: int | None = None,
                  t_eps: float = 0.05):

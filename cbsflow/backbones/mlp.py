@@ -25,6 +25,8 @@ class ResidualBlock(nn.Module):
 class mlp(nn.Module):
     """Residual MLP v(x, t, y) for flat data, time (and class) embedding added in every block."""
 
+    example = ((2,), 0)  # data shape and classes for which `--list` counts parameters
+
     def __init__(self, data_shape: tuple[int, ...], num_classes: int = 0, width: int = 256, depth: int = 3):
         super().__init__()
         self.data_shape = tuple(data_shape)

@@ -11,6 +11,8 @@ from cbsflow.registry import register
 class sit(PatchTransformer):
     """SiT / DiT transformer with adaLN-Zero predicting the velocity x1 - eps (Ma et al., 2024; Peebles & Xie, 2023)."""
 
+    example = ((4, 32, 32), 1000)  # data shape and classes for which `--list` counts parameters
+
     def __init__(self, data_shape: tuple[int, ...], num_classes: int = 0, size: str = "S", patch: int = 2,
                  mlp_ratio: float = 4.0, depth: int | None = None, width: int | None = None, heads: int | None = None):
         super().__init__(data_shape, num_classes, size, patch, mlp_ratio, depth, width, heads)

@@ -93,6 +93,8 @@ class Upsample(nn.Module):
 class unet(nn.Module):
     """DDPM++/ADM UNet velocity network (Dhariwal & Nichol, 2021), CIFAR-10 flow-matching configuration."""
 
+    example = ((3, 32, 32), 10)  # data shape and classes for which `--list` counts parameters
+
     def __init__(self, data_shape: tuple[int, ...], num_classes: int = 0, channels: int = 128,
                  channel_mult: tuple[int, ...] = (1, 2, 2, 2), num_res_blocks: int = 2,
                  attention_resolutions: tuple[int, ...] = (16,), dropout: float = 0.1, heads: int = 4):
