@@ -21,7 +21,7 @@ STAGE_TIME = re.compile(r"^\[(\w+)\] done in ([0-9.]+) s", re.M)
 
 def _run(cmd: list[str]) -> str:
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.rstrip()
     except (OSError, subprocess.SubprocessError):
         return ""
 

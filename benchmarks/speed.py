@@ -319,6 +319,9 @@ def render_md(results: dict, tag: str) -> str:
                   "them): SiT throughput on a 2-core CPU with a tiny batch says nothing about the H200 target. "
                   "Reference figures from the issue (official SiT code on an H200, not measured here): " +
                   ", ".join(f"{k}: {v:,} img/s" for k, v in H200_REFERENCE.items()) + ".", ""]
+    else:
+        lines += ["Reference figures from the issue (official SiT code on an H200; not measured by this script): " +
+                  ", ".join(f"{k}: {v:,} img/s" for k, v in H200_REFERENCE.items()) + ".", ""]
     for name in BENCHMARKS:
         if name not in results:
             continue

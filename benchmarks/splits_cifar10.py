@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Evidence on images: N = 1 vs uniform-4 vs CBS-4 on CIFAR-10 at equal total training steps and equal NFE.
 
-    python benchmarks/splits_cifar10.py                   # CPU variant (about 20 min on one core of this machine)
+    python benchmarks/splits_cifar10.py                   # CPU variant (about 20-25 min on one core of this machine)
     python benchmarks/splits_cifar10.py --quick           # smoke test (tiny steps, ~2 min)
     python benchmarks/splits_cifar10.py --preset gpu --seeds 0 1 2     # GPU-sized variant (bf16, 40k steps in all)
 
@@ -37,17 +37,17 @@ CONFIGS = ("n1", "uniform4", "cbs4")
 
 # Bindings on top of gin/cifar10_unet.gin. `total_steps` is split equally over the experts of each configuration.
 PRESETS = {
-    "cpu": {
-        "total_steps": 1200, "n_samples": 1000, "n_reference": 2000, "threads": 1,
+    "cpu": {  # sized for <= 25 min with one thread on this 2-core machine (~0.6-1 s per step of this UNet at batch 32)
+        "total_steps": 400, "n_samples": 500, "n_reference": 2000, "threads": 1,
         "binds": {
             "unet.channels": "32", "unet.channel_mult": "(1, 2, 2)", "unet.num_res_blocks": "1",
             "unet.attention_resolutions": "()", "unet.dropout": "0.0",
-            "aux/unet.channels": "16", "aux_net.steps": "300", "aux_net.batch_size": "32", "aux_net.lr": "1e-3",
+            "aux/unet.channels": "16", "aux_net.steps": "200", "aux_net.batch_size": "32", "aux_net.lr": "1e-3",
             "aux_net.mixed_precision": "'no'",
             "profile.n_points": "24", "profile.n_samples": "64", "dirichlet.n_probes": "2",
-            "train.batch_size": "32", "train.lr": "1e-3", "train.warmup_steps": "100", "train.ema_decay": "0.995",
-            "train.mixed_precision": "'no'", "train.checkpoint_every": "0", "train.log_every": "100",
-            "sample.sampler": "@heun", "sample.schedule": "@uniform_steps()", "sample.n_steps": "10",
+            "train.batch_size": "32", "train.lr": "1e-3", "train.warmup_steps": "20", "train.ema_decay": "0.0",
+            "train.mixed_precision": "'no'", "train.checkpoint_every": "0", "train.log_every": "50",
+            "sample.sampler": "@heun", "sample.schedule": "@uniform_steps()", "sample.n_steps": "8",
             "sample.batch_size": "250",
         },
     },

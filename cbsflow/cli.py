@@ -14,6 +14,9 @@ from cbsflow import registry
 from cbsflow.errors import UserError
 
 STAGE_ORDER = ("profile", "split", "train", "sample", "evaluate")
+# Stages that train networks run on every process of `accelerate launch` (their writes come from the main one);
+# the others run on the main process while the rest wait.
+DISTRIBUTED_STAGES = ("profile", "train")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -30,6 +33,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--force", action="store_true", help="rerun stages whose artifacts are already up to date")
     p.add_argument("--list", action="store_true", help="list every registered component by kind and exit")
     return p.parse_args(argv)
+
+
+def _quiet_gin_search():
+    """gin logs an ERROR for every search folder an include is not in; only its final IOError matters."""
+    import contextlib
+    import logging
+
+    @contextlib.contextmanager
+    def quiet():
+        logger = logging.getLogger()
+        level = logger.level
+        logger.setLevel(logging.CRITICAL)
+        try:
+            yield
+        finally:
+            logger.setLevel(level)
+
+    return quiet()
 
 
 def import_modules(names: list[str]) -> None:
@@ -78,7 +99,8 @@ def parse_config(files: list[str], bindings: list[str]) -> None:
             folder = os.path.dirname(folder)
             gin.add_config_file_search_path(folder)
     try:
-        gin.parse_config_files_and_bindings(files, bindings, finalize_config=False)
+        with _quiet_gin_search():
+            gin.parse_config_files_and_bindings(files, bindings, finalize_config=False)
     except UserError:
         raise
     except Exception as err:  # gin raises ValueError, SyntaxError, KeyError, ... for bad configs
@@ -109,6 +131,7 @@ def select_stages(spec: str) -> list[str]:
 
 def run(args: argparse.Namespace) -> None:
     from cbsflow import stages
+    from cbsflow.training import process_state
 
     import_modules(args.imports)
     if args.list:
@@ -121,17 +144,23 @@ def run(args: argparse.Namespace) -> None:
     for name in chosen:  # Build every component first: configuration errors surface before anything is written.
         _call(stages.STAGES[name], None)
     run_dir = args.run_dir or os.path.join("runs", os.path.splitext(os.path.basename(args.gin[-1]))[0])
-    os.makedirs(run_dir, exist_ok=True)
+    state = process_state()  # under `accelerate launch` every process runs this
+    if state.is_main_process:
+        os.makedirs(run_dir, exist_ok=True)
     for name in chosen:
+        state.wait_for_everyone()
         if stages.is_done(run_dir, name) and not args.force:
-            print(f"[{name}] up to date in {run_dir}, skipped (--force reruns it)")
+            state.print(f"[{name}] up to date in {run_dir}, skipped (--force reruns it)")
             continue
         start = time.time()
-        _call(stages.STAGES[name], run_dir)
-        print(f"[{name}] done in {time.time() - start:.1f} s")
-    with open(os.path.join(run_dir, "operative_config.gin"), "w") as f:
-        f.write(gin.operative_config_str())
-    print(f"run directory: {run_dir}")
+        if name in DISTRIBUTED_STAGES or state.is_main_process:
+            _call(stages.STAGES[name], run_dir)
+        state.print(f"[{name}] done in {time.time() - start:.1f} s")
+    state.wait_for_everyone()
+    if state.is_main_process:
+        with open(os.path.join(run_dir, "operative_config.gin"), "w") as f:
+            f.write(gin.operative_config_str())
+    state.print(f"run directory: {run_dir}")
 
 
 def _call(stage, run_dir) -> None:

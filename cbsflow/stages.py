@@ -19,7 +19,7 @@ from cbsflow import rundir
 from cbsflow.errors import UserError
 from cbsflow.partition import check_boundaries
 from cbsflow.registry import name_of
-from cbsflow.training import fit
+from cbsflow.training import fit, process_state
 
 PROFILE, SPLIT, TRAIN, SAMPLES, METRICS = "profile.json", "split.json", "checkpoints/train.json", "sample.json", "metrics.json"
 # Each stage's artifact and the artifact it reads (its output is stale when that input changed).
@@ -52,6 +52,8 @@ def profile(run_dir, estimator=gin.REQUIRED, monitor=gin.REQUIRED, dataset=gin.R
     raw, raw_se = (np.asarray(torch.as_tensor(v, dtype=torch.float64).cpu()) for v in (mean, stderr))
     _check_monitor(name_of(monitor), t.numpy(), raw, raw_se)
     value, se = smoother(t.numpy(), raw, raw_se) if smoother is not None else (raw, raw_se)
+    if not process_state().is_main_process:
+        return
     rundir.write_json(os.path.join(run_dir, PROFILE), {
         "monitor": name_of(monitor), "estimator": name_of(estimator), "t": t.tolist(),
         "value": list(map(float, value)), "stderr": list(map(float, se)),
@@ -131,8 +133,6 @@ def train(run_dir, backbone=gin.REQUIRED, dataset=gin.REQUIRED, path=gin.REQUIRE
     ``segments`` (e.g. [2], set by ``tools/run.py --segment 2``) trains only those experts, so a cluster can
     train them as independent jobs; checkpoints/train.json is written once every expert is complete.
     """
-    from accelerate import PartialState
-
     from cbsflow.segmented import checkpoint_path
 
     if local_time and shared_init_steps > 0:
@@ -151,7 +151,7 @@ def train(run_dir, backbone=gin.REQUIRED, dataset=gin.REQUIRED, path=gin.REQUIRE
                     checkpoint_every=checkpoint_every, log_every=log_every)
     build = lambda: backbone(data_shape=dataset.shape, num_classes=dataset.num_classes)  # noqa: E731
     base = _shared_base(run_dir, build, dataset, shared_init_steps, seed, settings) if shared_init_steps else None
-    main_process = PartialState().is_main_process
+    main_process = process_state().is_main_process
     for k in todo:
         interval = (float(boundaries[k]), float(boundaries[k + 1]))
         if _complete(checkpoint_path(run_dir, k), interval, steps_per_segment):
@@ -196,9 +196,7 @@ def _shared_base(run_dir, build, dataset, steps, seed, settings) -> dict:
     net = build()
     out = fit(net, dataset, interval=(0.0, 1.0), steps=steps, seed=seed,
               state_dir=os.path.join(run_dir, "checkpoints", "base"), desc="shared base", **settings)
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         _save(path, {"state_dict": net.state_dict(), "ema": None, "interval": [0.0, 1.0], "steps": steps,
                      "loss": out["loss"]})
     return net.state_dict()

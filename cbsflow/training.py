@@ -67,13 +67,22 @@ class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
 
 
+def process_state():
+    """Accelerate's process state; on a machine without CUDA, `accelerate launch` processes join as CPU workers (gloo)."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def make_accelerator(mixed_precision: str = "no", grad_accum: int = 1) -> Accelerator:
     """A fresh Accelerator for one network; the process-wide precision setting is replaced if it differs."""
     from accelerate.state import AcceleratorState
 
+    process_state()
     if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed_precision:
         AcceleratorState._reset_state()  # keeps the distributed set-up (PartialState), changes the precision
-    return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum)
+    return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum,
+                       cpu=not torch.cuda.is_available())
 
 
 def latest_state(state_dir: str | None) -> str | None:

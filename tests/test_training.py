@@ -113,3 +113,16 @@ def test_one_expert_per_job_then_train_json_when_all_are_done(tmp_path, capsys):
     assert (tmp_path / "checkpoints" / "train.json").exists()
     assert main(base + ["--stages", "train", "--segment", "5", "--force"]) == 2
     assert "outside 0..1" in capsys.readouterr().err
+
+
+def test_same_command_runs_under_accelerate_launch_with_two_processes(tmp_path, repo_root):
+    """Two gloo processes on a CPU: profile and train run data-parallel, the other stages on the main process."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run(["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                          "--mixed_precision", "no", "--dynamo_backend", "no", "tools/run.py", "--gin", SMOKE,
+                          "--run-dir", str(tmp_path), "--bind", "train.checkpoint_every = 10"],
+                         cwd=repo_root, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("[train] done") == 1  # printed once, by the main process
+    assert (tmp_path / "metrics.json").exists() and (tmp_path / "checkpoints" / "train.json").exists()
+    assert (tmp_path / "checkpoints" / "segment_0" / "step_00000010").is_dir()
