@@ -41,7 +41,8 @@ def machine_record(argv: list[str] | None = None) -> dict:
         "loadavg_at_start": _run(["cat", "/proc/loadavg"]),
         "git_head": _run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
         "git_dirty_lib": _run(["git", "-C", str(REPO), "status", "--short", "cbsflow", "gin"]).splitlines(),
-        "other_benchmarks_running": _run(["pgrep", "-af", "splits_toy"]).splitlines(),
+        "other_benchmarks_running": [line for line in _run(["pgrep", "-af", r"benchmarks/.*\.py|pytest"]).splitlines()
+                                     if not line.startswith(f"{os.getpid()} ")],
     }
     if torch.cuda.is_available():
         record["gpu"] = torch.cuda.get_device_name(0)

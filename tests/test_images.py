@@ -90,3 +90,48 @@ def test_monitors_run_batched_through_attention_backbones(name, kwargs):
     for monitor in (dirichlet(n_probes=2, batch_size=4), acceleration(method="exact")):
         mean, se = monitor(net, x1, t, path=linear(), y=y)
         assert mean.shape == t.shape and torch.all(torch.isfinite(mean)) and torch.all(mean >= 0)
+
+
+SHRINK = {
+    "gin/jit_imagenet64.gin": (["jit.size = 'T'", "aux/jit.size = 'T'", "evaluate.metrics = []"], (3, 64, 64), "x"),
+    "gin/sit_b2_imagenet256.gin": (["sit.size = 'T'", "aux/sit.size = 'T'", "sit.patch = 8"], (4, 32, 32), "latents"),
+    "gin/cifar10_unet.gin": (["unet.channels = 8", "unet.channel_mult = (1, 2)", "unet.attention_resolutions = (16,)",
+                              "aux/unet.channels = 8", "aux/unet.channel_mult = (1, 2)", "evaluate.metrics = []"],
+                             (3, 32, 32), "x"),
+}
+TINY = ["aux_net.steps = 2", "aux_net.batch_size = 4", "aux_net.mixed_precision = 'no'", "profile.n_points = 4",
+        "profile.n_samples = 4", "dirichlet.n_probes = 1", "train.steps_per_segment = 2", "train.batch_size = 4",
+        "train.mixed_precision = 'no'", "train.checkpoint_every = 0", "sample.n_steps = 4", "sample.n_samples = 4",
+        "sample.batch_size = 4", "shards.num_workers = 0", "shards.shuffle_buffer = 4"]
+
+
+@pytest.mark.parametrize("config", sorted(SHRINK))
+def test_full_size_configs_run_on_small_shards_made_by_make_shards(config, tmp_path, repo_root):
+    import subprocess
+    import sys
+
+    bindings, shape, kind = SHRINK[config]
+    gen = np.random.default_rng(0)
+    if kind == "latents":
+        array = gen.normal(size=(12, *shape)).astype(np.float32)
+    else:
+        array = gen.integers(0, 256, size=(12, shape[1], shape[2], shape[0]), dtype=np.uint8)
+    np.savez(tmp_path / "data.npz", x=array, y=gen.integers(0, 10, size=12))
+    for prefix in ("tiny-train", "tiny-test"):
+        subprocess.run([sys.executable, "tools/make_shards.py", "--from-array", str(tmp_path / "data.npz"),
+                        "--labels-key", "y", "--out", str(tmp_path / "shards"), "--prefix", prefix, "--quiet"],
+                       cwd=repo_root, check=True)
+    argv = ["--gin", config, "--bind", f"DATA_DIR = '{tmp_path / 'shards'}'", "--run-dir", str(tmp_path / "run")]
+    for b in bindings + TINY:
+        argv += ["--bind", b]
+    assert main(argv) == 0
+    assert (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_fid_without_inception_weights_fails_before_anything_runs(tmp_path, capsys):
+    code = main(["--gin", "gin/smoke/sit.gin", "--bind", "evaluate.metrics = [@fid()]",
+                 "--bind", f"fid.weights_path = '{tmp_path}/weights-inception-2015-12-05-6726825d.pth'",
+                 "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "weights-inception-2015-12-05-6726825d.pth" in err and "fid.weights_path" in err
+    assert not (tmp_path / "run" / "profile.json").exists()

@@ -187,6 +187,8 @@ class _FidelityMetric:
         cls = FEATURE_EXTRACTORS_REGISTRY[feature_extractor]
         self.layer = cls.get_default_feature_layer_for_metric(self.metric)
         self._extractor: FeatureExtractorBase | None = None
+        if not self.offline:
+            self._weights_file()  # fail when the configuration is built, not after hours of training
 
     @property
     def offline(self) -> bool:

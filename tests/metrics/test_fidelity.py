@@ -124,9 +124,8 @@ def test_non_image_samples_are_a_user_error(data):
 
 def test_missing_inception_weights_is_a_user_error(data, tmp_path):
     path = tmp_path / "nowhere" / INCEPTION_WEIGHTS
-    metric = fid(n_reference=200, weights_path=str(path), cache_root=str(tmp_path))
-    with pytest.raises(UserError) as info:
-        metric(samples=data.x, dataset=data, velocity=None, seed=0)
+    with pytest.raises(UserError) as info:  # raised when the metric is built, before any data is read
+        fid(n_reference=200, weights_path=str(path), cache_root=str(tmp_path))
     message = str(info.value)
     assert str(path) in message and "fid.weights_path" in message and "\n" not in message
     assert data.calls == 0
