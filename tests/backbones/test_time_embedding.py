@@ -1,0 +1,31 @@
+"""Time embeddings keep their resolution inside narrow expert intervals."""
+
+import torch
+
+from cbsflow.backbones.layers import timestep_embedding
+
+
+def _similarity(a: float, b: float, scale: float) -> float:
+    e = timestep_embedding(torch.tensor([a, b]), 256, scale=scale)
+    return torch.nn.functional.cosine_similarity(e[:1], e[1:]).item()
+
+
+def test_scaled_embedding_separates_the_ends_of_a_narrow_interval():
+    # An expert owning [0.95, 0.96): raw t would give nearly identical embeddings, 1000 t does not.
+    assert _similarity(0.95, 0.96, scale=1.0) > 0.9999
+    assert _similarity(0.95, 0.96, scale=1000.0) < 0.95
+
+
+def test_local_time_spans_the_whole_embedding_range():
+    from cbsflow.segmented import SegmentedVelocity
+
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x, t, y=None):
+            seen.append(t)
+            return x
+
+    model = SegmentedVelocity([Spy(), Spy()], [0.0, 0.95, 1.0], local_time=True)
+    model(torch.zeros(2, 2), torch.tensor([0.95, 0.9999]))
+    assert seen[0][0] == 0.0 and seen[0][1] > 0.99  # the expert of [0.95, 1] sees t spread over [0, 1]
