@@ -47,3 +47,13 @@ class LabelEmbedder(nn.Module):
         if y is None:
             y = torch.full((batch,), self.num_classes, device=device, dtype=torch.long)
         return self.table(y)
+
+
+def check_image_shape(data_shape: tuple[int, ...], factor: int, hint: str) -> tuple[int, int, int]:
+    """(c, h, w) of an image shape whose sides ``factor`` divides; otherwise a readable error ending in ``hint``."""
+    if len(data_shape) != 3:
+        raise ValueError(f"image backbones need data_shape (C, H, W), got {tuple(data_shape)}")
+    c, h, w = data_shape
+    if h % factor or w % factor:
+        raise ValueError(f"image sides {h}x{w} must be divisible by {factor}; {hint}")
+    return c, h, w

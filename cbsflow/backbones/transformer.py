@@ -14,7 +14,7 @@ from einops import rearrange
 from timm.layers import Attention, Mlp, build_sincos2d_pos_embed
 from torch import nn
 
-from cbsflow.backbones.layers import LabelEmbedder, TimestepEmbedder
+from cbsflow.backbones.layers import LabelEmbedder, TimestepEmbedder, check_image_shape
 
 # size -> (depth, width, heads); S/B/L/XL as in DiT Table 1, T is a tiny size for CPU tests.
 SIZES: dict[str, tuple[int, int, int]] = {
@@ -77,7 +77,7 @@ class PatchTransformer(nn.Module):
     def __init__(self, data_shape: tuple[int, ...], num_classes: int, size: str, patch: int,
                  mlp_ratio: float, depth: int | None, width: int | None, heads: int | None):
         super().__init__()
-        c, hgt, wid = _check_image_shape(data_shape, patch)
+        c, hgt, wid = check_image_shape(data_shape, patch, "pick another `patch`")
         depth, width, heads = resolve_size(size, depth, width, heads)
         if width % 4 or width % heads:
             raise ValueError(f"width {width} must be divisible by 4 (2-D sin-cos embedding) and by heads={heads}")
@@ -121,13 +121,3 @@ class PatchTransformer(nn.Module):
             h = block(h, c)  # (b, n, d)
         out = self.final(h, c)  # (b, n, p*p*c)
         return rearrange(out, "b (h w) (p q c) -> b c (h p) (w q)", h=gh, w=gw, p=p, q=p)  # (b, c, H, W)
-
-
-def _check_image_shape(data_shape: tuple[int, ...], patch: int) -> tuple[int, int, int]:
-    """(c, h, w) of an image shape whose sides the patch size divides; a readable error otherwise."""
-    if len(data_shape) != 3:
-        raise ValueError(f"image backbones need data_shape (C, H, W), got {tuple(data_shape)}")
-    c, h, w = data_shape
-    if h % patch or w % patch:
-        raise ValueError(f"patch size {patch} must divide the image sides {h}x{w}; pick another `patch`")
-    return c, h, w

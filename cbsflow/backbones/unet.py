@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from cbsflow.backbones.layers import LabelEmbedder, TimestepEmbedder
+from cbsflow.backbones.layers import LabelEmbedder, TimestepEmbedder, check_image_shape
 from cbsflow.registry import register
 
 
@@ -99,7 +99,7 @@ class unet(nn.Module):
                  channel_mult: tuple[int, ...] = (1, 2, 2, 2), num_res_blocks: int = 2,
                  attention_resolutions: tuple[int, ...] = (16,), dropout: float = 0.1, heads: int = 4):
         super().__init__()
-        c, hgt, wid = _check_image_shape(data_shape, 2 ** (len(channel_mult) - 1))
+        c, hgt, wid = check_image_shape(data_shape, 2 ** (len(channel_mult) - 1), "the factor is 2**(len(channel_mult) - 1)")
         self.data_shape, emb_dim = (c, hgt, wid), 4 * channels
         self.time = TimestepEmbedder(emb_dim, frequency_dim=channels)
         self.label = LabelEmbedder(num_classes, emb_dim) if num_classes else None
@@ -158,13 +158,3 @@ def _up_path(channels: int, mult: tuple[int, ...], num_res_blocks: int, res: int
                 res *= 2
             stages.append(Stage(*layers))
     return stages, ch
-
-
-def _check_image_shape(data_shape: tuple[int, ...], factor: int) -> tuple[int, int, int]:
-    """(c, h, w) of an image shape whose sides the total downsampling factor divides; a readable error otherwise."""
-    if len(data_shape) != 3:
-        raise ValueError(f"the unet backbone needs data_shape (C, H, W), got {tuple(data_shape)}")
-    c, h, w = data_shape
-    if h % factor or w % factor:
-        raise ValueError(f"image sides {h}x{w} must be divisible by 2**(len(channel_mult)-1) = {factor}")
-    return c, h, w

@@ -155,7 +155,7 @@ def test_sit_xl2_parameter_count():
 
 
 def test_bad_shapes_raise_readable_errors():
-    with pytest.raises(ValueError, match="patch size"):
+    with pytest.raises(ValueError, match="pick another .patch."):
         sit((3, 10, 10), size="T", patch=4)
     with pytest.raises(ValueError, match="unknown transformer size"):
         sit((3, 8, 8), size="Q")
