@@ -41,6 +41,7 @@ def machine_record(argv: list[str] | None = None) -> dict:
         "loadavg_at_start": _run(["cat", "/proc/loadavg"]),
         "git_head": _run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
         "git_dirty_lib": _run(["git", "-C", str(REPO), "status", "--short", "cbsflow", "gin"]).splitlines(),
+        "top_at_start": _run(["bash", "-c", "top -b -n 1 -w 160 | sed -n '7,12p'"]).splitlines(),
         "other_benchmarks_running": [line for line in _run(["pgrep", "-af", r"benchmarks/.*\.py|pytest"]).splitlines()
                                      if not line.startswith(f"{os.getpid()} ")],
     }
@@ -56,13 +57,27 @@ def record_md(rec: dict) -> list[str]:
              f"- torch {rec['torch']}, python {rec['python']}, torch threads {rec['torch_threads']}, "
              f"OMP_NUM_THREADS={rec['OMP_NUM_THREADS']}",
              f"- git HEAD {rec['git_head']}; uncommitted library changes: {rec['git_dirty_lib'] or 'none'}",
-             f"- load average at start: {rec['loadavg_at_start']}; other benchmark running: "
-             f"{rec['other_benchmarks_running'] or 'none'}"]
+             f"- load average at start: {rec['loadavg_at_start']}" + _contention(rec)]
     if rec.get("gpu"):
         lines.append(f"- GPU: {rec['gpu']} (CUDA {rec['cuda']})")
     lines.append("- machine (`lscpu | head`):")
     lines += ["  " + line for line in ["```", *rec["lscpu"], "```"]]
     return lines
+
+
+def _contention(rec: dict) -> str:
+    """What was known about other load when the record was taken (older records only checked for splits_toy)."""
+    load = float(rec["loadavg_at_start"].split()[0]) if rec.get("loadavg_at_start") else 0.0
+    text = ""
+    if "top_at_start" in rec:
+        others = rec["other_benchmarks_running"]
+        text = f"; other benchmark/test processes: {others or 'none'}"
+    else:  # recorded by the first version of this helper, which looked for splits_toy alone
+        text = f"; `pgrep -af splits_toy`: {rec['other_benchmarks_running'] or 'nothing'} (other jobs were not checked)"
+    if load > 1.5:  # the load includes the recording process itself
+        text += (f". **Shared machine: 1-min load {load:.2f} on 2 cores at start (this process included), so other jobs were competing and the "
+                 "timings in this section are contaminated** (run with 1 thread)")
+    return text
 
 
 def run_cli(args: list[str], threads: int, log_path: Path | None = None) -> dict:

@@ -15,9 +15,8 @@ DRY=${CBS_CPU_DRY_RUN:-0}
 OUT=${OUT:-runs/gpu_smoke_out}
 RUN=runs/gpu_smoke
 mkdir -p "$OUT"
-LOG="$OUT/gpu_smoke.log"
-exec > >(tee "$LOG") 2>&1
 
+main() {
 # 1. Packages the GPU image lacks, from the carried wheels.
 missing=()
 for pair in gin:gin-config webdataset:webdataset torch_fidelity:torch-fidelity braceexpand:braceexpand; do
@@ -83,3 +82,7 @@ cp "$RUN/samples.png" "$RUN/profile.png" "$OUT/"
 echo "== speed"
 $PY benchmarks/speed.py train_throughput sampling "${SPEED[@]}" --out "$OUT"
 echo "== done"; date -u; ls -l "$OUT"
+}
+
+main 2>&1 | tee "$OUT/gpu_smoke.log"
+exit "${PIPESTATUS[0]}"

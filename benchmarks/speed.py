@@ -391,6 +391,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sampling-steps", type=int, default=8)
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument("--render", action="store_true", help="only rebuild the markdown from the JSON")
     args = p.parse_args(argv)
     unknown = [b for b in args.benchmarks if b not in BENCHMARKS]
     if unknown:
@@ -409,6 +410,10 @@ def main(argv=None) -> int:
     out = Path(args.out)
     json_path = out / f"speed_{tag}.json"
     results = json.loads(json_path.read_text()) if json_path.exists() else {}
+    if args.render:
+        (out / f"speed_{tag}.md").write_text(render_md(results, tag))
+        print(f"rebuilt {out / f'speed_{tag}.md'} from {json_path}")
+        return 0
     for name in args.benchmarks or BENCHMARKS:
         record = machine_record()
         result = globals()[name](args, device)

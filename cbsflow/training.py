@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import tqdm
+from tqdm.auto import tqdm
 from torch import nn
 
 from cbsflow.errors import UserError
@@ -33,9 +33,17 @@ def velocity_loss(net: nn.Module, path, x1: torch.Tensor, y, t: torch.Tensor, ep
 
 
 @torch.no_grad()
-def ema_update(ema: nn.Module, net: nn.Module, decay: float) -> None:
+def ema_update(ema: nn.Module, net: nn.Module, decay: float, step: int) -> None:
+    """EMA of the weights with warm-up: the decay used is min(decay, (1 + step) / (10 + step)).
+
+    Without the warm-up the random initial weights keep a share decay^step of the average
+    (45 % after 800 steps at 0.999), which ruins short runs.
+    """
+    decay = min(decay, (1 + step) / (10 + step))
     for p_ema, p in zip(ema.parameters(), net.parameters()):
         p_ema.lerp_(p.detach().to(p_ema.dtype), 1 - decay)
+    for b_ema, b in zip(ema.buffers(), net.buffers()):
+        b_ema.copy_(b)
 
 
 def drop_labels(y, num_classes: int, p: float, generator: torch.Generator):
@@ -156,7 +164,8 @@ def fit(
     if state_dir and accelerator.is_main_process:
         os.makedirs(state_dir, exist_ok=True)
     log = open(os.path.join(state_dir, "log.jsonl"), "a") if state_dir and accelerator.is_main_process else None
-    bar = tqdm(range(start, steps), desc=desc, main_process_only=True, leave=False, mininterval=1.0)
+    bar = tqdm(range(start, steps), desc=desc, leave=False, mininterval=1.0,
+               disable=not accelerator.is_main_process or os.environ.get("TQDM_DISABLE") == "1")
     loss_value, tic = math.nan, time.time()
     for step in bar:
         for _ in range(grad_accum):
@@ -174,7 +183,7 @@ def fit(
                 sched.step()
                 opt.zero_grad(set_to_none=True)
         if ema is not None:
-            ema_update(ema, accelerator.unwrap_model(model), ema_decay)
+            ema_update(ema, accelerator.unwrap_model(model), ema_decay, step)
         progress.step = step + 1
         if progress.step % log_every == 0 or progress.step == steps:
             loss_value = loss.item()

@@ -126,3 +126,15 @@ def test_same_command_runs_under_accelerate_launch_with_two_processes(tmp_path, 
     assert out.stdout.count("[train] done") == 1  # printed once, by the main process
     assert (tmp_path / "metrics.json").exists() and (tmp_path / "checkpoints" / "train.json").exists()
     assert (tmp_path / "checkpoints" / "segment_0" / "step_00000010").is_dir()
+
+
+def test_ema_warm_up_forgets_the_initial_weights():
+    from cbsflow.training import ema_update
+
+    net, ema = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    torch.nn.init.zeros_(ema.weight)
+    for step in range(200):
+        torch.nn.init.ones_(net.weight)
+        ema_update(ema, net, decay=0.999, step=step)
+    # Without warm-up 0.999^200 = 82 % of the zero init would remain; with it, almost none does.
+    assert ema.weight.min() > 0.9

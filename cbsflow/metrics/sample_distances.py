@@ -52,7 +52,7 @@ class sliced_wasserstein:
 class mmd:
     """Unbiased squared MMD with a multi-scale Gaussian kernel, on up to ``max_points`` samples."""
 
-    def __init__(self, bandwidths=(0.05, 0.1, 0.2, 0.5, 1.0), max_points: int = 4000):
+    def __init__(self, bandwidths=(0.05, 0.1, 0.2, 0.5, 1.0), max_points: int = 2000):
         self.bandwidths, self.max_points = tuple(bandwidths), max_points
 
     def __call__(self, *, samples, dataset, velocity=None, seed: int = 0):
