@@ -4,13 +4,20 @@
     python benchmarks/splits_toy.py                      # full study (about 40 min on 2 CPU cores)
     python benchmarks/splits_toy.py --quick              # smoke test: 1 dataset, 1 seed, tiny steps (< 60 s)
     python benchmarks/splits_toy.py --lib-commit HEAD    # run against a frozen export of a commit's cbsflow/ + gin/
+    python benchmarks/splits_toy.py --lib-commit HEAD --datasets checkerboard moons --seeds 0 1 2 --ns 1 4 \
+        --solvers uniform cbs-dirichlet --steps 3200 --ema 0.999 --name splits_toy_3200   # a subset, longer training
 
 Datasets × N ∈ {1, 2, 4} × solver ∈ {uniform, logsnr, CBS-Dirichlet, CBS-acceleration} × seeds. A seed is shared by
 every configuration (training data stream, expert initialisation, sampling noise), so differences are paired by seed.
 The monitor profile is measured once per dataset × monitor × seed and copied into every de Boor run directory.
 Run directories live under runs/bench/ (ignored by git); a run whose metrics.json exists is not rerun, and a run whose
 boundaries equal those of a finished run of the same dataset, seed and settings reuses its result (duplicate_of.json).
-Writes OUT/splits_toy.{md,json,png}.
+--steps and --ema change train.steps_per_segment and train.ema_decay; any value other than the default puts the run
+directories under runs/bench/splits_toy-steps<S>-ema<E> so that runs of different settings are never reused. A run
+root created by this version records its settings and library in bench_settings.json, and a later invocation with
+other settings or another library refuses to reuse it. --ns (N = 1 is always included as the single-network
+reference) and --solvers select a subset of the configurations. Writes OUT/NAME.{md,json,png} (--name, default
+splits_toy).
 """
 
 from __future__ import annotations
@@ -230,18 +237,29 @@ def fmt_boundaries(runs: list[dict]) -> str:
 
 # ----------------------------------------------------------------------------------------------- the study
 
-def configurations() -> list[tuple[str, int, str]]:
-    """(run name, N, solver); N = 1 is a single network, where every solver coincides."""
-    return [("N1-uniform", 1, "uniform")] + [(f"N{n}-{s}", n, s) for n in NS[1:] for s in SOLVERS]
+def configurations(ctx: dict | None = None) -> list[tuple[str, int, str]]:
+    """(run name, N, solver); N = 1 is a single network, where every solver coincides.
+
+    The uniform split of every N is always included: it is the reference of the Δ vs uniform column."""
+    ns = ctx["ns"] if ctx else NS
+    solvers = ctx["solvers"] if ctx else SOLVERS
+    return [("N1-uniform", 1, "uniform")] + [(f"N{n}-{s}", n, s) for n in ns if n > 1 for s in SOLVERS
+                                             if s == "uniform" or s in solvers]
+
+
+def monitors(ctx: dict | None = None) -> list[str]:
+    """The monitors whose profiles the selected CBS solvers need."""
+    solvers = ctx["solvers"] if ctx else SOLVERS
+    return [m for m in MONITORS if f"cbs-{m}" in solvers]
 
 
 def run_study(ctx: dict) -> None:
     todo = [(d, s) for s in ctx["seeds"] for d in ctx["datasets"]]  # seed-major: a cut-short study stays balanced
     for i, (dataset, seed) in enumerate(todo):
         print(f"[{i + 1}/{len(todo)}] {dataset} seed {seed}", flush=True)
-        for monitor in MONITORS:
+        for monitor in monitors(ctx):
             ensure_profile(ctx, dataset, seed, monitor)
-        for name, n, solver in configurations():
+        for name, n, solver in configurations(ctx):
             ensure_run(ctx, dataset, seed, name, n, solver)
 
 
@@ -250,10 +268,10 @@ def collect(ctx: dict) -> dict:
     out = {}
     for dataset in ctx["datasets"]:
         base = ctx["root"] / dataset
-        runs = {name: [result_of(base / f"s{s}" / name) for s in ctx["seeds"]] for name, _, _ in configurations()}
-        profiles = {m: [_read(base / f"s{s}" / f"profile-{m}" / "profile.json") for s in ctx["seeds"]] for m in MONITORS}
+        runs = {name: [result_of(base / f"s{s}" / name) for s in ctx["seeds"]] for name, _, _ in configurations(ctx)}
+        profiles = {m: [_read(base / f"s{s}" / f"profile-{m}" / "profile.json") for s in ctx["seeds"]] for m in monitors(ctx)}
         summary = {}
-        for name, n, solver in configurations():
+        for name, n, solver in configurations(ctx):
             sw, mmd = [r["sw"] for r in runs[name]], [r["mmd"] for r in runs[name]]
             ref = [r["sw"] for r in runs[f"N{n}-uniform"]]
             single = [r["sw"] for r in runs["N1-uniform"]]
@@ -269,8 +287,13 @@ def collect(ctx: dict) -> dict:
 
 # ----------------------------------------------------------------------------------------------- reports
 
-SHORT = {"N1-uniform": "N=1"} | {f"N{n}-{s}": f"N={n}\n{a}" for n in NS[1:]
-                                   for s, a in zip(SOLVERS, ("uni", "logsnr", "CBS-D", "CBS-A"))}
+ABBREV = dict(zip(SOLVERS, ("uni", "logsnr", "CBS-D", "CBS-A")))
+
+
+def short(name: str) -> str:
+    """Axis label of a run name such as N4-cbs-dirichlet."""
+    n, solver = name.split("-", 1)
+    return "N=1" if n == "N1" else f"N={n[1:]}\n{ABBREV[solver]}"
 LABELS = {"uniform": "uniform", "logsnr": "logsnr", "cbs-dirichlet": "CBS-Dirichlet", "cbs-acceleration": "CBS-acceleration"}
 
 
@@ -289,8 +312,15 @@ def header(title: str, ctx: dict, extra: list[str]) -> list[str]:
              f"- sampling: `{s['sample.sampler']}`, {s['sample.n_steps']} steps in total "
              f"(NFE {2 * int(s['sample.n_steps'])} for every configuration), `{s['sample.schedule']}` "
              "(steps spread uniformly in t, so each segment gets steps in proportion to its width)",
-             f"- training: {s['train.steps_per_segment']} steps per expert at batch {s['train.batch_size']} "
+             f"- training: {s['train.steps_per_segment']} steps per expert at batch {s['train.batch_size']}, "
+             f"EMA decay {s['train.ema_decay']} "
              "(equal steps per expert, so N experts cost N times the training steps of one network)",
+             f"- configurations: N ∈ {{{', '.join(map(str, ctx.get('ns', NS)))}}} (N = 1: a single network); solvers: "
+             f"{', '.join(s_ for s_ in SOLVERS if s_ in ctx.get('solvers', SOLVERS))}"
+             + (f" (not run: {', '.join(s_ for s_ in SOLVERS if s_ not in ctx.get('solvers', SOLVERS))})"
+                if set(ctx.get('solvers', SOLVERS)) != set(SOLVERS) else ""),
+             f"- run directories: `{os.path.relpath(ctx['root'], REPO)}`",
+             *([f"- note: {ctx['note']}"] if ctx.get("note") else []),
              f"- metrics (from each run's metrics.json): sliced Wasserstein (primary; {s['sample.n_samples']} samples, "
              f"256 projections) and unbiased MMD² (first {s['mmd.max_points']} samples); the reference draws are fixed "
              "(evaluate.reference_seed), the same for every run",
@@ -299,10 +329,10 @@ def header(title: str, ctx: dict, extra: list[str]) -> list[str]:
     return lines
 
 
-def dataset_table(dataset: str, data: dict) -> list[str]:
+def dataset_table(dataset: str, data: dict, ctx: dict | None = None) -> list[str]:
     lines = ["| configuration | boundaries (mean over seeds) | SW mean ± s.e. | Δ SW vs uniform, same N (%) | "
              "Δ SW vs N = 1 (%) | MMD² mean ± s.e. |", "|---|---|---|---|---|---|"]
-    for name, n, solver in configurations():
+    for name, n, solver in configurations(ctx):
         row, runs = data["summary"][name], data["runs"][name]
         label = "N = 1 (single network)" if n == 1 else f"N = {n}, {LABELS[solver]}"
         dups = sorted({r["duplicate_of"] for r in runs if r["duplicate_of"]})
@@ -314,11 +344,12 @@ def dataset_table(dataset: str, data: dict) -> list[str]:
     return lines
 
 
-def dataset_sentence(dataset: str, data: dict) -> str:
+def dataset_sentence(dataset: str, data: dict, ctx: dict | None = None) -> str:
     parts = []
-    for solver in ("cbs-dirichlet", "cbs-acceleration"):
+    ns = [n for n in (ctx["ns"] if ctx else NS) if n > 1]
+    for solver in [s for s in ("cbs-dirichlet", "cbs-acceleration") if s in (ctx["solvers"] if ctx else SOLVERS)]:
         verdicts = [f"N = {n}: {verdict(data['summary'][f'N{n}-{solver}']['vs_uniform'])} "
-                    f"({fmt_diff(data['summary'][f'N{n}-{solver}']['vs_uniform'])} %)" for n in NS[1:]]
+                    f"({fmt_diff(data['summary'][f'N{n}-{solver}']['vs_uniform'])} %)" for n in ns]
         parts.append(f"{LABELS[solver]} — " + "; ".join(verdicts))
     return f"**{dataset}**: " + ". ".join(parts) + "."
 
@@ -326,11 +357,12 @@ def dataset_sentence(dataset: str, data: dict) -> str:
 def write_markdown(path: Path, ctx: dict, results: dict) -> None:
     lines = header("Splits on the 2-D toys: uniform vs logsnr vs CBS at equal steps per expert and equal NFE", ctx, [])
     lines += ["## Verdicts (CBS vs uniform at the same N, sliced Wasserstein, 95% paired t-interval)", ""]
-    lines += [dataset_sentence(d, results[d]) + "\n" for d in ctx["datasets"]]
+    lines += [dataset_sentence(d, results[d], ctx) + "\n" for d in ctx["datasets"]]
     for dataset in ctx["datasets"]:
-        lines += [f"## {dataset}", ""] + dataset_table(dataset, results[dataset]) + [""]
+        lines += [f"## {dataset}", ""] + dataset_table(dataset, results[dataset], ctx) + [""]
     lines += [f"Figure: `{path.with_suffix('.png').name}` (top: SW per configuration, mean ± s.e.; bottom: monitor "
-              "profiles normalised to unit integral, one line per seed, and the N = 4 CBS boundaries averaged over seeds).", ""]
+              f"profiles normalised to unit integral, one line per seed, and the N = {max(ctx['ns'])} CBS boundaries "
+              "averaged over seeds).", ""]
     path.write_text("\n".join(lines))
 
 
@@ -340,7 +372,8 @@ def write_figure(path: Path, ctx: dict, results: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [c[0] for c in configurations()]
+    names = [c[0] for c in configurations(ctx)]
+    n_max = max(ctx["ns"])
     colors = {"uniform": "0.5", "logsnr": "C2", "cbs-dirichlet": "C0", "cbs-acceleration": "C3"}
     fig, axes = plt.subplots(2, len(ctx["datasets"]), figsize=(4.2 * len(ctx["datasets"]), 7), squeeze=False)
     for j, dataset in enumerate(ctx["datasets"]):
@@ -349,21 +382,26 @@ def write_figure(path: Path, ctx: dict, results: dict) -> None:
         for i, name in enumerate(names):
             sw = summ[name]["sw"]
             ax.bar(i, sw[0], yerr=np.nan_to_num(sw[1]), color=colors[summ[name]["solver"]], capsize=2)
-        ax.set_xticks(range(len(names)), [SHORT[name] for name in names], fontsize=7)
+        ax.set_xticks(range(len(names)), [short(name) for name in names], fontsize=7)
         ax.set_title(f"{dataset}: SW (mean ± s.e.)")
         ax = axes[1, j]
         for m, c in zip(MONITORS, ("C0", "C3")):
+            if m not in results[dataset]["profiles"]:
+                continue
             for k, p in enumerate(results[dataset]["profiles"][m]):
                 t, v = np.asarray(p["t"]), np.asarray(p["value"])
                 ax.plot(t, v / np.trapezoid(v, t), color=c, alpha=0.6, lw=0.8, label=m if k == 0 else None)
-            for b in summ[f"N4-cbs-{m}"]["boundaries_mean"][1:-1]:
-                ax.axvline(b, color=c, ls="--", lw=0.8)
-        ax.set_yscale("log")
+            if n_max > 1:
+                for b in summ[f"N{n_max}-cbs-{m}"]["boundaries_mean"][1:-1]:
+                    ax.axvline(b, color=c, ls="--", lw=0.8)
+        if results[dataset]["profiles"]:
+            ax.set_yscale("log")
+            ax.legend(fontsize=7)
         ax.set_xlabel("t (0 = noise, 1 = data)")
-        ax.set_title("monitor / its integral; N = 4 CBS boundaries", fontsize=9)
-        ax.legend(fontsize=7)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colors.values()]
-    fig.legend(handles, [LABELS[s] for s in colors], loc="upper center", ncol=4, fontsize=8)
+        ax.set_title(f"monitor / its integral; N = {n_max} CBS boundaries", fontsize=9)
+    shown = [s for s in colors if s == "uniform" or s in ctx["solvers"]]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[s]) for s in shown]
+    fig.legend(handles, [LABELS[s] for s in shown], loc="upper center", ncol=4, fontsize=8)
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -380,7 +418,40 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seeds", nargs="+", type=int)
     p.add_argument("--lib-commit", metavar="REV", help="import cbsflow/ and gin/ as of this git commit (exported under runs/bench)")
     p.add_argument("--report-only", action="store_true", help="only collect finished runs and write the reports")
-    return p.parse_args(argv)
+    p.add_argument("--steps", type=int, metavar="N", help=f"train.steps_per_segment (default {FULL['train.steps_per_segment']}; "
+                   "--quick: " + QUICK["train.steps_per_segment"] + ")")
+    p.add_argument("--ema", type=float, metavar="DECAY", help=f"train.ema_decay (default {FULL['train.ema_decay']})")
+    p.add_argument("--ns", nargs="+", type=int, metavar="N",
+                   help="numbers of experts (default 1 2 4); N = 1 is always included as the single-network reference")
+    p.add_argument("--solvers", nargs="+", choices=SOLVERS, metavar="SOLVER",
+                   help=f"subset of {' '.join(SOLVERS)} (default all); uniform is always run as the reference")
+    p.add_argument("--name", default="splits_toy", help="results are written as OUT/NAME.{md,json,png} (default splits_toy)")
+    p.add_argument("--note", help="a line added to the markdown header")
+    args = p.parse_args(argv)
+    if args.ns is not None and any(n < 1 for n in args.ns):
+        p.error("--ns: every N must be at least 1")
+    if args.steps is not None and args.steps < 1:
+        p.error("--steps must be at least 1")
+    if args.ema is not None and not 0 <= args.ema < 1:
+        p.error("--ema must lie in [0, 1)")
+    return args
+
+
+def check_root(root: Path, settings: dict, library: str) -> None:
+    """Refuse to reuse a run root made with other settings or another library (recorded in bench_settings.json).
+
+    The record is written only into a root that holds no runs yet, so roots made before it existed are left alone."""
+    record = {"settings": settings, "library": library}
+    path = root / "bench_settings.json"
+    if path.exists():
+        old = _read(path)
+        if old != record:
+            diff = [f"{k}: {old['settings'].get(k)} -> {v}" for k, v in settings.items() if old["settings"].get(k) != v]
+            if old.get("library") != library:
+                diff.append(f"library: {old.get('library')} -> {library}")
+            raise SystemExit(f"{root} holds runs made with other settings ({'; '.join(diff)}); choose another --root")
+    elif not root.exists() or not any(p.is_dir() for p in root.iterdir()):
+        _write(path, record)
 
 
 def make_context(args: argparse.Namespace) -> dict:
@@ -391,7 +462,16 @@ def make_context(args: argparse.Namespace) -> dict:
     sha = use_commit(args.lib_commit) if args.lib_commit else None
     lib = library_info()
     quick = args.quick
-    root = Path(args.root or REPO / "runs" / "bench" / ("splits_toy_quick" if quick else "splits_toy")).resolve()
+    settings = dict(QUICK if quick else FULL)
+    steps, ema = getattr(args, "steps", None), getattr(args, "ema", None)
+    if steps is not None:
+        settings["train.steps_per_segment"] = str(steps)
+    if ema is not None:
+        settings["train.ema_decay"] = repr(float(ema))
+    default = QUICK if quick else FULL
+    tag = "".join(f"-{label}{settings[key]}" for key, label in (("train.steps_per_segment", "steps"), ("train.ema_decay", "ema"))
+                  if float(settings[key]) != float(default[key]))
+    root = Path(args.root or REPO / "runs" / "bench" / (("splits_toy_quick" if quick else "splits_toy") + tag)).resolve()
     out = Path(args.out or (root / "results" if quick else REPO / "benchmarks" / "results")).resolve()
     gin_file = str(Path(lib["gin_root"]) / "gin" / "quickstart.gin")
     desc = f"cbsflow imported from {lib['cbsflow']}"
@@ -399,8 +479,12 @@ def make_context(args: argparse.Namespace) -> dict:
         desc += f" (export of commit {sha}, not the working tree)"
     elif "commit" in lib:
         desc += f" at commit {lib['commit']}" + (f", uncommitted changes in {', '.join(lib['dirty_files'])}" if lib["dirty_files"] else "")
+    ns = sorted({1, *(getattr(args, "ns", None) or NS)})
+    solvers = [s for s in SOLVERS if s == "uniform" or s in (getattr(args, "solvers", None) or SOLVERS)]
     return {"quick": quick, "root": root, "out": out, "gin": gin_file, "library": desc,
-            "gin_rel": os.path.relpath(gin_file, REPO), "settings": QUICK if quick else FULL,
+            "gin_rel": os.path.relpath(gin_file, REPO), "settings": settings,
+            "ns": ns, "solvers": solvers, "name": getattr(args, "name", None) or "splits_toy",
+            "note": getattr(args, "note", None),
             "datasets": args.datasets or (["checkerboard"] if quick else list(DATASETS)),
             "seeds": args.seeds or ([0] if quick else [0, 1, 2, 3]),
             "command": " ".join(["python", os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:]),
@@ -426,12 +510,13 @@ def main(argv=None) -> int:
     ctx = make_context(args)
     print(f"library: {ctx['library']}\nruns: {ctx['root']}\nresults: {ctx['out']}", flush=True)
     if not args.report_only:
+        check_root(ctx["root"], ctx["settings"], ctx["library"])
         run_study(ctx)
     results = collect(ctx)
-    names = [c[0] for c in configurations()] + [f"profile-{m}" for m in MONITORS]
+    names = [c[0] for c in configurations(ctx)] + [f"profile-{m}" for m in monitors(ctx)]
     ctx.update(wall_s=time.time() - start, run_wall_s=run_wall(ctx["root"], ctx["datasets"], ctx["seeds"], names))
     ctx["out"].mkdir(parents=True, exist_ok=True)
-    stem = ctx["out"] / "splits_toy"
+    stem = ctx["out"] / ctx["name"]
     _write(stem.with_suffix(".json"), {k: str(v) if isinstance(v, Path) else v for k, v in ctx.items()} | {"results": results})
     write_markdown(stem.with_suffix(".md"), ctx, results)
     write_figure(stem.with_suffix(".png"), ctx, results)

@@ -158,9 +158,19 @@ def run(args: argparse.Namespace) -> None:
         state.print(f"[{name}] done in {time.time() - start:.1f} s")
     state.wait_for_everyone()
     if state.is_main_process:
-        with open(os.path.join(run_dir, "operative_config.gin"), "w") as f:
-            f.write(gin.operative_config_str())
+        write_operative_config(run_dir, chosen)
     state.print(f"run directory: {run_dir}")
+
+
+def write_operative_config(run_dir: str, chosen: list[str]) -> None:
+    """operative_config.gin holds the latest invocation's settings; config_history/ keeps every invocation's."""
+    text = gin.operative_config_str()
+    history = os.path.join(run_dir, "config_history")
+    os.makedirs(history, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for path in (os.path.join(run_dir, "operative_config.gin"), os.path.join(history, f"{stamp}_{'-'.join(chosen)}.gin")):
+        with open(path, "w") as f:
+            f.write(text)
 
 
 def _call(stage, run_dir) -> None:
