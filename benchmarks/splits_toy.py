@@ -79,8 +79,8 @@ def library_info() -> dict:
     if root == REPO:
         git = ["git", "-C", str(REPO)]
         info["commit"] = subprocess.check_output(git + ["rev-parse", "--short", "HEAD"], text=True).strip()
-        dirty = subprocess.check_output(git + ["status", "--porcelain", "cbsflow", "gin"], text=True).strip()
-        info["dirty_files"] = [line[3:] for line in dirty.splitlines()]
+        dirty = subprocess.check_output(git + ["status", "--porcelain", "cbsflow", "gin"], text=True)
+        info["dirty_files"] = [line[3:] for line in dirty.splitlines() if line.strip()]  # "XY path": no strip() first
     return info
 
 

@@ -27,12 +27,14 @@ class mlp(nn.Module):
 
     example = ((2,), 0)  # data shape and classes for which `--list` counts parameters
 
-    def __init__(self, data_shape: tuple[int, ...], num_classes: int = 0, width: int = 256, depth: int = 3):
+    def __init__(self, data_shape: tuple[int, ...], num_classes: int = 0, width: int = 256, depth: int = 3,
+                 time_scale: float = 1000.0):
+        """``time_scale`` multiplies t before the sinusoidal embedding: lower values give a smoother t-dependence."""
         super().__init__()
         self.data_shape = tuple(data_shape)
         dim = math.prod(self.data_shape)
         self.inp = nn.Linear(dim, width)
-        self.time = TimestepEmbedder(width)
+        self.time = TimestepEmbedder(width, scale=time_scale)
         self.label = LabelEmbedder(num_classes, width) if num_classes else None
         self.blocks = nn.ModuleList(ResidualBlock(width) for _ in range(depth))
         self.out = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, dim))
