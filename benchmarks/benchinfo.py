@@ -72,8 +72,9 @@ def _contention(rec: dict) -> str:
     if "top_at_start" in rec:
         others = rec["other_benchmarks_running"]
         text = f"; other benchmark/test processes: {others or 'none'}"
-    else:  # recorded by the first version of this helper, which looked for splits_toy alone
-        text = f"; `pgrep -af splits_toy`: {rec['other_benchmarks_running'] or 'nothing'} (other jobs were not checked)"
+    else:  # recorded by earlier versions of this helper (a narrower pgrep, no top)
+        text = (f"; benchmark processes found at start by an earlier, incomplete check: "
+                f"{rec['other_benchmarks_running'] or 'none found'}")
     if load > 1.5:  # the load includes the recording process itself
         text += (f". **Shared machine: 1-min load {load:.2f} on 2 cores at start (this process included), so other jobs were competing and the "
                  "timings in this section are contaminated** (run with 1 thread)")

@@ -147,6 +147,7 @@ def run(args: argparse.Namespace) -> None:
     state = process_state()  # under `accelerate launch` every process runs this
     if state.is_main_process:
         os.makedirs(run_dir, exist_ok=True)
+    seconds = {}
     for name in chosen:
         state.wait_for_everyone()
         if stages.is_done(run_dir, name) and not args.force:
@@ -155,11 +156,22 @@ def run(args: argparse.Namespace) -> None:
         start = time.time()
         if name in DISTRIBUTED_STAGES or state.is_main_process:
             _call(stages.STAGES[name], run_dir)
-        state.print(f"[{name}] done in {time.time() - start:.1f} s")
+        seconds[name] = round(time.time() - start, 3)
+        state.print(f"[{name}] done in {seconds[name]:.1f} s")
     state.wait_for_everyone()
     if state.is_main_process:
         write_operative_config(run_dir, chosen)
+        _record_timings(run_dir, seconds)
     state.print(f"run directory: {run_dir}")
+
+
+def _record_timings(run_dir: str, seconds: dict) -> None:
+    """timings.json: wall seconds of each stage's latest run."""
+    from cbsflow import rundir
+
+    path = os.path.join(run_dir, "timings.json")
+    timings = rundir.read_json(path, "timings") if os.path.exists(path) else {}
+    rundir.write_json(path, {**timings, **seconds})
 
 
 def write_operative_config(run_dir: str, chosen: list[str]) -> None:

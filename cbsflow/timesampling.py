@@ -18,9 +18,10 @@ class TimeSampler:
 
     def __call__(self, n: int, interval: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
         """n times drawn from the distribution conditioned on [a, b)."""
-        a, b = (torch.tensor(float(v), dtype=torch.float64) for v in interval)
+        device = generator.device
+        a, b = (torch.tensor(float(v), dtype=torch.float64, device=device) for v in interval)
         lo, hi = self.cdf(a), self.cdf(b)
-        u = lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64)
+        u = lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64, device=device)
         t = self.icdf(u).clamp(a, b)
         return torch.where(t >= b, torch.nextafter(b, a), t).float()
 
@@ -41,11 +42,12 @@ class logit_normal(TimeSampler):
     """logit(t) ~ N(mean, std^2) (SD3; JiT uses mean -0.8, std 0.8)."""
 
     def __init__(self, mean: float = -0.8, std: float = 0.8):
-        self.normal = torch.distributions.Normal(torch.tensor(mean, dtype=torch.float64),
-                                                 torch.tensor(std, dtype=torch.float64))
+        self.mean, self.std = mean, std
 
     def cdf(self, t):
-        return self.normal.cdf(torch.logit(t.clamp(1e-12, 1 - 1e-12)))
+        z = (torch.logit(t.clamp(1e-12, 1 - 1e-12)) - self.mean) / self.std
+        return 0.5 * (1 + torch.erf(z / 2**0.5))
 
     def icdf(self, u):
-        return torch.sigmoid(self.normal.icdf(u.clamp(1e-12, 1 - 1e-12)))
+        z = 2**0.5 * torch.erfinv(2 * u.clamp(1e-12, 1 - 1e-12) - 1)
+        return torch.sigmoid(self.mean + self.std * z)

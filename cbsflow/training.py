@@ -50,7 +50,8 @@ def drop_labels(y, num_classes: int, p: float, generator: torch.Generator):
     """Replace labels by the null class (index num_classes) with probability p (classifier-free guidance)."""
     if y is None or p <= 0:
         return y
-    return torch.where(torch.rand(y.shape, generator=generator) < p, torch.full_like(y, num_classes), y)
+    drop = torch.rand(y.shape, generator=generator, device=generator.device) < p
+    return torch.where(drop.to(y.device), torch.full_like(y, num_classes), y)
 
 
 def derive_seed(*parts: int) -> int:
@@ -145,7 +146,8 @@ def fit(
         raise UserError(f"{desc}: mixed_precision must be 'no', 'fp16' or 'bf16', got {mixed_precision!r}")
     accelerator = make_accelerator(mixed_precision, grad_accum)
     t_sampler = t_sampler or uniform_time()
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    fused = torch.cuda.is_available()  # fused AdamW: one kernel per step on the GPU
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, betas=tuple(betas), weight_decay=weight_decay, fused=fused)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup_steps)))
     ema = copy.deepcopy(net).requires_grad_(False) if ema_decay > 0 else None
     model, opt, sched = accelerator.prepare(net, opt, sched)
@@ -160,7 +162,7 @@ def fit(
     rank, start = accelerator.process_index, progress.step
     # Data and noise streams are reproducible functions of (seed, rank, start step); noise never shares the data's seed.
     batches = dataset.batches(batch_size, seed=derive_seed(seed, rank, start, 0))
-    gen = torch.Generator().manual_seed(derive_seed(seed, rank, start, 1))
+    gen = torch.Generator(device=accelerator.device).manual_seed(derive_seed(seed, rank, start, 1))
     if state_dir and accelerator.is_main_process:
         os.makedirs(state_dir, exist_ok=True)
     log = open(os.path.join(state_dir, "log.jsonl"), "a") if state_dir and accelerator.is_main_process else None
@@ -202,10 +204,10 @@ def fit(
 def _micro_step(model, accelerator, path, batches, gen, t_sampler, interval, class_dropout, num_classes):
     """Loss of one micro-batch."""
     x1, y = next(batches)
-    t = t_sampler(x1.shape[0], interval, gen)
-    eps = torch.randn(x1.shape, generator=gen)
-    y = drop_labels(y, num_classes, class_dropout, gen)
-    x1, t, eps = (v.to(accelerator.device, non_blocking=True) for v in (x1, t, eps))
+    x1 = x1.to(accelerator.device, non_blocking=True)
     y = None if y is None else y.to(accelerator.device)
+    t = t_sampler(x1.shape[0], interval, gen)  # noise, times and dropped labels are drawn on the device
+    eps = torch.randn(x1.shape, generator=gen, device=gen.device)
+    y = drop_labels(y, num_classes, class_dropout, gen)
     with accelerator.autocast():
         return velocity_loss(model, path, x1, y, t, eps)

@@ -138,3 +138,11 @@ def test_ema_warm_up_forgets_the_initial_weights():
         ema_update(ema, net, decay=0.999, step=step)
     # Without warm-up 0.999^200 = 82 % of the zero init would remain; with it, almost none does.
     assert ema.weight.min() > 0.9
+
+
+def test_logit_normal_times_have_the_configured_logit_moments():
+    from cbsflow.timesampling import logit_normal
+
+    t = logit_normal(mean=-0.8, std=0.8)(200_000, (0.0, 1.0), torch.Generator().manual_seed(0)).double()
+    z = torch.logit(t)
+    assert abs(z.mean() + 0.8) < 0.01 and abs(z.std() - 0.8) < 0.01
