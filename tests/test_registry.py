@@ -137,3 +137,11 @@ def test_every_gin_file_parses(repo_root):
             cli.parse_config([f], [])
         except cli.UserError as err:  # only a macro left %gin.REQUIRED for the user (or an including file) may fail
             assert "is required" in str(err), (f, err)
+
+
+@pytest.mark.parametrize("entry", registry.entries("backbone"), ids=lambda e: e.name)
+def test_every_backbone_takes_a_time_scale(entry):
+    """Auxiliary networks need a smooth t-dependence (benchmarks/results/aux_time_scale.md): every backbone exposes it."""
+    shape = (2,) if entry.name == "mlp" else (3, 16, 16)
+    net = entry.obj(data_shape=shape, time_scale=5.0, **_tiny_kwargs(entry))
+    assert net.time.scale == 5.0

@@ -23,8 +23,9 @@ class jit(PatchTransformer):
 
     def __init__(self, data_shape: tuple[int, ...], num_classes: int = 0, size: str = "S", patch: int = 4,
                  mlp_ratio: float = 4.0, depth: int | None = None, width: int | None = None, heads: int | None = None,
-                 t_eps: float = 0.05):
-        super().__init__(data_shape, num_classes, size, patch, mlp_ratio, depth, width, heads)
+                 t_eps: float = 0.05, time_scale: float = 1000.0):
+        """``time_scale`` multiplies t before the sinusoidal embedding (lower: smoother in t, e.g. for aux nets)."""
+        super().__init__(data_shape, num_classes, size, patch, mlp_ratio, depth, width, heads, time_scale)
         self.t_eps = t_eps
 
     def predict_x(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

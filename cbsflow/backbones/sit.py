@@ -14,5 +14,7 @@ class sit(PatchTransformer):
     example = ((4, 32, 32), 1000)  # data shape and classes for which `--list` counts parameters
 
     def __init__(self, data_shape: tuple[int, ...], num_classes: int = 0, size: str = "S", patch: int = 2,
-                 mlp_ratio: float = 4.0, depth: int | None = None, width: int | None = None, heads: int | None = None):
-        super().__init__(data_shape, num_classes, size, patch, mlp_ratio, depth, width, heads)
+                 mlp_ratio: float = 4.0, depth: int | None = None, width: int | None = None, heads: int | None = None,
+                 time_scale: float = 1000.0):
+        """``time_scale`` multiplies t before the sinusoidal embedding (lower: smoother in t, e.g. for aux nets)."""
+        super().__init__(data_shape, num_classes, size, patch, mlp_ratio, depth, width, heads, time_scale)

@@ -75,7 +75,7 @@ class PatchTransformer(nn.Module):
     """DiT-style transformer over image patches; output has the shape of the input (what it means is the subclass's)."""
 
     def __init__(self, data_shape: tuple[int, ...], num_classes: int, size: str, patch: int,
-                 mlp_ratio: float, depth: int | None, width: int | None, heads: int | None):
+                 mlp_ratio: float, depth: int | None, width: int | None, heads: int | None, time_scale: float = 1000.0):
         super().__init__()
         c, hgt, wid = check_image_shape(data_shape, patch, "pick another `patch`")
         depth, width, heads = resolve_size(size, depth, width, heads)
@@ -85,7 +85,7 @@ class PatchTransformer(nn.Module):
         self.embed = nn.Linear(patch * patch * c, width)
         pos = build_sincos2d_pos_embed(list(self.grid), dim=width)  # (n, d), fixed
         self.register_buffer("pos", pos[None], persistent=False)
-        self.time = TimestepEmbedder(width)
+        self.time = TimestepEmbedder(width, scale=time_scale)
         self.label = LabelEmbedder(num_classes, width) if num_classes else None
         self.blocks = nn.ModuleList(AdaLNBlock(width, heads, mlp_ratio) for _ in range(depth))
         self.final = FinalLayer(width, patch * patch * c)

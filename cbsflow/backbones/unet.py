@@ -97,11 +97,13 @@ class unet(nn.Module):
 
     def __init__(self, data_shape: tuple[int, ...], num_classes: int = 0, channels: int = 128,
                  channel_mult: tuple[int, ...] = (1, 2, 2, 2), num_res_blocks: int = 2,
-                 attention_resolutions: tuple[int, ...] = (16,), dropout: float = 0.1, heads: int = 4):
+                 attention_resolutions: tuple[int, ...] = (16,), dropout: float = 0.1, heads: int = 4,
+                 time_scale: float = 1000.0):
+        """``time_scale`` multiplies t before the sinusoidal embedding (lower: smoother in t, e.g. for aux nets)."""
         super().__init__()
         c, hgt, wid = check_image_shape(data_shape, 2 ** (len(channel_mult) - 1), "the factor is 2**(len(channel_mult) - 1)")
         self.data_shape, emb_dim = (c, hgt, wid), 4 * channels
-        self.time = TimestepEmbedder(emb_dim, frequency_dim=channels)
+        self.time = TimestepEmbedder(emb_dim, frequency_dim=channels, scale=time_scale)
         self.label = LabelEmbedder(num_classes, emb_dim) if num_classes else None
         self.inp = nn.Conv2d(c, channels, 3, padding=1)
         block = dict(emb_dim=emb_dim, dropout=dropout, heads=heads, attn_at=tuple(attention_resolutions))
