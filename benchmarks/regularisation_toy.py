@@ -178,14 +178,7 @@ def write_figure(path: Path, ctx: dict, results: dict) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="1 dataset, 1 seed, tiny steps (smoke test)")
-    p.add_argument("--out", help="results folder (default benchmarks/results; --quick: runs/bench/splits_toy_quick/results)")
-    p.add_argument("--root", help="run directories, shared with splits_toy (default runs/bench/splits_toy)")
-    p.add_argument("--datasets", nargs="+", choices=st.DATASETS)
-    p.add_argument("--seeds", nargs="+", type=int)
-    p.add_argument("--lib-commit", metavar="REV", help="import cbsflow/ and gin/ as of this git commit")
-    p.add_argument("--report-only", action="store_true", help="only collect finished runs and write the reports")
+    p = st.common_parser(__doc__, "run directories, shared with splits_toy (default runs/bench/splits_toy)")
     return p.parse_args(argv)
 
 
@@ -201,13 +194,7 @@ def main(argv=None) -> int:
     results = collect(ctx)
     names = [run_name(x) for x in trained_settings() if x != DEFAULT]
     ctx.update(wall_s=time.time() - start, run_wall_s=st.run_wall(ctx["root"], ctx["datasets"], ctx["seeds"], names))
-    ctx["out"].mkdir(parents=True, exist_ok=True)
-    stem = ctx["out"] / "regularisation_toy"
-    serial = {k: str(v) if isinstance(v, Path) else v for k, v in ctx.items()}
-    st._write(stem.with_suffix(".json"), serial | {"results": results})
-    write_markdown(stem.with_suffix(".md"), ctx, results)
-    write_figure(stem.with_suffix(".png"), ctx, results)
-    print(f"wrote {stem}.md/.json/.png in {time.time() - start:.0f} s", flush=True)
+    st.write_reports(ctx["out"] / "regularisation_toy", ctx, results, write_markdown, write_figure, start)
     return 0
 
 

@@ -409,15 +409,21 @@ def write_figure(path: Path, ctx: dict, results: dict) -> None:
 
 # ----------------------------------------------------------------------------------------------- entry
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def common_parser(doc: str, root_help: str) -> argparse.ArgumentParser:
+    """The options shared by the toy benchmarks (this script and regularisation_toy.py)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="1 dataset, 1 seed, tiny steps (smoke test)")
     p.add_argument("--out", help="results folder (default benchmarks/results; --quick: runs/bench/splits_toy_quick/results)")
-    p.add_argument("--root", help="run directories (default runs/bench/splits_toy, --quick: runs/bench/splits_toy_quick)")
+    p.add_argument("--root", help=root_help)
     p.add_argument("--datasets", nargs="+", choices=DATASETS)
     p.add_argument("--seeds", nargs="+", type=int)
     p.add_argument("--lib-commit", metavar="REV", help="import cbsflow/ and gin/ as of this git commit (exported under runs/bench)")
     p.add_argument("--report-only", action="store_true", help="only collect finished runs and write the reports")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = common_parser(__doc__, "run directories (default runs/bench/splits_toy, --quick: runs/bench/splits_toy_quick)")
     p.add_argument("--steps", type=int, metavar="N", help=f"train.steps_per_segment (default {FULL['train.steps_per_segment']}; "
                    "--quick: " + QUICK["train.steps_per_segment"] + ")")
     p.add_argument("--ema", type=float, metavar="DECAY", help=f"train.ema_decay (default {FULL['train.ema_decay']})")
@@ -515,13 +521,17 @@ def main(argv=None) -> int:
     results = collect(ctx)
     names = [c[0] for c in configurations(ctx)] + [f"profile-{m}" for m in monitors(ctx)]
     ctx.update(wall_s=time.time() - start, run_wall_s=run_wall(ctx["root"], ctx["datasets"], ctx["seeds"], names))
-    ctx["out"].mkdir(parents=True, exist_ok=True)
-    stem = ctx["out"] / ctx["name"]
-    _write(stem.with_suffix(".json"), {k: str(v) if isinstance(v, Path) else v for k, v in ctx.items()} | {"results": results})
-    write_markdown(stem.with_suffix(".md"), ctx, results)
-    write_figure(stem.with_suffix(".png"), ctx, results)
-    print(f"wrote {stem}.md/.json/.png in {time.time() - start:.0f} s", flush=True)
+    write_reports(ctx["out"] / ctx["name"], ctx, results, write_markdown, write_figure, start)
     return 0
+
+
+def write_reports(stem: Path, ctx: dict, results, markdown, figure, start: float) -> None:
+    """STEM.json (settings and raw results), STEM.md and STEM.png, shared by the toy benchmarks."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    _write(stem.with_suffix(".json"), {k: str(v) if isinstance(v, Path) else v for k, v in ctx.items()} | {"results": results})
+    markdown(stem.with_suffix(".md"), ctx, results)
+    figure(stem.with_suffix(".png"), ctx, results)
+    print(f"wrote {stem}.md/.json/.png in {time.time() - start:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
