@@ -10,17 +10,31 @@ import time
 
 import gin
 
-from cbsflow import registry
+from cbsflow import config, registry, rundir
 from cbsflow.errors import UserError
+from cbsflow.rundir import STAGE_ORDER
 
-STAGE_ORDER = ("profile", "split", "train", "sample", "evaluate")
 # Stages that train networks run on every process of `accelerate launch` (their writes come from the main one);
 # the others run on the main process while the rest wait.
 DISTRIBUTED_STAGES = ("profile", "train")
 
+EXAMPLES = """examples:
+  python tools/run.py --gin gin/quickstart.gin                         # every stage, runs/quickstart/
+  python tools/run.py --gin gin/quickstart.gin --bind 'split.solver = @uniform()' --run-dir runs/uniform
+  python tools/run.py --gin gin/quickstart.gin --stages split --force  # re-split the existing profile
+  python tools/run.py --gin gin/quickstart.gin --import my_monitors --bind 'profile.monitor = @my_monitor'
+  python tools/run.py --gin gin/quickstart.gin --dry-run               # what would run, and why
+  python tools/run.py --list                                           # every component
+  python tools/run.py --list deboor                                    # one component's parameters
+
+A stage whose artifact is up to date (same settings, same input) is skipped; one whose settings or input
+changed is redone, and so is everything after it (--no-rerun stops instead and says why)."""
+
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="tools/run.py", description=__doc__)
+    p = argparse.ArgumentParser(prog="tools/run.py", description="Run the cbsflow pipeline (profile -> split -> "
+                                "train -> sample -> evaluate) from gin files.", epilog=EXAMPLES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--gin", action="append", default=[], metavar="FILE", help="gin file (repeatable, later wins)")
     p.add_argument("--bind", action="append", default=[], metavar="BINDING",
                    help="gin binding, e.g. 'split.solver = @uniform()' (repeatable, applied after the files)")
@@ -30,27 +44,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--run-dir", help="run directory (default: runs/<name of the last gin file>)")
     p.add_argument("--segment", type=int, action="append", metavar="K",
                    help="train only expert K (repeatable): one job per expert on a cluster")
-    p.add_argument("--force", action="store_true", help="rerun stages whose artifacts are already up to date")
-    p.add_argument("--list", action="store_true", help="list every registered component by kind and exit")
+    p.add_argument("--force", action="store_true", help="redo the chosen stages even if they are up to date")
+    p.add_argument("--no-rerun", action="store_true",
+                   help="stop with an error instead of redoing a stage whose artifact exists but is out of date")
+    p.add_argument("--dry-run", action="store_true", help="say which stages would run and why, then stop")
+    p.add_argument("--list", nargs="?", const="", metavar="NAME",
+                   help="list every registered component by kind, or one component's parameters, and exit")
     return p.parse_args(argv)
-
-
-def _quiet_gin_search():
-    """gin logs an ERROR for every search folder an include is not in; only its final IOError matters."""
-    import contextlib
-    import logging
-
-    @contextlib.contextmanager
-    def quiet():
-        logger = logging.getLogger()
-        level = logger.level
-        logger.setLevel(logging.CRITICAL)
-        try:
-            yield
-        finally:
-            logger.setLevel(level)
-
-    return quiet()
 
 
 def import_modules(names: list[str]) -> None:
@@ -73,6 +73,7 @@ def list_components() -> str:
             kind = entry.kind
             lines.append(f"{kind}:")
         lines.append(f"  {entry.name:<22} {entry.summary}{_parameter_count(entry)}")
+    lines.append("`tools/run.py --list NAME` shows a component's parameters and defaults.")
     return "\n".join(lines)
 
 
@@ -88,39 +89,6 @@ def _parameter_count(entry: registry.Entry) -> str:
     return f"  [{n / 1e6:.1f}M parameters on {'x'.join(map(str, shape))}, {classes} classes]"
 
 
-def parse_config(files: list[str], bindings: list[str]) -> None:
-    """Parse gin files and bindings, turning gin's errors into one-line user errors."""
-    for f in files:
-        if not os.path.isfile(f):
-            raise UserError(f"--gin {f}: no such file; gin files live in gin/ (e.g. gin/quickstart.gin)")
-        # Includes such as 'gin/base.gin' resolve against every folder above the file, from any working directory.
-        folder = os.path.dirname(os.path.abspath(f))
-        while folder != os.path.dirname(folder):
-            folder = os.path.dirname(folder)
-            gin.add_config_file_search_path(folder)
-    try:
-        with _quiet_gin_search():
-            gin.parse_config_files_and_bindings(files, bindings, finalize_config=False)
-    except UserError:
-        raise
-    except Exception as err:  # gin raises ValueError, SyntaxError, KeyError, ... for bad configs
-        raise UserError(f"invalid gin configuration: {_first_line(err)}")
-    check_required_macros(files)
-
-
-def check_required_macros(files: list[str]) -> None:
-    """A macro still bound to %gin.REQUIRED (e.g. DATA_DIR) is a setting the user must give."""
-    config = getattr(gin.config, "_CONFIG", {})  # gin keeps parsed bindings here; skip the check if that changes
-    for name, selector in list(config):
-        if selector == "gin.macro" and repr(gin.query_parameter(f"%{name}")) == "%gin.REQUIRED":
-            raise UserError(f"{name} is required: add --bind \"{name} = ...\" (see the header of {files[-1]})")
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().strip('"')
-    return (text.splitlines() or [type(err).__name__])[0]
-
-
 def select_stages(spec: str) -> list[str]:
     chosen = [s.strip() for s in spec.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in STAGE_ORDER]
@@ -129,33 +97,123 @@ def select_stages(spec: str) -> list[str]:
     return [s for s in STAGE_ORDER if s in chosen]
 
 
+def stage_config(stage: str) -> dict:
+    from cbsflow.stages import NOT_IN_DIGEST
+
+    return config.effective_config(stage, exclude=NOT_IN_DIGEST.get(stage, ()))
+
+
+def plan(run_dir: str, chosen: list[str], configs: dict, force: bool) -> dict[str, str | None]:
+    """For each chosen stage, why it will run (None: up to date, skipped); raises if an unchosen stage that a
+    chosen one reads (directly or through other unchosen stages) is missing or out of date, before anything is
+    written."""
+    reasons: dict[str, str | None] = {}
+    redone: list[str] = []  # stages that will run: everything after them is stale once they have
+    needed = _needed(chosen, configs)
+    last = STAGE_ORDER.index(chosen[-1])
+    for i, stage in enumerate(STAGE_ORDER[: last + 1]):
+        upstream = rundir.input_stage(stage)
+        if stage in chosen:
+            stale = rundir.why_stale(run_dir, stage, configs[stage])
+            if upstream in redone and stale is None:
+                stale = f"{upstream} is redone first"
+            reasons[stage] = "--force" if force else stale
+            if reasons[stage] is not None:
+                redone.append(stage)
+            continue
+        if stage not in needed:
+            continue
+        reader = next(s for s in chosen if STAGE_ORDER.index(s) > i)
+        todo = ",".join(STAGE_ORDER[i: last + 1])
+        if not rundir.exists(rundir.artifact(run_dir, stage)):
+            raise UserError(f"{reader} needs the output of {stage}, which {run_dir} does not have "
+                            f"({rundir.STAGES[stage][0]}); run it first: --stages {todo}")
+        rundir.read_json(rundir.artifact(run_dir, stage), reader)  # a malformed artifact: its own precise error
+        stale = f"{upstream} will be redone" if upstream in redone else rundir.why_stale(run_dir, stage, configs[stage])
+        if stale is not None:
+            raise UserError(f"{reader} would read a stale {stage} result in {run_dir}: {stale}; "
+                            f"redo it too: --stages {todo} (or drop --stages)")
+    return {s: reasons[s] for s in chosen}
+
+
+def _needed(chosen: list[str], configs: dict) -> set[str]:
+    """Unchosen stages whose artifacts a chosen stage reads, directly or through other unchosen stages. A split
+    whose solver works without a profile (uniform, manual, logsnr) does not need one."""
+    needed: set[str] = set()
+    for i in range(len(STAGE_ORDER) - 2, -1, -1):
+        stage, reader = STAGE_ORDER[i], STAGE_ORDER[i + 1]
+        if stage in chosen or not (reader in chosen or reader in needed):
+            continue
+        if stage == "profile" and not _solver_needs_profile(configs):
+            continue
+        needed.add(stage)
+    return needed
+
+
+def _solver_needs_profile(configs: dict) -> bool:
+    solver = str(configs["split"].get("split.solver", "")).lstrip("@").split("(")[0].split("/")[-1]
+    try:
+        return bool(getattr(registry.get(solver).obj, "needs_profile", True))
+    except KeyError:
+        return True
+
+
 def run(args: argparse.Namespace) -> None:
     from cbsflow import stages
     from cbsflow.training import process_state
 
     import_modules(args.imports)
-    if args.list:
-        print(list_components())
+    if args.list is not None:
+        print(config.describe_component(args.list) if args.list else list_components())
         return
     if not args.gin:
         raise UserError("no configuration: pass --gin FILE (e.g. --gin gin/quickstart.gin), or --list")
-    parse_config(args.gin, args.bind + ([f"train.segments = {args.segment}"] if args.segment else []))
+    segments = [f"train.segments = {args.segment}"] if args.segment else []
+    config.parse(args.gin, args.bind + segments)
     chosen = select_stages(args.stages)
-    for name in chosen:  # Build every component first: configuration errors surface before anything is written.
+    for name in STAGE_ORDER:  # every binding against its annotation, before anything is built or written
+        config.check(name, required=name in chosen)
+    for name in chosen:  # build every chosen stage's components: their own checks run now, too
         _call(stages.STAGES[name], None)
+    configs = {name: stage_config(name) for name in STAGE_ORDER}
     run_dir = args.run_dir or os.path.join("runs", os.path.splitext(os.path.basename(args.gin[-1]))[0])
-    state = process_state()  # under `accelerate launch` every process runs this
+    reasons = plan(run_dir, chosen, configs, args.force)
+    if args.dry_run or args.no_rerun:
+        _report_plan(run_dir, reasons, refuse=args.no_rerun and not args.dry_run)
+        if args.dry_run:
+            return
+    _run_stages(run_dir, chosen, configs, reasons, args.segment is not None, process_state())
+
+
+def _report_plan(run_dir: str, reasons: dict, refuse: bool) -> None:
+    stale = {s: r for s, r in reasons.items() if r is not None and rundir.exists(rundir.artifact(run_dir, s))}
+    if refuse and stale:
+        stage, reason = next(iter(stale.items()))
+        raise UserError(f"--no-rerun: {stage} in {run_dir} is out of date ({reason}); run without --no-rerun to redo "
+                        f"{', '.join(stale)}")
+    if not refuse:
+        for stage, reason in reasons.items():
+            print(f"[{stage}] " + ("up to date, would be skipped" if reason is None else f"would run: {reason}"))
+
+
+def _run_stages(run_dir: str, chosen: list[str], configs: dict, reasons: dict, per_segment: bool, state) -> None:
+    from cbsflow import stages
+
     if state.is_main_process:
         os.makedirs(run_dir, exist_ok=True)
     seconds = {}
     for name in chosen:
         state.wait_for_everyone()
-        if stages.is_done(run_dir, name) and not args.force:
-            state.print(f"[{name}] up to date in {run_dir}, skipped (--force reruns it)")
+        stale = reasons[name] if name == chosen[0] else rundir.why_stale(run_dir, name, configs[name])
+        if stale is None and reasons[name] != "--force" and not (name == "train" and per_segment):
+            state.print(f"[{name}] up to date in {run_dir}, skipped (--force redoes it)")
             continue
+        if stale and rundir.exists(rundir.artifact(run_dir, name)):
+            state.print(f"[{name}] redoing: {stale}")
         start = time.time()
+        prov = rundir.provenance(run_dir, name, configs[name])
         if name in DISTRIBUTED_STAGES or state.is_main_process:
-            _call(stages.STAGES[name], run_dir)
+            _call(stages.STAGES[name], run_dir, prov)
         seconds[name] = round(time.time() - start, 3)
         state.print(f"[{name}] done in {seconds[name]:.1f} s")
     state.wait_for_everyone()
@@ -167,8 +225,6 @@ def run(args: argparse.Namespace) -> None:
 
 def _record_timings(run_dir: str, seconds: dict) -> None:
     """timings.json: wall seconds of each stage's latest run."""
-    from cbsflow import rundir
-
     path = os.path.join(run_dir, "timings.json")
     timings = rundir.read_json(path, "timings") if os.path.exists(path) else {}
     rundir.write_json(path, {**timings, **seconds})
@@ -185,9 +241,14 @@ def write_operative_config(run_dir: str, chosen: list[str]) -> None:
             f.write(text)
 
 
-def _call(stage, run_dir) -> None:
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().strip('"')
+    return (text.splitlines() or [type(err).__name__])[0]
+
+
+def _call(stage, run_dir, prov=None) -> None:
     try:
-        stage(run_dir)
+        stage(run_dir, prov)
     except UserError:
         raise
     except (ValueError, TypeError, KeyError) as err:

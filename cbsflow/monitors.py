@@ -44,23 +44,13 @@ def chunks(n: int, size: int):
 def prediction(velocity, path, target: str):
     """The field in another prediction space: 'velocity' as is, 'x1' = E[x1 | x_t], 'eps' = E[eps | x_t].
 
-    From x = alpha x1 + sigma eps and v = alpha' x1 + sigma' eps (per sample, linear in the two unknowns).
-    For the linear path x1_hat = x + (1 - t) v: measured in x-prediction space the Dirichlet energy loses the
-    1 / (1 - t)^2 growth that the velocity parameterisation puts near the data end.
+    The path does the conversion (``Path.from_velocity``). For the linear path x1_hat = x + (1 - t) v: measured in
+    x-prediction space the Dirichlet energy loses the 1 / (1 - t)^2 growth that the velocity parameterisation puts
+    near the data end.
     """
     if target == "velocity":
         return velocity
-
-    def field(x, t, y=None):
-        v = velocity(x, t, y)
-        tt = t.reshape((-1,) + (1,) * (x.dim() - 1))
-        a, s, da, ds = path.alpha(tt), path.sigma(tt), path.d_alpha(tt), path.d_sigma(tt)
-        det = a * ds - s * da
-        if target == "x1":
-            return (ds * x - s * v) / det
-        return (a * v - da * x) / det
-
-    return field
+    return lambda x, t, y=None: path.from_velocity(velocity(x, t, y), x, t, target)
 
 
 @register("monitor")

@@ -7,11 +7,14 @@ beyond the first/last point, so C is piecewise quadratic and is inverted exactly
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 
 from cbsflow.errors import UserError
 from cbsflow.registry import register
+from cbsflow.rundir import check_boundaries
 
 # Default density: rho = (m + floor * mean(m)) ** exponent. Monitors such as the Dirichlet energy or the
 # acceleration are *squared* norms; exponent 1/2 turns them into an RMS-like measure (the analogue of
@@ -101,16 +104,6 @@ def equidistribute(t: np.ndarray, rho: np.ndarray, n: int, min_width: float = 0.
         edges = _march(t, rho, c, lo, n, min_width)
     edges[0], edges[-1] = 0.0, 1.0
     return edges
-def check_boundaries(boundaries, where: str) -> np.ndarray:
-    """Validate user-given boundaries: strictly increasing, from exactly 0 to exactly 1."""
-    b = np.asarray(boundaries, dtype=np.float64)
-    if b.ndim != 1 or len(b) < 2 or b[0] != 0.0 or b[-1] != 1.0 or not np.all(np.diff(b) > 0):
-        raise UserError(
-            f"{where}: boundaries must increase strictly from 0 to 1 (e.g. [0, 0.5, 1]), got {list(b)}"
-        )
-    return b
-
-
 def _check_n(n_segments, where: str) -> int:
     if not isinstance(n_segments, (int, np.integer)) or isinstance(n_segments, bool) or n_segments < 1:
         raise UserError(f"{where}.n_segments must be an integer >= 1, got {n_segments!r}")
@@ -118,14 +111,15 @@ def _check_n(n_segments, where: str) -> int:
 
 
 class Solver:
-    """Base class. ``solver(t, value) -> boundaries``; ``exponent`` and ``floor`` define the density whose
-    per-segment integral (the 'burden') is reported in split.json, so burdens compare across solvers."""
+    """Base class. ``solver(t, value, path=None) -> boundaries`` (the split stage passes its path; only path-based
+    solvers use it); ``exponent`` and ``floor`` define the density whose per-segment integral (the 'burden') is
+    reported in split.json, so burdens compare across solvers."""
 
     exponent: float = DEFAULT_EXPONENT
     floor: float = DEFAULT_FLOOR
     needs_profile: bool = True
 
-    def __call__(self, t: np.ndarray, value: np.ndarray) -> np.ndarray:
+    def __call__(self, t: np.ndarray, value: np.ndarray, path=None) -> np.ndarray:
         raise NotImplementedError
 
     def burden(self, t: np.ndarray, value: np.ndarray, boundaries: np.ndarray) -> np.ndarray:
@@ -156,7 +150,7 @@ class deboor(Solver):
             )
         self.exponent, self.floor, self.min_width = exponent, floor, min_width
 
-    def __call__(self, t: np.ndarray, value: np.ndarray) -> np.ndarray:
+    def __call__(self, t: np.ndarray, value: np.ndarray, path=None) -> np.ndarray:
         rho = density(value, self.exponent, self.floor)
         if not np.all(rho > 0):
             raise UserError("deboor: the density is zero somewhere; set deboor.floor > 0 to regularise the monitor")
@@ -172,7 +166,7 @@ class uniform(Solver):
     def __init__(self, n_segments: int = 4):
         self.n_segments = _check_n(n_segments, "uniform")
 
-    def __call__(self, t=None, value=None) -> np.ndarray:
+    def __call__(self, t=None, value=None, path=None) -> np.ndarray:
         return np.linspace(0.0, 1.0, self.n_segments + 1)
 
 
@@ -182,33 +176,32 @@ class manual(Solver):
 
     needs_profile = False
 
-    def __init__(self, boundaries=(0.0, 1.0)):
+    def __init__(self, boundaries: Sequence[float] = (0.0, 1.0)):
         self.boundaries = check_boundaries(boundaries, "manual.boundaries")
         self.n_segments = len(self.boundaries) - 1
 
-    def __call__(self, t=None, value=None) -> np.ndarray:
+    def __call__(self, t=None, value=None, path=None) -> np.ndarray:
         return self.boundaries.copy()
 
 
 @register("partition")
 class logsnr(Solver):
-    """Heuristic baseline: boundaries uniform in log-SNR = log(alpha^2 / sigma^2) over a clipped range."""
+    """Heuristic baseline: boundaries uniform in log-SNR = log(alpha^2 / sigma^2) of the path, over a clipped range."""
 
     needs_profile = False
 
-    def __init__(self, n_segments: int = 4, path=None, log_snr_range: tuple[float, float] = (-6.0, 6.0)):
-        from cbsflow.paths import linear
-
+    def __init__(self, n_segments: int = 4, log_snr_range: tuple[float, float] = (-6.0, 6.0)):
         self.n_segments = _check_n(n_segments, "logsnr")
-        self.path = path if path is not None else linear()
         lo, hi = log_snr_range
         if not lo < hi:
             raise UserError(f"logsnr.log_snr_range must be (low, high) with low < high, got {log_snr_range}")
         self.log_snr_range = (float(lo), float(hi))
 
-    def __call__(self, t=None, value=None) -> np.ndarray:
+    def __call__(self, t=None, value=None, path=None) -> np.ndarray:
+        if path is None:
+            raise ValueError("logsnr needs the path (the split stage passes it)")
         grid = torch.linspace(1e-6, 1 - 1e-6, 100_001, dtype=torch.float64)
-        lam = self.path.log_snr(grid).numpy()
+        lam = path.log_snr(grid).numpy()
         lo, hi = self.log_snr_range
         inner = np.interp(np.linspace(lo, hi, self.n_segments + 1)[1:-1], lam, grid.numpy())
         return np.concatenate([[0.0], inner, [1.0]])

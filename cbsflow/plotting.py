@@ -48,3 +48,32 @@ def plot_scatter(path: str, samples: np.ndarray, reference: np.ndarray, title: s
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _grid(images: np.ndarray, nrow: int = 8) -> np.ndarray:
+    """uint8 (n, c, h, w) images tiled into one (H, W, 3) picture with 1-pixel gaps."""
+    n, c, h, w = images.shape
+    rows = -(-n // nrow)
+    out = np.full((rows * (h + 1) + 1, nrow * (w + 1) + 1, 3), 255, np.uint8)
+    for i, img in enumerate(images):
+        r, col = divmod(i, nrow)
+        tile = np.repeat(img, 3, axis=0) if c == 1 else img[:3]
+        out[1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + col * (w + 1): 1 + col * (w + 1) + w] = tile.transpose(1, 2, 0)
+    return out
+
+
+def plot_images(path: str, samples, reference, title: str) -> None:
+    """Generated images beside data, each as an 8-wide grid drawn large (nearest-neighbour upscaling), titled."""
+    def as_uint8(x):
+        x = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=np.float64)
+        return np.clip(np.round((x + 1) * 127.5), 0, 255).astype(np.uint8)
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 6))
+    for ax, imgs, name in zip(axes, (as_uint8(reference), as_uint8(samples)), ("data", "samples")):
+        ax.imshow(_grid(imgs), interpolation="nearest")
+        ax.set_title(f"{name} ({len(imgs)})")
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

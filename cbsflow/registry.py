@@ -10,9 +10,11 @@ calls stay pure.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, TypeVar
+from typing import Annotated, Any, Callable, TypeVar
 
 import gin
+
+from cbsflow.rundir import STAGE_ORDER
 
 KINDS = (
     "backbone",
@@ -28,7 +30,7 @@ KINDS = (
     "metric",
 )
 # Names taken by the pipeline stages (gin configurables); components may not reuse them.
-RESERVED = ("profile", "split", "train", "sample", "evaluate")
+RESERVED = STAGE_ORDER
 
 T = TypeVar("T", bound=Callable[..., Any])
 
@@ -47,6 +49,31 @@ class Entry:
 
 
 _ENTRIES: dict[str, Entry] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Slot:
+    """Marks a parameter that takes a registered component of ``kind``: an instance (``@dirichlet()``; a function
+    component such as ``@heun`` is its own instance), the constructor itself (``@mlp``, called by the stage), or a
+    list of instances. ``cbsflow.config`` checks bindings against it before anything runs."""
+
+    kind: str
+    form: str = "instance"  # "instance", "constructor" or "list"
+
+
+def Instance(kind: str):  # noqa: N802  (reads like a type in signatures)
+    """Annotation: the parameter takes a component instance of ``kind``."""
+    return Annotated[Any, Slot(kind, "instance")]
+
+
+def Constructor(kind: str):  # noqa: N802
+    """Annotation: the parameter takes a component's constructor (e.g. a backbone the stage builds per network)."""
+    return Annotated[Any, Slot(kind, "constructor")]
+
+
+def Instances(kind: str):  # noqa: N802
+    """Annotation: the parameter takes a list of component instances of ``kind``."""
+    return Annotated[Any, Slot(kind, "list")]
 
 
 def register(kind: str, name: str | None = None) -> Callable[[T], T]:

@@ -1,26 +1,110 @@
-"""Run-directory artifacts: atomic writes, and which stage output is up to date with its input."""
+"""The run directory: the stages, the artifact each writes, atomic writers, readers that raise user errors, and
+whether an artifact is up to date.
+
+Layout (every path below is relative to the run directory):
+
+    profile.json              profile   the monitor on a grid of t
+    split.json                split     the boundaries (+ profile.png)
+    checkpoints/segment_k.pt  train     expert k; checkpoints/segment_k/ holds its resumable state and log
+    checkpoints/train.json    train     written once every expert is complete
+    samples.npz, sample.json  sample    the samples (+ samples.png)
+    metrics.json              evaluate  every metric with its settings (+ samples.png)
+
+Each stage artifact records its provenance: the stage's effective configuration (every setting it ran with),
+that configuration's digest, and the digest of the artifact it read. A stage is up to date when both digests
+match the current configuration and the current input; a changed input changes the artifact made from it, so
+staleness runs down the pipeline by itself.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import tempfile
+from typing import Any
+
+import numpy as np
+import torch
 
 from cbsflow.errors import UserError
 
+# The pipeline, in order: stage -> (artifact it writes, stage whose artifact it reads).
+STAGES: dict[str, tuple[str, str | None]] = {
+    "profile": ("profile.json", None),
+    "split": ("split.json", "profile"),
+    "train": ("checkpoints/train.json", "split"),
+    "sample": ("sample.json", "train"),
+    "evaluate": ("metrics.json", "sample"),
+}
+STAGE_ORDER = tuple(STAGES)
+SAMPLES = "samples.npz"
+
+
+def artifact(run_dir: str, stage: str) -> str:
+    """Path of the artifact ``stage`` writes."""
+    return os.path.join(run_dir, STAGES[stage][0])
+
+
+def input_stage(stage: str) -> str | None:
+    return STAGES[stage][1]
+
+
+def checkpoint_path(run_dir: str, k: int) -> str:
+    """Expert k's final weights."""
+    return os.path.join(run_dir, "checkpoints", f"segment_{k}.pt")
+
+
+def state_dir(run_dir: str, name: str) -> str:
+    """Folder of one network's resumable training state and log (name: 'segment_k' or 'base')."""
+    return os.path.join(run_dir, "checkpoints", name)
+
+
+def exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
+# ----------------------------------------------------------------------------------------------- writers
+
+def _atomic(path: str, write) -> None:
+    """Write through a temporary file in the same folder and rename it, so a killed run never leaves half a file."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
 
 def write_json(path: str, data: dict) -> None:
-    """Write JSON atomically (temporary file + rename), so a killed run never leaves half a file."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=1)
 
+    _atomic(path, write)
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    _atomic(path, lambda tmp: torch.save(state, tmp))
+
+
+def save_npz(path: str, **arrays: np.ndarray) -> None:
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    _atomic(path, write)
+
+
+# ----------------------------------------------------------------------------------------------- readers
 
 def read_json(path: str, what: str) -> dict:
-    """Read a JSON artifact, turning a missing or malformed file into a one-line user error."""
+    """Read a JSON artifact, turning a missing or malformed file into a one-line user error (``what`` needs it)."""
     if not os.path.exists(path):
         raise UserError(f"{what}: {path} not found; run the stage that writes it first")
     try:
@@ -33,23 +117,98 @@ def read_json(path: str, what: str) -> dict:
     return data
 
 
+def load_checkpoint(path: str) -> dict:
+    """A cbsflow checkpoint file (a dict with 'state_dict'), or a user error saying what is wrong with it."""
+    if not os.path.isfile(path):
+        raise UserError(f"{path} not found; train the expert first (--stages train)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated or foreign files raise pickle, zip and runtime errors alike
+        raise UserError(f"{path} is not a readable checkpoint ({type(err).__name__}); delete it and retrain")
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise UserError(f"{path} is not a cbsflow checkpoint (no 'state_dict')")
+    return state
+
+
+def check_boundaries(boundaries, where: str) -> np.ndarray:
+    """Validate boundaries: strictly increasing, from exactly 0 to exactly 1."""
+    try:
+        b = np.asarray(boundaries, dtype=np.float64)
+    except (TypeError, ValueError):
+        b = np.asarray([np.nan])
+    if b.ndim != 1 or len(b) < 2 or b[0] != 0.0 or b[-1] != 1.0 or not np.all(np.diff(b) > 0):
+        shown = list(b) if b.ndim == 1 else boundaries
+        raise UserError(f"{where}: boundaries must increase strictly from 0 to 1 (e.g. [0, 0.5, 1]), got {shown}")
+    return b
+
+
+def read_boundaries(run_dir: str, what: str) -> np.ndarray:
+    path = artifact(run_dir, "split")
+    return check_boundaries(read_json(path, what).get("boundaries"), path)
+
+
+# ----------------------------------------------------------------------------------------------- provenance
+
 def digest(path: str) -> str | None:
-    """SHA-256 prefix of a file's bytes (None if absent): records which input a stage output came from."""
+    """SHA-256 prefix of a file's bytes (None if absent)."""
     if not os.path.exists(path):
         return None
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()[:16]
 
 
-def is_current(artifact: str, upstream: str | None) -> bool:
-    """True if ``artifact`` exists and was made from the current content of ``upstream``."""
-    if not os.path.exists(artifact):
-        return False
-    if upstream is None:
-        return True
+def config_digest(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclasses.dataclass(frozen=True)
+class Provenance:
+    """What a stage ran with: its effective configuration and the digest of the artifact it read."""
+
+    config: dict[str, Any]
+    input_digest: str | None
+
+    @property
+    def config_digest(self) -> str:
+        return config_digest(self.config)
+
+    def record(self) -> dict[str, Any]:
+        """The keys every artifact carries."""
+        return {"config_digest": self.config_digest, "input_digest": self.input_digest, "config": self.config}
+
+
+def provenance(run_dir: str, stage: str, config: dict[str, Any]) -> Provenance:
+    """The provenance ``stage`` would record if it ran now."""
+    upstream = input_stage(stage)
+    return Provenance(config, upstream and digest(artifact(run_dir, upstream)))
+
+
+def why_stale(run_dir: str, stage: str, config: dict[str, Any]) -> str | None:
+    """None if the stage's artifact is up to date with ``config`` and its input; otherwise the reason, in words.
+
+    An artifact without recorded provenance (written by hand, or by a script) is taken as given.
+    """
+    path = artifact(run_dir, stage)
+    if not os.path.exists(path):
+        return f"{STAGES[stage][0]} does not exist yet"
     try:
-        with open(artifact) as f:
-            recorded = json.load(f).get("upstream")
-    except (json.JSONDecodeError, OSError, AttributeError):
-        return False
-    return recorded == digest(upstream)
+        with open(path) as f:
+            recorded = json.load(f)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return f"{STAGES[stage][0]} is unreadable"
+    if not isinstance(recorded, dict) or "config_digest" not in recorded:
+        return None
+    now = provenance(run_dir, stage, config)
+    if recorded["config_digest"] != now.config_digest:
+        return "its settings changed: " + describe_changes(recorded.get("config") or {}, config)
+    if recorded.get("input_digest") != now.input_digest:
+        return f"its input {STAGES[input_stage(stage)][0]} changed since it ran"
+    return None
+
+
+def describe_changes(old: dict[str, Any], new: dict[str, Any], limit: int = 3) -> str:
+    """'a.b: 1 -> 2, c.d: unset -> 3' for the settings that differ (the first ``limit``)."""
+    keys = sorted(k for k in set(old) | set(new) if old.get(k, "<unset>") != new.get(k, "<unset>"))
+    shown = [f"{k} {old.get(k, 'unset')} -> {new.get(k, 'unset')}" for k in keys[:limit]]
+    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(shown) + more if shown else "settings differ"

@@ -1,7 +1,8 @@
 """ODE samplers and step schedules.
 
-Every sampler has the same signature, ``sampler(velocity, x, t_grid, y=None) -> x`` (k-diffusion style),
-integrating dx/dt = v from t_grid[0] to t_grid[-1]. A schedule allocates a total number of steps across
+Every sampler has the same signature, ``sampler(velocity, x, t_grid, y=None, path=None, generator=None) -> x``
+(k-diffusion style), integrating dx/dt = v from t_grid[0] to t_grid[-1]. The sample stage passes its path (which
+stochastic samplers need for the score) and a generator of their own for any noise they draw. A schedule allocates a total number of steps across
 the segments: ``schedule(boundaries, n_steps) -> [grid of segment 0, grid of segment 1, ...]``; each grid
 runs from one boundary to the next, so integration restarts at every boundary and no step straddles
 two experts.
@@ -33,7 +34,7 @@ def _full(t: float, x: torch.Tensor) -> torch.Tensor:
 
 @register("sampler")
 @torch.no_grad()
-def euler(velocity, x: torch.Tensor, t_grid, y=None) -> torch.Tensor:
+def euler(velocity, x: torch.Tensor, t_grid, y=None, path=None, generator=None) -> torch.Tensor:
     """Euler's method (first order, one evaluation per step)."""
     for t0, t1 in zip(t_grid[:-1], t_grid[1:]):
         x = x + (t1 - t0) * velocity(x, _full(t0, x), y)
@@ -42,7 +43,7 @@ def euler(velocity, x: torch.Tensor, t_grid, y=None) -> torch.Tensor:
 
 @register("sampler")
 @torch.no_grad()
-def heun(velocity, x: torch.Tensor, t_grid, y=None) -> torch.Tensor:
+def heun(velocity, x: torch.Tensor, t_grid, y=None, path=None, generator=None) -> torch.Tensor:
     """Heun's method (second order, two evaluations per step; EDM Algorithm 1 without noise)."""
     for t0, t1 in zip(t_grid[:-1], t_grid[1:]):
         d0 = velocity(x, _full(t0, x), y)
@@ -56,30 +57,32 @@ def heun(velocity, x: torch.Tensor, t_grid, y=None) -> torch.Tensor:
 class euler_maruyama:
     """Euler-Maruyama for dx = [v + (w/2) score] dt + sqrt(w) dW, w = noise * sigma(t) (SiT's SDE sampler).
 
-    The score comes from the velocity: with x = alpha x1 + sigma eps and v = alpha' x1 + sigma' eps,
-    E[eps | x] = (alpha' x - alpha v) / (alpha' sigma - alpha sigma') and score = -E[eps | x] / sigma. The drift
-    keeps the marginals of the ODE. The last step is a plain Euler step (no noise is added at the data end).
-    Noise comes from torch's global generator, which the sample stage seeds.
+    The score comes from the velocity through the path (``Path.score``); the drift keeps the marginals of the ODE.
+    The last step is a plain Euler step (no noise is added at the data end). The Brownian increments come from
+    ``generator`` (the sample stage gives the sampler its own, never the one that drew the starting noise).
     """
 
-    def __init__(self, path=None, noise: float = 1.0):
-        from cbsflow.paths import linear
-
-        self.path, self.noise = path if path is not None else linear(), noise
+    def __init__(self, noise: float = 1.0):
+        if noise < 0:
+            raise UserError(f"euler_maruyama.noise must be >= 0, got {noise}")
+        self.noise = noise
 
     @torch.no_grad()
-    def __call__(self, velocity, x: torch.Tensor, t_grid, y=None) -> torch.Tensor:
+    def __call__(self, velocity, x: torch.Tensor, t_grid, y=None, path=None, generator=None) -> torch.Tensor:
+        if path is None:
+            raise ValueError("euler_maruyama needs the path (the sample stage passes it)")
         pairs = list(zip(t_grid[:-1], t_grid[1:]))
         for i, (t0, t1) in enumerate(pairs):
-            t = _full(t0, x).reshape((-1,) + (1,) * (x.dim() - 1))
-            v = velocity(x, t.flatten(), y)
+            t = _full(t0, x)
+            v = velocity(x, t, y)
             if i == len(pairs) - 1:
                 x = x + (t1 - t0) * v  # Euler step.
                 continue
-            a, s, da, ds = self.path.alpha(t), self.path.sigma(t), self.path.d_alpha(t), self.path.d_sigma(t)
-            eps_hat = (da * x - a * v) / (da * s - a * ds)
-            drift = v - 0.5 * self.noise * eps_hat  # v + (w / 2) * score with w = noise * sigma, score = -eps_hat / sigma
-            x = x + (t1 - t0) * drift + torch.sqrt(self.noise * s * (t1 - t0)) * torch.randn_like(x)
+            sigma = path.sigma(t).reshape((-1,) + (1,) * (x.dim() - 1))
+            w = self.noise * sigma  # diffusion coefficient
+            drift = v + 0.5 * w * path.score(v, x, t)
+            dw = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = x + (t1 - t0) * drift + torch.sqrt(w * (t1 - t0)) * dw
         return x
 
 
@@ -138,16 +141,18 @@ class equal_steps:
 
 
 @torch.no_grad()
-def sample_segmented(model, sampler, grids: list[np.ndarray], x: torch.Tensor, y=None, guidance=None) -> tuple[torch.Tensor, int]:
+def sample_segmented(model, sampler, grids: list[np.ndarray], x: torch.Tensor, y=None, guidance=None, path=None,
+                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, int]:
     """Integrate from noise x through every segment with its own expert; returns samples and NFE per sample.
 
     ``guidance`` = (scale, interval, null_class) applies classifier-free guidance; NFE counts network calls
-    (a guided call runs the conditional and unconditional halves as one doubled batch).
+    (a guided call runs the conditional and unconditional halves as one doubled batch). ``path`` and
+    ``generator`` go to the sampler.
     """
     nfe = 0
     for k, grid in enumerate(grids):
         counted = CountingVelocity(model.expert(k))
         velocity = Guided(counted, *guidance) if guidance is not None else counted
-        x = sampler(velocity, x, [float(v) for v in grid], y)
+        x = sampler(velocity, x, [float(v) for v in grid], y, path=path, generator=generator)
         nfe += counted.nfe
     return x, nfe

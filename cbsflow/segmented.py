@@ -1,14 +1,19 @@
-"""The segmented (piecewise-in-time) model: N experts behind the call of one network, v(x, t, y)."""
+"""Experts and the segmented (piecewise-in-time) model: N experts behind the call of one network, v(x, t, y).
+
+An ``Expert`` is a backbone seen as a velocity field of *global* time on its interval [a, b): it gives the backbone
+t (or, with local time, (t - a) / (b - a)) and turns what the backbone predicts (its ``prediction`` attribute:
+'velocity' by default, 'x1' for JiT) into the velocity with the path, at the global t. Training, sampling, the
+monitors and the likelihood all call networks through it, so local time and the prediction space are handled
+in one place.
+"""
 
 from __future__ import annotations
-
-import json
-import os
 
 import numpy as np
 import torch
 from torch import nn
 
+from cbsflow import rundir
 from cbsflow.errors import UserError
 
 
@@ -18,36 +23,52 @@ def segment_index(t: torch.Tensor, boundaries: torch.Tensor) -> torch.Tensor:
     return torch.bucketize(t, inner, right=True).clamp(0, len(boundaries) - 2)
 
 
-class SegmentedVelocity(nn.Module):
-    """Routes every sample of a batch, by its own t, to the one expert that owns that t.
+class Expert(nn.Module):
+    """A backbone as the velocity field v(x, t, y) of global time t, owning ``interval``.
 
-    With ``local_time=True`` each expert sees t rescaled to [0, 1] within its interval, which gives narrow
-    intervals the full resolution of the time embedding (experts must be trained the same way).
+    With ``local_time=True`` the backbone sees t rescaled to [0, 1] within the interval (the full resolution of
+    its time embedding for a narrow interval); the conversion of its prediction to a velocity always uses the
+    global t.
     """
 
-    def __init__(self, experts: list[nn.Module], boundaries, local_time: bool = False):
+    def __init__(self, net: nn.Module, path, interval: tuple[float, float] = (0.0, 1.0), local_time: bool = False):
+        super().__init__()
+        self.net, self.path, self.local_time = net, path, local_time
+        self.interval = (float(interval[0]), float(interval[1]))
+        self.prediction = getattr(net, "prediction", "velocity")
+        self.min_scale = float(getattr(net, "min_scale", 0.0))
+
+    def net_time(self, t: torch.Tensor) -> torch.Tensor:
+        """The time input the backbone sees for global time t."""
+        if not self.local_time:
+            return t
+        a, b = self.interval
+        return (t - a) / (b - a)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        t = t.expand(x.shape[0]) if t.dim() == 0 else t
+        out = self.net(x, self.net_time(t), y)
+        return self.path.to_velocity(out, x, t, self.prediction, self.min_scale)
+
+
+class SegmentedVelocity(nn.Module):
+    """Routes every sample of a batch, by its own t, to the one expert that owns that t."""
+
+    def __init__(self, experts: list[Expert], boundaries):
         super().__init__()
         boundaries = torch.as_tensor(np.asarray(boundaries, dtype=np.float64))
         if len(experts) != len(boundaries) - 1:
             raise ValueError(f"{len(experts)} experts need {len(experts) + 1} boundaries, got {len(boundaries)}")
         self.experts = nn.ModuleList(experts)
         self.register_buffer("boundaries", boundaries)
-        self.local_time = local_time
 
     @property
     def n_segments(self) -> int:
         return len(self.experts)
 
-    def expert_time(self, k: int, t: torch.Tensor) -> torch.Tensor:
-        """The time input expert k sees for global time t."""
-        if not self.local_time:
-            return t
-        a, b = self.boundaries[k].to(t.dtype), self.boundaries[k + 1].to(t.dtype)
-        return (t - a) / (b - a)
-
-    def expert(self, k: int):
+    def expert(self, k: int) -> nn.Module:
         """Expert k as a velocity field of global time (samplers use it to stay inside one segment)."""
-        return lambda x, t, y=None: self.experts[k](x, self.expert_time(k, t), y)
+        return self.experts[k]
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         t = t.expand(x.shape[0]) if t.dim() == 0 else t
@@ -58,35 +79,51 @@ class SegmentedVelocity(nn.Module):
             if idx.numel() == 0:
                 continue
             if idx.numel() == x.shape[0]:  # the whole batch belongs to one expert: no gather/scatter
-                return self.expert(k)(x, t, y)
-            v = self.expert(k)(x[idx], t[idx], None if y is None else y[idx])
+                return self.experts[k](x, t, y)
+            v = self.experts[k](x[idx], t[idx], None if y is None else y[idx])
             out = torch.zeros_like(x, dtype=v.dtype) if out is None else out
             out = out.index_copy(0, idx, v)
         return out
 
 
-def checkpoint_path(run_dir: str, k: int) -> str:
-    return os.path.join(run_dir, "checkpoints", f"segment_{k}.pt")
+def build_network(backbone, dataset) -> nn.Module:
+    """The backbone for ``dataset``'s shape and classes."""
+    return backbone(data_shape=dataset.shape, num_classes=dataset.num_classes)
 
 
-def load_network(path: str, backbone, dataset, use_ema: bool = True) -> nn.Module:
-    """Build ``backbone`` for ``dataset`` and load weights from a cbsflow checkpoint file."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    net = backbone(data_shape=dataset.shape, num_classes=dataset.num_classes)
+def load_weights(net: nn.Module, path: str, use_ema: bool = True) -> dict:
+    """Load a cbsflow checkpoint file into ``net`` (its EMA weights if present and wanted); returns the checkpoint."""
+    state = rundir.load_checkpoint(path)
     weights = state["ema"] if use_ema and state.get("ema") is not None else state["state_dict"]
     try:
         net.load_state_dict(weights)
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
         raise UserError(f"{path} does not match the configured backbone ({first}); bind the backbone it was trained with")
-    return net
+    return state
 
 
-def load_segmented(run_dir: str, backbone, dataset, use_ema: bool = True) -> SegmentedVelocity:
-    """All experts of a trained run directory with the boundaries from its split.json."""
-    with open(os.path.join(run_dir, "split.json")) as f:
-        boundaries = json.load(f)["boundaries"]
-    with open(os.path.join(run_dir, "checkpoints", "train.json")) as f:
-        local_time = json.load(f).get("local_time", False)
-    experts = [load_network(checkpoint_path(run_dir, k), backbone, dataset, use_ema) for k in range(len(boundaries) - 1)]
-    return SegmentedVelocity(experts, boundaries, local_time=local_time)
+def load_expert(path: str, backbone, dataset, flow_path, use_ema: bool = True) -> Expert:
+    """One expert from a checkpoint file, on the interval and with the time convention it was trained with."""
+    net = build_network(backbone, dataset)
+    state = load_weights(net, path, use_ema)
+    return Expert(net, flow_path, tuple(state.get("interval", (0.0, 1.0))), bool(state.get("local_time", False)))
+
+
+def load_segmented(run_dir: str, backbone, dataset, flow_path, use_ema: bool = True) -> SegmentedVelocity:
+    """All experts of a trained run directory, checked against the boundaries split.json gives them now."""
+    boundaries = rundir.read_boundaries(run_dir, "load the trained experts")
+    rundir.read_json(rundir.artifact(run_dir, "train"), "load the trained experts")
+    experts = []
+    for k in range(len(boundaries) - 1):
+        path = rundir.checkpoint_path(run_dir, k)
+        if not rundir.exists(path):
+            raise UserError(f"{path} not found: split.json has {len(boundaries) - 1} segments but expert {k} was never "
+                            "trained; run --stages train")
+        expert = load_expert(path, backbone, dataset, flow_path, use_ema)
+        want = (float(boundaries[k]), float(boundaries[k + 1]))
+        if not np.allclose(expert.interval, want, rtol=0, atol=1e-9):
+            raise UserError(f"{path} was trained for [{expert.interval[0]:.4g}, {expert.interval[1]:.4g}) but split.json "
+                            f"gives expert {k} [{want[0]:.4g}, {want[1]:.4g}); retrain with --stages train")
+        experts.append(expert)
+    return SegmentedVelocity(experts, boundaries)

@@ -211,3 +211,72 @@ def _micro_step(model, accelerator, path, batches, gen, t_sampler, interval, cla
     y = drop_labels(y, num_classes, class_dropout, gen)
     with accelerator.autocast():
         return velocity_loss(model, path, x1, y, t, eps)
+
+
+class TrainingRun:
+    """The experts of one run directory: trains expert k (from the shared base if any) unless a finished checkpoint
+    for exactly its interval, step count and settings exists, and says when all of them are complete."""
+
+    def __init__(self, run_dir: str, backbone, dataset, settings: dict, steps: int, local_time: bool, seed: int,
+                 config_digest: str | None):
+        self.run_dir, self.backbone, self.dataset, self.settings = run_dir, backbone, dataset, settings
+        self.steps, self.local_time, self.seed, self.config_digest = steps, local_time, seed, config_digest
+
+    def complete(self, path: str, interval, steps: int) -> bool:
+        """A finished checkpoint for exactly this interval, step count and (when known) configuration."""
+        if not os.path.exists(path):
+            return False
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return (np.allclose(state.get("interval", [-1, -1]), interval, rtol=0, atol=1e-12)
+                and state.get("steps") == steps and state.get("config_digest") == self.config_digest)
+
+    def expert(self, k: int, boundaries: np.ndarray, base: dict | None) -> None:
+        from cbsflow import rundir
+        from cbsflow.segmented import Expert, build_network
+
+        n, interval = len(boundaries) - 1, (float(boundaries[k]), float(boundaries[k + 1]))
+        path = rundir.checkpoint_path(self.run_dir, k)
+        if self.complete(path, interval, self.steps):
+            print(f"[train] expert {k + 1}/{n} is complete, skipped")
+            return
+        torch.manual_seed(self.seed + k)
+        net = build_network(self.backbone, self.dataset)
+        if base is not None:
+            net.load_state_dict(base)
+        expert = Expert(net, self.settings["path"], interval, self.local_time)
+        out = fit(expert, self.dataset, interval=interval, steps=self.steps, seed=self.seed + 1000 * (k + 1),
+                  state_dir=rundir.state_dir(self.run_dir, f"segment_{k}"),
+                  desc=f"expert {k + 1}/{n} [{interval[0]:.3f}, {interval[1]:.3f})", **self.settings)
+        if process_state().is_main_process:
+            rundir.save_checkpoint(path, {
+                "state_dict": net.state_dict(), "ema": out["ema"] and out["ema"].net.state_dict(),
+                "interval": list(interval), "steps": self.steps, "local_time": self.local_time, "loss": out["loss"],
+                "config_digest": self.config_digest})
+
+    def shared_base(self, steps: int) -> dict:
+        """Weights of a base network trained on all of [0, 1] (trained once, then read from checkpoints/base.pt)."""
+        from cbsflow import rundir
+        from cbsflow.segmented import Expert, build_network
+
+        path = os.path.join(self.run_dir, "checkpoints", "base.pt")
+        if self.complete(path, (0.0, 1.0), steps):
+            return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        torch.manual_seed(self.seed)
+        net = build_network(self.backbone, self.dataset)
+        out = fit(Expert(net, self.settings["path"]), self.dataset, interval=(0.0, 1.0), steps=steps, seed=self.seed,
+                  state_dir=rundir.state_dir(self.run_dir, "base"), desc="shared base", **self.settings)
+        if process_state().is_main_process:
+            rundir.save_checkpoint(path, {"state_dict": net.state_dict(), "ema": None, "interval": [0.0, 1.0],
+                                          "steps": steps, "loss": out["loss"], "config_digest": self.config_digest})
+        return net.state_dict()
+
+    def all_complete(self, boundaries: np.ndarray) -> bool:
+        from cbsflow import rundir
+
+        return all(self.complete(rundir.checkpoint_path(self.run_dir, k), (float(boundaries[k]), float(boundaries[k + 1])),
+                                 self.steps) for k in range(len(boundaries) - 1))
+
+    def final_losses(self, n: int) -> list[float]:
+        from cbsflow import rundir
+
+        return [rundir.load_checkpoint(rundir.checkpoint_path(self.run_dir, k))["loss"] for k in range(n)]

@@ -145,7 +145,7 @@ def {name}(velocity, x1, t, path, y=None, generator=None):
 
 BAD_BINDINGS = {
     "unknown component": (["--bind", "split.solver = @no_such_solver()"], "no_such_solver"),
-    "malformed binding": (["--bind", "split.solver = = 3"], "invalid gin configuration"),
+    "malformed binding": (["--bind", "split.solver = = 3"], "--bind 'split.solver = = 3': cannot parse"),
     "missing gin file": (["--gin", "gin/does_not_exist.gin"], "does_not_exist.gin"),
     "manual not increasing": (["--bind", "split.solver = @manual()", "--bind", "manual.boundaries = [0, 0.6, 0.4, 1]"],
                               "increase strictly"),

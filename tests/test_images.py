@@ -56,8 +56,8 @@ def test_guidance_combines_conditional_and_unconditional_inside_the_interval():
 def test_sde_sampler_reaches_the_data_distribution():
     mu, s = torch.tensor([1.0, -2.0]), torch.tensor([0.5, 0.2])
     field = MixtureVelocity(torch.ones(1), mu[None], s[None], linear())
-    torch.manual_seed(0)
-    x = euler_maruyama(noise=1.0)(field, torch.randn(20000, 2), np.linspace(0, 1, 201).tolist())
+    x = euler_maruyama(noise=1.0)(field, torch.randn(20000, 2), np.linspace(0, 1, 201).tolist(), path=linear(),
+                                  generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(x.mean(0), mu, atol=0.03, rtol=0)
     torch.testing.assert_close(x.std(0), s, atol=0.03, rtol=0)
     ode = heun(field, torch.randn(20000, 2), np.linspace(0, 1, 51).tolist())

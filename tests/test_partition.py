@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cbsflow.errors import UserError
+from cbsflow.paths import cosine, linear
 from cbsflow.partition import deboor, density, equidistribute, integrate, logsnr, manual, uniform
 
 # A positive monitor on an increasing grid inside [0, 1].
@@ -90,10 +91,18 @@ def test_equidistribute_known_density():
 
 def test_uniform_and_logsnr_and_manual():
     np.testing.assert_allclose(uniform(n_segments=4)(), [0, 0.25, 0.5, 0.75, 1])
-    b = logsnr(n_segments=4)()
+    b = logsnr(n_segments=4)(path=linear())
     # Linear path: log-SNR = 2 log(t / (1 - t)) is 0 at t = 1/2 and the split is symmetric about it.
     np.testing.assert_allclose(b, 1 - b[::-1], atol=1e-6)
     assert abs(b[2] - 0.5) < 1e-6
+
+
+def test_logsnr_follows_the_path_it_is_given():
+    """Cosine path: log-SNR = 2 log tan(pi t / 2) is 0 at t = 1/2 and +-3 at t = (2 / pi) arctan(e^(+-1.5))."""
+    b = logsnr(n_segments=4)(path=cosine())
+    expected = 2 / np.pi * np.arctan(np.exp([-1.5, 0.0, 1.5]))
+    np.testing.assert_allclose(b[1:-1], expected, atol=1e-5)
+    assert not np.allclose(b, logsnr(n_segments=4)(path=linear()), atol=1e-3)
     np.testing.assert_allclose(manual(boundaries=[0, 0.2, 1])(), [0, 0.2, 1])
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cbsflow import registry
-from cbsflow.paths import linear
+from cbsflow.paths import cosine, linear
 from cbsflow.registry import register
 
 
@@ -74,7 +74,7 @@ def test_every_backbone_maps_x_t_y_to_x_shape(entry):
 @pytest.mark.parametrize("entry", registry.entries("partition"), ids=lambda e: e.name)
 def test_every_partition_gives_valid_boundaries(entry):
     t = np.linspace(0, 1, 30)
-    b = np.asarray(entry.obj()(t, 1 + t**2))
+    b = np.asarray(entry.obj()(t, 1 + t**2, path=linear()))
     assert b[0] == 0 and b[-1] == 1 and np.all(np.diff(b) > 0)
 
 
@@ -87,15 +87,16 @@ def test_every_monitor_returns_mean_and_stderr_per_t(entry):
     assert mean.shape == se.shape == t.shape and torch.all(mean >= 0)
 
 
+@pytest.mark.parametrize("path", [linear(), cosine()], ids=["linear", "cosine"])
 @pytest.mark.parametrize("entry", registry.entries("sampler"), ids=lambda e: e.name)
-def test_every_sampler_carries_noise_to_gaussian_data(entry):
+def test_every_sampler_carries_noise_to_gaussian_data(entry, path):
     from cbsflow.estimators import MixtureVelocity
 
     mu, s = torch.tensor([1.0, -1.0]), torch.tensor([0.5, 2.0])
-    field = MixtureVelocity(torch.ones(1), mu[None], s[None], linear())
+    field = MixtureVelocity(torch.ones(1), mu[None], s[None], path)
     sampler = entry.obj() if inspect.isclass(entry.obj) else entry.obj
-    torch.manual_seed(0)
-    x = sampler(field, torch.randn(20000, 2), np.linspace(0, 1, 101).tolist())
+    x0 = torch.randn(20000, 2, generator=torch.Generator().manual_seed(0))
+    x = sampler(field, x0, np.linspace(0, 1, 101).tolist(), path=path, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(x.mean(0), mu, atol=0.05, rtol=0)
     torch.testing.assert_close(x.std(0), s, atol=0.05, rtol=0)
 
@@ -127,15 +128,19 @@ def test_every_time_sampler_stays_inside_the_interval(entry):
 
 
 def test_every_gin_file_parses(repo_root):
-    import cbsflow.cli as cli
+    from cbsflow import config
+    from cbsflow.errors import UserError
+    from cbsflow.rundir import STAGE_ORDER
 
     files = sorted(glob.glob(os.path.join(repo_root, "gin", "**", "*.gin"), recursive=True))
     assert files
     for f in files:
         gin.clear_config()
         try:
-            cli.parse_config([f], [])
-        except cli.UserError as err:  # only a macro left %gin.REQUIRED for the user (or an including file) may fail
+            config.parse([f], [])
+            for stage in STAGE_ORDER:
+                config.check(stage)
+        except UserError as err:  # only a macro left %gin.REQUIRED for the user (or an including file) may fail
             assert "is required" in str(err), (f, err)
 
 

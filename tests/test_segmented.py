@@ -5,7 +5,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cbsflow.segmented import SegmentedVelocity, segment_index
+from cbsflow.paths import linear
+from cbsflow.segmented import Expert, SegmentedVelocity, segment_index
 
 boundary_sets = st.lists(st.floats(1e-4, 1 - 1e-4), min_size=0, max_size=10, unique=True).map(
     lambda inner: torch.tensor([0.0] + sorted(inner) + [1.0], dtype=torch.float32))
@@ -54,11 +55,13 @@ def test_each_sample_is_computed_by_its_owner_only(boundaries, ts):
 
 
 def test_local_time_rescales_within_the_interval():
-    experts = [Recorder(0.0), Recorder(1.0)]
-    model = SegmentedVelocity(experts, np.array([0.0, 0.2, 1.0]), local_time=True)
+    nets = [Recorder(0.0), Recorder(1.0)]
+    b = [0.0, 0.2, 1.0]
+    experts = [Expert(net, linear(), (b[k], b[k + 1]), local_time=True) for k, net in enumerate(nets)]
+    model = SegmentedVelocity(experts, np.array(b))
     model(torch.zeros(3, 2), torch.tensor([0.1, 0.2, 0.6]))
-    torch.testing.assert_close(experts[0].seen[0], torch.tensor([0.5]))
-    torch.testing.assert_close(experts[1].seen[0], torch.tensor([0.0, 0.5]))
+    torch.testing.assert_close(nets[0].seen[0], torch.tensor([0.5]))
+    torch.testing.assert_close(nets[1].seen[0], torch.tensor([0.0, 0.5]))
 
 
 def test_conditional_labels_follow_their_samples():

@@ -17,4 +17,5 @@ class sit(PatchTransformer):
                  mlp_ratio: float = 4.0, depth: int | None = None, width: int | None = None, heads: int | None = None,
                  time_scale: float = 1000.0):
         """``time_scale`` multiplies t before the sinusoidal embedding (lower: smoother in t, e.g. for aux nets)."""
-        super().__init__(data_shape, num_classes, size, patch, mlp_ratio, depth, width, heads, time_scale)
+        super().__init__(data_shape, num_classes, size=size, patch=patch, mlp_ratio=mlp_ratio, depth=depth,
+                         width=width, heads=heads, time_scale=time_scale)

@@ -74,8 +74,8 @@ class FinalLayer(nn.Module):
 class PatchTransformer(nn.Module):
     """DiT-style transformer over image patches; output has the shape of the input (what it means is the subclass's)."""
 
-    def __init__(self, data_shape: tuple[int, ...], num_classes: int, size: str, patch: int,
-                 mlp_ratio: float, depth: int | None, width: int | None, heads: int | None, time_scale: float = 1000.0):
+    def __init__(self, data_shape: tuple[int, ...], num_classes: int, *, size: str, patch: int, mlp_ratio: float,
+                 depth: int | None, width: int | None, heads: int | None, time_scale: float = 1000.0):
         super().__init__()
         c, hgt, wid = check_image_shape(data_shape, patch, "pick another `patch`")
         depth, width, heads = resolve_size(size, depth, width, heads)

@@ -33,6 +33,10 @@ class ToyDataset(Dataset):
         """(weights (K,), means (K, d), stds (K, d)) when the data is a Gaussian mixture, else None."""
         return None
 
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(x) of the data distribution in nats, (n,); subclasses whose density is known implement it."""
+        raise NotImplementedError
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -45,6 +49,12 @@ class GaussianMixtureDataset(ToyDataset):
         k = torch.multinomial(weights, n, replacement=True, generator=generator)
         return means[k] + stds[k] * torch.randn(n, means.shape[1], generator=generator)
 
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        weights, means, stds = (v.double() for v in self.mixture())
+        z = (x.double()[:, None] - means) / stds  # (n, K, d)
+        log_k = -0.5 * (z**2).sum(-1) - torch.log(stds).sum(-1) - 0.5 * means.shape[1] * math.log(2 * math.pi)
+        return torch.logsumexp(torch.log(weights / weights.sum()) + log_k, dim=1)
+
 
 @register("dataset")
 class checkerboard(ToyDataset):
@@ -56,6 +66,16 @@ class checkerboard(ToyDataset):
         row = 2 * torch.randint(0, 2, (n,), generator=generator) + (col % 2)
         y = row - 2 + torch.rand(n, generator=generator)
         return torch.stack([x, y], dim=1)
+
+    def on_support(self, x: torch.Tensor) -> torch.Tensor:
+        """Whether each point lies on a dark square (the support), (n,) bool."""
+        col, row = torch.floor(x[:, 0] + 2), torch.floor(x[:, 1] + 2)
+        inside = (x.abs() < 2).all(dim=1)
+        return inside & ((row - col) % 2 == 0)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Uniform on 8 unit squares: log(1/8) on the support, -inf off it."""
+        return torch.where(self.on_support(x), -math.log(8.0), -math.inf).double()
 
 
 @register("dataset")
@@ -81,6 +101,17 @@ class rings(ToyDataset):
         angle = 2 * math.pi * torch.rand(n, generator=generator)
         return torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1)
 
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Polar change of variables: p(x) = [p_r(|x|) + p_r(-|x|)] / (2 pi |x|), p_r the radial mixture."""
+        r = x.double().norm(dim=1)
+        centres = 0.5 * torch.arange(1, 5, dtype=torch.float64)
+
+        def log_pr(rr):
+            z = (rr[:, None] - centres) / 0.04
+            return torch.logsumexp(-0.5 * z**2 - math.log(0.04 * math.sqrt(2 * math.pi)) + math.log(0.25), dim=1)
+
+        return torch.logaddexp(log_pr(r), log_pr(-r)) - torch.log(2 * math.pi * r)
+
 
 @register("dataset")
 class moons(ToyDataset):
@@ -93,6 +124,19 @@ class moons(ToyDataset):
         y = torch.where(upper, torch.sin(angle), 0.5 - torch.sin(angle))
         pts = torch.stack([x - 0.5, y - 0.25], dim=1) * 1.5
         return pts + 0.05 * torch.randn(n, 2, generator=generator)
+
+    def log_prob(self, x: torch.Tensor, nodes: int = 4000) -> torch.Tensor:
+        """Gaussian (std 0.05) smoothing of the two arcs, the arc parameter integrated by the midpoint rule."""
+        angle = math.pi * (torch.arange(nodes, dtype=torch.float64) + 0.5) / nodes
+        upper = torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
+        lower = torch.stack([1 - torch.cos(angle), 0.5 - torch.sin(angle)], dim=1)
+        centres = (torch.cat([upper, lower]) - torch.tensor([0.5, 0.25], dtype=torch.float64)) * 1.5  # (2M, 2)
+        out = []
+        for chunk in x.double().split(4096):
+            sq = torch.cdist(chunk, centres) ** 2
+            out.append(torch.logsumexp(-sq / (2 * 0.05**2), dim=1) - math.log(2 * nodes)
+                       - math.log(2 * math.pi * 0.05**2))
+        return torch.cat(out)
 
 
 @register("dataset")

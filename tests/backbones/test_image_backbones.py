@@ -6,7 +6,9 @@ import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from cbsflow.backbones.jit import jit, velocity_from_x
+from cbsflow.backbones.jit import jit
+from cbsflow.paths import cosine, linear
+from cbsflow.segmented import Expert
 from cbsflow.backbones.sit import sit
 from cbsflow.backbones.unet import unet
 from cbsflow.registry import get
@@ -75,9 +77,9 @@ def test_velocity_is_exactly_zero_at_init(name):
 def test_jit_predicts_zero_image_at_init():
     model = build("jit")
     x, t, y = inputs("jit")
-    assert torch.equal(model.predict_x(x, t, y), torch.zeros_like(x))
-    gap = (1 - t).clamp(min=model.t_eps)[:, None, None, None]
-    torch.testing.assert_close(model(x, t, y), -x / gap)
+    assert model.prediction == "x1" and torch.equal(model(x, t, y), torch.zeros_like(x))
+    gap = (1 - t).clamp(min=model.min_scale)[:, None, None, None]
+    torch.testing.assert_close(Expert(model, linear())(x, t, y), -x / gap)
 
 
 @pytest.mark.parametrize("name", ["sit-rgb", "jit"])
@@ -120,19 +122,52 @@ def test_jvp_wrt_x_under_math_attention(name):
     torch.testing.assert_close(jv, fd, rtol=1e-2, atol=1e-3)
 
 
+class PerfectX1(torch.nn.Module):
+    """An x-prediction 'backbone' that returns the true x1 whatever it is given (and records the t it saw)."""
+
+    prediction, min_scale = "x1", 0.05
+
+    def __init__(self, x1):
+        super().__init__()
+        self.x1, self.seen = x1, []
+
+    def forward(self, x, t, y=None):
+        self.seen.append(t)
+        return self.x1
+
+
 def test_jit_adapter_recovers_linear_path_velocity():
     """A predictor that returns x1 exactly gives v = x1 - eps on x_t = t x1 + (1 - t) eps while 1 - t > t_eps."""
-    model = build("jit")
     g = torch.Generator().manual_seed(2)
     x1, eps = torch.randn(6, 3, 16, 16, generator=g), torch.randn(6, 3, 16, 16, generator=g)
-    model.predict_x = lambda x, t, y=None: x1
     t = torch.tensor([0.0, 0.2, 0.5, 0.9, 0.94, 0.97])
     tb = t[:, None, None, None]
     x_t = tb * x1 + (1 - tb) * eps
-    v = model(x_t, t)
+    v = Expert(PerfectX1(x1), linear())(x_t, t)
     torch.testing.assert_close(v[:5], (x1 - eps)[:5], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(v[5], (x1[5] - x_t[5]) / 0.05)  # clamped near the data end
-    torch.testing.assert_close(velocity_from_x(x1, x_t, t, t_eps=0.05), v)
+
+
+def test_x_prediction_gives_the_velocity_of_a_non_linear_path():
+    """On the cosine path v = alpha' x1 + sigma' eps: the adapter uses the path, not the linear formula."""
+    path = cosine()
+    g = torch.Generator().manual_seed(3)
+    x1, eps = torch.randn(5, 3, 8, 8, generator=g), torch.randn(5, 3, 8, 8, generator=g)
+    t = torch.tensor([0.1, 0.3, 0.5, 0.7, 0.85])
+    x_t, target = path.interpolate(x1, eps, t)
+    torch.testing.assert_close(Expert(PerfectX1(x1), path)(x_t, t), target, rtol=1e-4, atol=1e-4)
+
+
+def test_local_time_feeds_the_embedding_but_the_conversion_uses_global_time():
+    """JiT with train.local_time: the network sees (t - a) / (b - a), the x -> v conversion the global t."""
+    g = torch.Generator().manual_seed(4)
+    x1, eps = torch.randn(4, 3, 8, 8, generator=g), torch.randn(4, 3, 8, 8, generator=g)
+    t = torch.tensor([0.55, 0.6, 0.7, 0.79])
+    x_t, target = linear().interpolate(x1, eps, t)
+    net = PerfectX1(x1)
+    v = Expert(net, linear(), interval=(0.5, 0.8), local_time=True)(x_t, t)
+    torch.testing.assert_close(net.seen[0], (t - 0.5) / 0.3)
+    torch.testing.assert_close(v, target, rtol=1e-4, atol=1e-4)
 
 
 def count(model: torch.nn.Module) -> int:

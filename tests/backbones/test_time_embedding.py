@@ -17,7 +17,8 @@ def test_scaled_embedding_separates_the_ends_of_a_narrow_interval():
 
 
 def test_local_time_spans_the_whole_embedding_range():
-    from cbsflow.segmented import SegmentedVelocity
+    from cbsflow.paths import linear
+    from cbsflow.segmented import Expert, SegmentedVelocity
 
     seen = []
 
@@ -26,6 +27,7 @@ def test_local_time_spans_the_whole_embedding_range():
             seen.append(t)
             return x
 
-    model = SegmentedVelocity([Spy(), Spy()], [0.0, 0.95, 1.0], local_time=True)
+    b = [0.0, 0.95, 1.0]
+    model = SegmentedVelocity([Expert(Spy(), linear(), (b[k], b[k + 1]), local_time=True) for k in range(2)], b)
     model(torch.zeros(2, 2), torch.tensor([0.95, 0.9999]))
     assert seen[0][0] == 0.0 and seen[0][1] > 0.99  # the expert of [0.95, 1] sees t spread over [0, 1]
