@@ -168,6 +168,8 @@ def run(args: argparse.Namespace) -> None:
         return
     if not args.gin:
         raise UserError("no configuration: pass --gin FILE (e.g. --gin gin/quickstart.gin), or --list")
+    if args.force and args.no_rerun:
+        raise UserError("--force redoes stages and --no-rerun forbids it: choose one")
     segments = [f"train.segments = {args.segment}"] if args.segment else []
     config.parse(args.gin, args.bind + segments)
     chosen = select_stages(args.stages)

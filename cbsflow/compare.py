@@ -113,13 +113,26 @@ def load_run(path: str | Path) -> Run:
     )
 
 
+# What tools/compare.py and tools/sweep.py write next to the runs: skipped when a shell glob passes them back.
+OUTPUTS = ("comparison.md", "comparison.png")
+
+
 def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
-    """The given run directories; a directory without metrics.json whose children are runs (a sweep) expands."""
+    """The given run directories; a directory without metrics.json whose children are runs (a sweep) expands, and
+    the comparison files that a glob such as ``runs/sweep/*`` also matches are skipped."""
     found = []
     for p in map(Path, paths):
+        if p.is_file() and p.name in OUTPUTS:
+            continue
         children = sorted(c for c in p.iterdir() if (c / "metrics.json").is_file()) if p.is_dir() else []
         found.extend(children if children and not (p / "metrics.json").exists() else [p])
     return found
+
+
+def default_out(run_dirs: Sequence[Path]) -> Path:
+    """Where the comparison goes by default: the folder that holds all the runs (the current one if they differ)."""
+    parents = {p.resolve().parent for p in run_dirs}
+    return parents.pop() if len(parents) == 1 else Path(".")
 
 
 def group_runs(runs: Sequence[Run]) -> dict[str, list[Run]]:

@@ -44,7 +44,11 @@ def _quiet_gin_search():
 
 
 def parse(files: list[str], bindings: list[str]) -> None:
-    """Parse gin files, then each binding on its own; every gin error becomes one user error naming its source."""
+    """Parse gin files, then each binding on its own; every gin error becomes one user error naming its source.
+
+    Earlier bindings are cleared first (the registry of components stays), so one process can run many configurations.
+    """
+    gin.clear_config()
     for f in files:
         if not os.path.isfile(f):
             raise UserError(f"--gin {f}: no such file; gin files live in gin/ (e.g. gin/quickstart.gin)")
@@ -81,7 +85,10 @@ def explain(err: BaseException, binding: str | None = None) -> str:
         where = f"{location.group(1)}:{location.group(2)}: {location.group(3).strip()}: "
         binding = location.group(3).strip()
     if m := _UNKNOWN_REFERENCE.search(first):
-        return where + unknown_component(m.group(1).split("/")[-1], _slot_of_binding(binding))
+        name = m.group(1).split("/")[-1].split(".")[-1]
+        if "reference" not in first:  # the left side of a binding
+            return where + unknown_selector(name)
+        return where + unknown_component(name, _slot_of_binding(binding))
     if m := _UNKNOWN_PARAMETER.search(first):
         return where + unknown_parameter(m.group(1), m.group(2))
     if "Unable to parse" in first or isinstance(err, SyntaxError):
@@ -98,6 +105,14 @@ def unknown_component(name: str, slot: Slot | None = None) -> str:
         text += f"; did you mean {' or '.join(close)}?"
     kind = f"{slot.kind}s" if slot else "components"
     return text + f" ({kind}: {', '.join(pool)}; `tools/run.py --list` shows them all)"
+
+
+def unknown_selector(name: str) -> str:
+    """A binding whose left side names nothing."""
+    close = difflib.get_close_matches(name, [e.name for e in registry.entries()] + list(_stage_names()), n=3)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    return (f"nothing is called {name!r}{hint} (a binding sets a parameter of a stage, "
+            f"{', '.join(_stage_names())}, or of a component: `tools/run.py --list` shows them)")
 
 
 def unknown_parameter(selector: str, param: str) -> str:
@@ -397,7 +412,7 @@ def _describe_value(value: Any) -> str:
 
 
 def _quote_hint(value: Any, hint: Any) -> str:
-    if isinstance(value, str) and not _fits(value, str):
+    if isinstance(value, str):
         try:
             literal = float(value)
         except ValueError:
@@ -446,20 +461,29 @@ def effective_config(stage: str, exclude: tuple[str, ...] = ()) -> dict[str, Any
 
 
 def describe_component(name: str) -> str:
-    """`--list NAME`: a component's kind, docstring and parameters with their defaults and types."""
-    try:
-        entry = registry.get(name)
-    except KeyError:
-        raise UserError(f"--list {name}: {unknown_component(name)}")
-    doc = inspect.getdoc(entry.obj) or ""
-    lines = [f"{entry.name} ({entry.kind}): {doc.splitlines()[0] if doc else ''}"]
+    """`--list NAME`: a component's (or stage's) kind, docstring and parameters with their defaults and types."""
+    if name in _stage_names():
+        obj, kind = _object_of(name), "pipeline stage"
+    else:
+        try:
+            entry = registry.get(name)
+        except KeyError:
+            raise UserError(f"--list {name}: {unknown_component(name)}")
+        obj, kind, name = entry.obj, entry.kind, entry.name
+    doc = inspect.getdoc(obj) or ""
+    lines = [f"{name} ({kind}): {doc.splitlines()[0] if doc else ''}"]
     lines += ["  " + line for line in doc.splitlines()[1:] if line.strip()]
-    types = hints(entry.obj)
-    params = parameters(entry.obj) or {}
+    types = hints(obj)
+    params = parameters(obj) or {}
     lines.append("parameters:" if params else "parameters: none")
     for pname, p in params.items():
-        default = "(given by the stage)" if p.default is inspect.Parameter.empty else f"= {p.default!r}"
-        kind = _describe(types[pname]) if pname in types and not slot_of(types[pname]) else (
-            f"a {slot_of(types[pname]).kind}" if pname in types else "")
-        lines.append(f"  {entry.name}.{pname} {default}" + (f"   [{kind}]" if kind else ""))
+        if p.default is inspect.Parameter.empty:
+            default = "(given by the stage)"
+        elif p.default is gin.REQUIRED:
+            default = "(required)"
+        else:
+            default = f"= {p.default!r}"
+        hint = types.get(pname)
+        kind_text = (f"a {slot_of(hint).kind}" if slot_of(hint) else _describe(hint)) if hint is not None else ""
+        lines.append(f"  {name}.{pname} {default}" + (f"   [{kind_text}]" if kind_text else ""))
     return "\n".join(lines)

@@ -152,6 +152,18 @@ BAD_BINDINGS = {
     "manual outside [0, 1]": (["--bind", "split.solver = @manual()", "--bind", "manual.boundaries = [0, 0.5, 1.5]"],
                               "from 0 to 1"),
     "N < 1": (["--bind", "deboor.n_segments = 0"], "n_segments"),
+    "string for an integer": (["--bind", "train.steps_per_segment = '100'"],
+                              "train.steps_per_segment = '100': expected an integer, got a string (write 100"),
+    "non-integer steps": (["--bind", "sample.n_steps = 16.5"], "sample.n_steps = 16.5: expected an integer"),
+    "class without ()": (["--bind", "profile.monitor = @dirichlet"], "write @dirichlet()"),
+    "function with ()": (["--bind", "sample.sampler = @heun()"], "write @heun (no parentheses)"),
+    "wrong kind in a slot": (["--bind", "profile.monitor = @uniform()"], "'uniform' is a partition, but this slot "
+                             "takes a monitor"),
+    "unknown macro": (["--bind", "N_SEGMENT = 2"], "no gin file uses the macro %N_SEGMENT"),
+    "misspelt component": (["--bind", "split.solver = @deboo()"], "did you mean deboor?"),
+    "misspelt parameter": (["--bind", "deboor.n_segment = 3"], "deboor has no parameter 'n_segment'; did you mean "
+                           "n_segments?"),
+    "misspelt stage": (["--bind", "sampel.n_steps = 3"], "did you mean sample?"),
     "unknown stage": (["--stages", "split,fly"], "fly"),
     "bad import": (["--import", "no_such_module_xyz"], "no_such_module_xyz"),
 }
@@ -266,3 +278,134 @@ def test_shared_initialisation_trains_a_base_network_first(tmp_path, capsys):
     base = __import__("torch").load(tmp_path / "checkpoints" / "base.pt", weights_only=True)
     assert base["steps"] == 15 and base["interval"] == [0.0, 1.0]
     assert (tmp_path / "checkpoints" / "train.json").exists()
+
+
+def _copy(run_dir, tmp_path, name="copy"):
+    import shutil
+
+    dst = tmp_path / name
+    shutil.copytree(run_dir, dst)
+    return str(dst)
+
+
+def _stamp(run_dir):
+    """Modification time of every stage artifact, to see which stages ran."""
+    names = {"profile": "profile.json", "split": "split.json", "train": "checkpoints/train.json",
+             "sample": "sample.json", "evaluate": "metrics.json"}
+    return {stage: os.stat(os.path.join(run_dir, f)).st_mtime_ns for stage, f in names.items()}
+
+
+def test_a_changed_binding_redoes_that_stage_and_everything_after_it(finished_run, tmp_path, capsys):
+    run_dir = _copy(finished_run, tmp_path)
+    before = _stamp(run_dir)
+    assert main(["--gin", SMOKE, "--run-dir", run_dir, "--bind", "sample.n_steps = 6"]) == 0
+    out = capsys.readouterr().out
+    assert "[sample] redoing: its settings changed: sample.n_steps 8 -> 6" in out
+    after = _stamp(run_dir)
+    assert [s for s in before if before[s] != after[s]] == ["sample", "evaluate"]
+    assert load(run_dir, "metrics.json")["nfe"] == 12
+    assert main(["--gin", SMOKE, "--run-dir", run_dir, "--bind", "sample.n_steps = 6"]) == 0
+    assert capsys.readouterr().out.count("up to date") == 5 and _stamp(run_dir) == after
+
+
+def test_no_rerun_refuses_a_stale_stage_and_says_why(finished_run, tmp_path, capsys):
+    run_dir = _copy(finished_run, tmp_path)
+    before = snapshot(run_dir)
+    assert main(["--gin", SMOKE, "--bind", "train.lr = 0.01", "--no-rerun", "--run-dir", run_dir]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --no-rerun: train") and "train.lr 0.002 -> 0.01" in err
+    assert snapshot(run_dir) == before
+
+
+def test_sampling_refuses_experts_trained_for_another_split(finished_run, tmp_path, capsys):
+    """The audit's case: re-split to N = 2, then sample and evaluate without retraining."""
+    run_dir = _copy(finished_run, tmp_path)
+    assert main(["--gin", SMOKE, "--run-dir", run_dir, "--stages", "split", "--bind", "N_SEGMENTS = 2"]) == 0
+    assert len(load(run_dir, "split.json")["boundaries"]) == 3
+    capsys.readouterr()
+    before = snapshot(run_dir)
+    for extra in ([], ["--bind", "N_SEGMENTS = 2"]):
+        assert main(["--gin", SMOKE, "--run-dir", run_dir, "--stages", "sample,evaluate", *extra]) == 2
+        err = capsys.readouterr().err
+        assert "stale split result" in err or "stale train result" in err, err
+        assert "--stages split,train,sample,evaluate" in err or "--stages train,sample,evaluate" in err
+    assert snapshot(run_dir) == before
+    assert main(["--gin", SMOKE, "--run-dir", run_dir, "--bind", "N_SEGMENTS = 2"]) == 0
+    assert load(run_dir, "checkpoints/train.json")["n_segments"] == 2
+
+
+def test_loading_experts_checks_each_interval_against_split_json(finished_run, tmp_path):
+    from cbsflow.backbones.mlp import mlp
+    from cbsflow.data.toy import checkerboard
+    from cbsflow.errors import UserError
+    from cbsflow.paths import linear
+    from cbsflow.segmented import load_segmented
+
+    run_dir = _copy(finished_run, tmp_path)
+    split = load(run_dir, "split.json")
+    split["boundaries"][1] += 0.01  # as if split.json had been edited by hand after training
+    with open(os.path.join(run_dir, "split.json"), "w") as f:
+        json.dump(split, f)
+    backbone = lambda **kw: mlp(width=32, depth=1, **kw)  # noqa: E731
+    with pytest.raises(UserError, match="segment_0.pt was trained for"):
+        load_segmented(run_dir, backbone, checkerboard(), linear())
+    with pytest.raises(UserError, match="split.json not found"):
+        load_segmented(str(tmp_path / "empty"), backbone, checkerboard(), linear())
+
+
+def test_a_later_stage_on_an_empty_directory_names_what_to_run_and_writes_nothing(tmp_path, capsys):
+    run_dir = tmp_path / "new"
+    assert main(["--gin", SMOKE, "--run-dir", str(run_dir), "--stages", "sample"]) == 2
+    err = capsys.readouterr().err
+    assert "run it first: --stages profile,split,train,sample" in err
+    assert not run_dir.exists()
+
+
+def test_dry_run_says_what_would_run(finished_run, tmp_path, capsys):
+    run_dir = _copy(finished_run, tmp_path)
+    before = snapshot(run_dir)
+    assert main(["--gin", SMOKE, "--run-dir", run_dir, "--bind", "train.lr = 0.01", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "[split] up to date" in out and "[train] would run: its settings changed: train.lr" in out
+    assert "[sample] would run: train is redone first" in out
+    assert snapshot(run_dir) == before
+
+
+def test_readme_example_sequence_in_one_run_directory(finished_run, tmp_path, capsys, repo_root, monkeypatch):
+    """The README's commands, in order, each doing what it says (the smoke configuration stands in for quickstart)."""
+    import re
+
+    readme = open(os.path.join(repo_root, "README.md")).read()
+    code = re.search(r"```python\n(# my_monitors.py\n.*?)```", readme, re.S).group(1)
+    (tmp_path / "my_monitors.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run_dir = _copy(finished_run, tmp_path, "quickstart")
+    first = _stamp(run_dir)
+    # --bind 'split.solver = @uniform()' --run-dir runs/uniform: a separate directory, a uniform split.
+    assert main(["--gin", SMOKE, "--bind", "split.solver = @uniform()", "--run-dir", str(tmp_path / "uniform")]) == 0
+    np.testing.assert_allclose(load(tmp_path / "uniform", "split.json")["boundaries"], [0, 0.25, 0.5, 0.75, 1])
+    # --stages split --force: the split is redone; the same profile gives the same split, so nothing else is stale.
+    assert main(["--gin", SMOKE, "--run-dir", run_dir, "--stages", "split", "--force"]) == 0
+    assert "[split] done" in capsys.readouterr().out
+    assert main(["--gin", SMOKE, "--run-dir", run_dir, "--dry-run"]) == 0
+    assert capsys.readouterr().out.count("up to date") == 5
+    # --import my_monitors --bind 'profile.monitor = @my_monitor': the new monitor, and every stage after it.
+    assert main(["--gin", SMOKE, "--run-dir", run_dir, "--import", "my_monitors",
+                 "--bind", "profile.monitor = @my_monitor"]) == 0
+    assert load(run_dir, "profile.json")["monitor"] == "my_monitor"
+    last = _stamp(run_dir)
+    assert all(last[s] != first[s] for s in first)
+    assert load(run_dir, "split.json")["boundaries"] != load(finished_run, "split.json")["boundaries"]
+    assert "profile.monitor = @my_monitor" in open(os.path.join(run_dir, "operative_config.gin")).read()
+
+
+def test_help_shows_examples_and_list_shows_one_components_parameters(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "examples:" in out and "--gin gin/quickstart.gin --dry-run" in out
+    assert main(["--list", "deboor"]) == 0
+    out = capsys.readouterr().out
+    assert "deboor.n_segments = 4" in out and "deboor.exponent = 0.5" in out
+    assert main(["--list", "sample"]) == 0
+    assert "sample.sampler (required)   [a sampler]" in capsys.readouterr().out

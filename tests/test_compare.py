@@ -142,6 +142,18 @@ def test_compare_cli_writes_markdown_and_png(runs_root, tmp_path):
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_compare_on_a_glob_after_a_sweep_writes_next_to_the_runs(runs_root, tmp_path):
+    """`tools/compare.py runs/sweep/*` right after a sweep: the glob also matches the sweep's own comparison files."""
+    (runs_root / "comparison.md").write_text("earlier table\n")
+    (runs_root / "comparison.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = run_tool(ROOT / "tools" / "compare.py", *sorted(runs_root.iterdir()), cwd=elsewhere)
+    assert proc.returncode == 0, proc.stderr
+    assert "(paired" not in (runs_root / "comparison.md").read_text() and "uniform" in (runs_root / "comparison.md").read_text()
+    assert not list(elsewhere.iterdir())
+
+
 def test_compare_cli_error_is_one_line(tmp_path):
     proc = run_tool(ROOT / "tools" / "compare.py", tmp_path / "missing", "--out", tmp_path)
     assert proc.returncode == 2

@@ -24,7 +24,10 @@ def test_backbone_smoke_configuration_runs_every_stage(backbone, tmp_path):
     with np.load(tmp_path / "samples.npz") as f:
         assert f["images"].dtype == np.uint8 and f["images"].shape == (128, 1, 8, 8)
         assert f["labels"].shape == (128,) and f["labels"].max() < 10
-    assert (tmp_path / "samples.png").exists()
+    from PIL import Image
+
+    with Image.open(tmp_path / "samples.png") as png:  # data beside samples, 8x8 digits drawn large
+        assert png.size[0] >= 1000 and png.size[1] >= 500
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert "fd_randconv" in metrics["metrics"] and "fid" not in metrics["metrics"]
     info = json.loads((tmp_path / "sample.json").read_text())

@@ -118,7 +118,8 @@ def test_one_expert_per_job_then_train_json_when_all_are_done(tmp_path, capsys):
 def test_same_command_runs_under_accelerate_launch_with_two_processes(tmp_path, repo_root):
     """Two gloo processes on a CPU: profile and train run data-parallel, the other stages on the main process."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    out = subprocess.run(["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+    # `python -m accelerate.commands.launch`: the launcher of this interpreter, found without an activated venv.
+    out = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                           "--mixed_precision", "no", "--dynamo_backend", "no", "tools/run.py", "--gin", SMOKE,
                           "--run-dir", str(tmp_path), "--bind", "train.checkpoint_every = 10"],
                          cwd=repo_root, capture_output=True, text=True, env=env, timeout=600)

@@ -2,8 +2,9 @@
 
     python tools/compare.py RUN_DIR... [--baseline DIR_OR_LABEL] [--out DIR]
 
-Prints the table, writes comparison.md and comparison.png to --out (default: the current directory). A directory
-without metrics.json whose subdirectories are runs (the --out of tools/sweep.py) stands for all of them.
+Prints the table, writes comparison.md and comparison.png to --out (default: the folder that holds the runs, e.g.
+runs/sweep for `tools/compare.py runs/sweep/*`). A directory without metrics.json whose subdirectories are runs (the
+--out of tools/sweep.py) stands for all of them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from cbsflow.compare import (  # noqa: E402
     Run,
     build_table,
+    default_out,
     find_run_dirs,
     format_markdown,
     format_text,
@@ -92,14 +94,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     parser.add_argument("--baseline", metavar="DIR_OR_LABEL", help="configuration the others are compared to")
-    parser.add_argument("--out", default=".", help="where comparison.md and comparison.png go (default: cwd)")
+    parser.add_argument("--out", help="where comparison.md and comparison.png go (default: the runs' folder)")
     args = parser.parse_args(argv)
     try:
-        runs = [load_run(d) for d in find_run_dirs(args.run_dirs)]
+        dirs = find_run_dirs(args.run_dirs)
+        if not dirs:
+            raise UserError("no run directories among the arguments")
+        runs = [load_run(d) for d in dirs]
         baseline, runs = resolve_baseline(args.baseline, runs)
         groups = group_runs(runs)
         table = build_table(groups, baseline)
-        out = Path(args.out)
+        out = Path(args.out) if args.out else default_out(dirs)
         out.mkdir(parents=True, exist_ok=True)
     except (UserError, OSError) as e:
         print(f"compare.py: error: {e}", file=sys.stderr)
