@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from cbsflow.errors import UserError
-from cbsflow.registry import Constructor, register
+from cbsflow.registry import Constructor, Instance, register
 
 
 def _bcast(t: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -152,3 +152,31 @@ class checkpoint:
         if os.path.isdir(self.path):
             return load_segmented(self.path, self.backbone, dataset, path, use_ema=self.use_ema).eval()
         return load_expert(self.path, self.backbone, dataset, path, use_ema=self.use_ema).eval()
+
+
+class Difference(nn.Module):
+    """The field a(x, t) - b(x, t)."""
+
+    def __init__(self, a: nn.Module, b: nn.Module):
+        super().__init__()
+        self.a, self.b = a, b
+        self.valid_until = min(getattr(a, "valid_until", 1.0), getattr(b, "valid_until", 1.0))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.a(x, t, y) - self.b(x, t, y)
+
+
+@register("estimator")
+class capacity_gap:
+    """What a capacity-limited model misses: the field v_model - v_reference (profile it with the ``energy`` monitor).
+
+    ``model`` is typically an aux net of the experts' size trained on all of [0, 1], ``reference`` a larger aux net or
+    the smoothed point set; E ||v_model - v_reference||^2 / d at each t is then the small model's excess error there,
+    a direct measure of where more capacity (another expert) can still pay.
+    """
+
+    def __init__(self, model: Instance("estimator"), reference: Instance("estimator")):
+        self.model, self.reference = model, reference
+
+    def __call__(self, dataset, path, seed: int = 0) -> nn.Module:
+        return Difference(self.model(dataset, path, seed=seed), self.reference(dataset, path, seed=seed + 1)).eval()

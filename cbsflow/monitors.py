@@ -87,6 +87,29 @@ class dirichlet:
         return mean_and_stderr(per_sample)
 
 
+@register("monitor")
+class energy:
+    """Mean squared norm of the field, E ||v(x_t, t)||^2 / d over x_t ~ p_t (with ``capacity_gap``: an excess error)."""
+
+    def __init__(self, batch_size: int = 4096):
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def __call__(self, velocity, x1, t, path, y=None, generator=None):
+        generator = generator or torch.Generator().manual_seed(0)
+        device = _device(velocity)
+        b, d = x1.shape[0], x1[0].numel()
+        per_sample = torch.zeros(len(t), b)
+        for i, ti in enumerate(t.tolist()):
+            eps = torch.randn(x1.shape, generator=generator)
+            x_t, _ = path.interpolate(x1, eps, torch.full((b,), ti))
+            for sl in chunks(b, self.batch_size):
+                yy = None if y is None else y[sl].to(device)
+                v = velocity(x_t[sl].to(device), torch.full((sl.stop - sl.start,), ti, device=device), yy)
+                per_sample[i, sl] = v.reshape(sl.stop - sl.start, -1).float().pow(2).sum(-1).cpu() / d
+        return mean_and_stderr(per_sample)
+
+
 def _jvp_x(velocity, x, ti: float, y, z, device):
     tt = torch.full((x.shape[0],), ti, device=device)
     x, z = x.to(device), z.to(device)

@@ -126,10 +126,12 @@ def train(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQU
           warmup_steps: int = 0, grad_accum: int = 1, class_dropout: float = 0.0,
           betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0, local_time: bool = False,
           mixed_precision: str = "no", checkpoint_every: int = 0, log_every: int = 50,
-          segments: list[int] | None = None, seed: int = 0) -> None:
+          segments: list[int] | None = None, margin: float = 0.0, seed: int = 0) -> None:
     """Train one expert per segment on t drawn inside its interval; write checkpoints/segment_k.pt.
 
     ``shared_init_steps`` > 0 first trains a base network on all of [0, 1] and starts every expert from it.
+    ``margin`` > 0 trains each expert on its interval widened by that much on both sides (within [0, 1]); it still
+    owns, and samples, only its own interval.
     ``segments`` (e.g. [2], set by ``tools/run.py --segment 2``) trains only those experts, so a cluster can
     train them as independent jobs; checkpoints/train.json is written once every expert is complete.
     """
@@ -138,6 +140,8 @@ def train(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQU
     for name, value in (("steps_per_segment", steps_per_segment), ("batch_size", batch_size), ("grad_accum", grad_accum)):
         if value < 1:
             raise UserError(f"train.{name} must be >= 1, got {value}")
+    if not 0.0 <= margin < 1.0:
+        raise UserError(f"train.margin must be in [0, 1), got {margin}")
     if local_time and shared_init_steps > 0:
         raise UserError("train: local_time=True rescales t per expert, so a base network trained on global t "
                         "cannot initialise the experts; set train.shared_init_steps = 0")
@@ -153,7 +157,7 @@ def train(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQU
                     class_dropout=class_dropout, weight_decay=weight_decay, mixed_precision=mixed_precision,
                     checkpoint_every=checkpoint_every, log_every=log_every)
     job = TrainingRun(run_dir, backbone, dataset, settings, steps_per_segment, local_time, seed,
-                      prov.config_digest if prov is not None else None)
+                      prov.config_digest if prov is not None else None, margin)
     base = job.shared_base(shared_init_steps) if shared_init_steps else None
     for k in todo:
         job.expert(k, boundaries, base)

@@ -241,9 +241,10 @@ class TrainingRun:
     for exactly its interval, step count and settings exists, and says when all of them are complete."""
 
     def __init__(self, run_dir: str, backbone, dataset, settings: dict, steps: int, local_time: bool, seed: int,
-                 config_digest: str | None):
+                 config_digest: str | None, margin: float = 0.0):
         self.run_dir, self.backbone, self.dataset, self.settings = run_dir, backbone, dataset, settings
         self.steps, self.local_time, self.seed, self.config_digest = steps, local_time, seed, config_digest
+        self.margin = margin
 
     def complete(self, path: str, interval, steps: int) -> bool:
         """A finished checkpoint for exactly this interval, step count and (when known) configuration."""
@@ -267,14 +268,16 @@ class TrainingRun:
         if base is not None:
             net.load_state_dict(base)
         expert = Expert(net, self.settings["path"], interval, self.local_time)
-        out = fit(expert, self.dataset, interval=interval, steps=self.steps, seed=self.seed + 1000 * (k + 1),
+        # With a margin the expert also learns a little on each side of the interval it owns (it samples only its own).
+        seen = (max(0.0, interval[0] - self.margin), min(1.0, interval[1] + self.margin))
+        out = fit(expert, self.dataset, interval=seen, steps=self.steps, seed=self.seed + 1000 * (k + 1),
                   state_dir=rundir.state_dir(self.run_dir, f"segment_{k}"),
                   desc=f"expert {k + 1}/{n} [{interval[0]:.3f}, {interval[1]:.3f})", **self.settings)
         if process_state().is_main_process:
             rundir.save_checkpoint(path, {
                 "state_dict": net.state_dict(), "ema": out["ema"] and out["ema"].net.state_dict(),
-                "interval": list(interval), "steps": self.steps, "local_time": self.local_time, "loss": out["loss"],
-                "config_digest": self.config_digest})
+                "interval": list(interval), "train_interval": list(seen), "steps": self.steps,
+                "local_time": self.local_time, "loss": out["loss"], "config_digest": self.config_digest})
 
     def shared_base(self, steps: int) -> dict:
         """Weights of a base network trained on all of [0, 1] (trained once, then read from checkpoints/base.pt)."""

@@ -58,24 +58,37 @@ class GaussianMixtureDataset(ToyDataset):
 
 @register("dataset")
 class checkerboard(ToyDataset):
-    """Checkerboard: uniform on the 8 dark squares of a 4x4 board on [-2, 2]^2."""
+    """Checkerboard: uniform on the dark squares of a size x size board on [-2 scale, 2 scale]^2 (default 4 x 4 on
+    [-2, 2]^2, 8 squares of side 1). A larger scale forms its structure earlier in t, a finer board later."""
+
+    def __init__(self, size: int = 4, scale: float = 1.0):
+        if size < 2 or size % 2 or scale <= 0:
+            raise UserError(f"checkerboard: size must be an even integer >= 2 and scale > 0, got {size}, {scale}")
+        self.size, self.scale = size, scale
+
+    @property
+    def side(self) -> float:
+        return 4.0 * self.scale / self.size
 
     def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        x = 4 * torch.rand(n, generator=generator) - 2
-        col = torch.floor(x + 2)  # 0..3
-        row = 2 * torch.randint(0, 2, (n,), generator=generator) + (col % 2)
-        y = row - 2 + torch.rand(n, generator=generator)
-        return torch.stack([x, y], dim=1)
+        col = torch.randint(0, self.size, (n,), generator=generator)
+        row = 2 * torch.randint(0, self.size // 2, (n,), generator=generator) + (col % 2)
+        cells = torch.stack([col, row], dim=1) + torch.rand(n, 2, generator=generator)
+        return cells * self.side - 2.0 * self.scale
 
     def on_support(self, x: torch.Tensor) -> torch.Tensor:
         """Whether each point lies on a dark square (the support), (n,) bool."""
-        col, row = torch.floor(x[:, 0] + 2), torch.floor(x[:, 1] + 2)
-        inside = (x.abs() < 2).all(dim=1)
-        return inside & ((row - col) % 2 == 0)
+        cell = torch.floor((x + 2.0 * self.scale) / self.side)
+        inside = ((cell >= 0) & (cell < self.size)).all(dim=1)
+        return inside & ((cell[:, 1] - cell[:, 0]) % 2 == 0)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """Uniform on 8 unit squares: log(1/8) on the support, -inf off it."""
-        return torch.where(self.on_support(x), -math.log(8.0), -math.inf).double()
+        """Uniform on the dark squares: -log(total area) on the support, -inf off it."""
+        area = self.size**2 / 2 * self.side**2
+        return torch.where(self.on_support(x), -math.log(area), -math.inf).double()
+
+    def __repr__(self) -> str:
+        return f"checkerboard(size={self.size}, scale={self.scale})"
 
 
 @register("dataset")

@@ -1,0 +1,156 @@
+"""Split landscapes: every metric as a function of where the boundaries go, the best split found, and each
+solver's regret against it. Pure functions of measured values; ``tools/landscape.py`` runs the experiments.
+
+A *configuration* is one way to split [0, 1] (one network, a fixed split, or a solver's split, which may differ by
+seed); it is run with the same seeds as every other configuration, so differences are paired by seed. For a
+metric where lower is better, the regret of configuration c is mean_s [m(c, s) - m(best, s)], the best being the
+configuration with the best mean among all that were measured; a 95 % t-interval of the paired differences goes
+with it (for higher-is-better metrics the sign is flipped, so regret >= 0 means worse than the best).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import numpy as np
+
+from cbsflow.compare import mean_se, paired_difference
+
+HIGHER_IS_BETTER = ("precision", "recall", "support", "isc", "is_")
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric.startswith(HIGHER_IS_BETTER)
+
+
+@dataclasses.dataclass
+class Config:
+    """One way to split: ``boundaries`` fixed for every seed, or None for a solver (its split.json decides)."""
+
+    label: str
+    kind: str  # "single", "grid", "uniform", "solver" or "search"
+    boundaries: tuple[float, ...] | None = None
+    bindings: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass
+class Measured:
+    """What one configuration measured, by seed: metric values and the boundaries each seed used."""
+
+    values: dict[int, dict[str, float]] = dataclasses.field(default_factory=dict)
+    boundaries: dict[int, list[float]] = dataclasses.field(default_factory=dict)
+
+    def metric(self, name: str, seeds: Sequence[int]) -> list[float] | None:
+        if not all(s in self.values and name in self.values[s] for s in seeds):
+            return None
+        return [self.values[s][name] for s in seeds]
+
+
+def signed(metric: str, values: Sequence[float]) -> list[float]:
+    """Values oriented so that lower is better."""
+    return [-v for v in values] if higher_is_better(metric) else list(values)
+
+
+def best_config(results: dict[str, Measured], metric: str, seeds: Sequence[int],
+                among: Sequence[str] | None = None) -> str | None:
+    """The label with the best mean of ``metric`` over ``seeds`` (among the given labels, default all)."""
+    scores = {}
+    for label in among if among is not None else results:
+        vals = results[label].metric(metric, seeds)
+        if vals is not None:
+            scores[label] = float(np.mean(signed(metric, vals)))
+    return min(scores, key=scores.get) if scores else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Regret:
+    mean: float
+    half_width: float  # 95 % t-interval of the paired differences
+    n: int
+
+    @property
+    def resolved(self) -> bool:
+        """The interval excludes zero."""
+        return self.n >= 2 and self.mean - self.half_width > 0
+
+
+def regret(results: dict[str, Measured], label: str, best: str, metric: str, seeds: Sequence[int]) -> Regret | None:
+    """metric(label) - metric(best), oriented so that positive means worse, paired by seed."""
+    a, b = results[label].metric(metric, seeds), results[best].metric(metric, seeds)
+    if a is None or b is None:
+        return None
+    diff = paired_difference(signed(metric, a), signed(metric, b))
+    return Regret(diff.mean, diff.half_width, diff.n)
+
+
+def stat(results: dict[str, Measured], label: str, metric: str, seeds: Sequence[int]) -> tuple[float, float] | None:
+    vals = results[label].metric(metric, seeds)
+    if vals is None:
+        return None
+    s = mean_se(vals)
+    return s.mean, s.se
+
+
+def rankings(results: dict[str, Measured], metrics: Sequence[str], seeds: Sequence[int],
+             labels: Sequence[str]) -> dict[str, list[str]]:
+    """For each metric, the labels from best to worst mean."""
+    out = {}
+    for metric in metrics:
+        scored = [(float(np.mean(signed(metric, v))), label) for label in labels
+                  if (v := results[label].metric(metric, seeds)) is not None]
+        out[metric] = [label for _, label in sorted(scored)]
+    return out
+
+
+def disagreements(order: dict[str, list[str]], primary: str) -> list[str]:
+    """Sentences naming the metrics whose best configuration differs from the primary metric's, or which reverse
+    the primary metric's order of its best and worst configurations."""
+    notes = []
+    ref = order.get(primary) or []
+    if len(ref) < 2:
+        return notes
+    for metric, ranked in order.items():
+        if metric == primary or len(ranked) < 2:
+            continue
+        if ranked[0] != ref[0]:
+            notes.append(f"{metric} ranks {ranked[0]} best, {primary} ranks {ref[0]} best")
+        if ranked.index(ref[0]) > ranked.index(ref[-1]):
+            notes.append(f"{metric} puts {primary}'s best ({ref[0]}) below its worst ({ref[-1]}): the opposite order")
+    return notes
+
+
+def kendall_tau(a: Sequence[str], b: Sequence[str]) -> float:
+    """Rank correlation of two orderings of the same labels (1: same order, -1: reversed)."""
+    common = [x for x in a if x in b]
+    pos = {x: i for i, x in enumerate(b)}
+    n, s = len(common), 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            s += 1 if pos[common[i]] < pos[common[j]] else -1
+    return s / (n * (n - 1) / 2) if n > 1 else math.nan
+
+
+def interpolate(grid: Sequence[float], values: Sequence[float], b: float) -> float:
+    """A landscape measured at N = 2 boundaries ``grid``, linearly interpolated at b (held flat beyond its ends)."""
+    order = np.argsort(grid)
+    return float(np.interp(b, np.asarray(grid)[order], np.asarray(values)[order]))
+
+
+def neighbours(boundaries: Sequence[float], step: float, min_gap: float) -> list[tuple[float, ...]]:
+    """Coordinate-search moves: each interior boundary shifted by +-step, keeping every segment >= min_gap wide."""
+    b = list(boundaries)
+    out = []
+    for i in range(1, len(b) - 1):
+        for delta in (step, -step):
+            moved = b.copy()
+            moved[i] = round(moved[i] + delta, 6)
+            if all(hi - lo >= min_gap - 1e-12 for lo, hi in zip(moved[:-1], moved[1:])):
+                out.append(tuple(moved))
+    return out
+
+
+def split_label(boundaries: Sequence[float]) -> str:
+    inner = boundaries[1:-1]
+    return "N=1" if not inner else "b=" + ",".join(f"{x:.3f}" for x in inner)

@@ -1,0 +1,457 @@
+#!/usr/bin/env python
+"""Split landscape: how every metric depends on where the boundaries go, and how far each solver's split is from the
+best one found (its regret) -- before spending GPU weeks on a split, run this on a small version of the problem.
+
+    python tools/landscape.py --gin gin/quickstart.gin --n 2 --seeds 0 1 2 3 4 --out runs/landscape \\
+        --solver 'cbs=split.solver = @deboor()' --jobs 2
+    python tools/landscape.py --gin gin/quickstart.gin --n 4 --seeds 0 1 2 3 4 --out runs/landscape4 --solver 'cbs=...'
+
+For N = 2 the boundary is swept over --boundaries (default 0.1, 0.2, ..., 0.9); for N = 3 or 4 a coordinate search
+starts from the uniform split and moves one boundary at a time by each --search-steps while the primary metric's mean
+improves. One network (N = 1) and the uniform split are always measured. Each --solver NAME=BINDINGS ('; '-separated
+gin bindings for the profile and split stages) is profiled and split once per seed and its split trained and
+evaluated like the others (with --interpolate, N = 2 only: read off the measured landscape instead of trained).
+Every configuration runs the same seeds, so differences are paired. Runs go through tools/run.py (one run directory
+each, under OUT/runs), so an interrupted landscape resumes where it stopped; experts with the same settings, seed
+and interval are trained once and shared (OUT/experts), and so are identical profiles (OUT/profiles).
+
+Writes OUT/landscape.json, OUT/landscape.md (tables of every metric, the best split per metric, the regret table, and
+where metrics rank the splits differently) and OUT/landscape.png (each metric against the boundary with its 95 %
+band, N = 1 and the solvers' boundaries drawn on it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+from cbsflow import landscape as ls  # noqa: E402
+from cbsflow.compare import t_quantile  # noqa: E402
+from cbsflow.errors import UserError  # noqa: E402
+
+RUN = [sys.executable, str(ROOT / "tools" / "run.py")]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="tools/landscape.py", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gin", action="append", required=True, metavar="FILE", help="gin file (repeatable)")
+    p.add_argument("--bind", action="append", default=[], metavar="BINDING", help="binding for every run (repeatable)")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="module that registers components (passed on to tools/run.py)")
+    p.add_argument("--n", type=int, default=2, help="number of experts: 2 (boundary sweep), 3 or 4 (coordinate search)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="paired seeds (default 0-4)")
+    p.add_argument("--boundaries", type=float, nargs="+", help="N = 2: boundaries to sweep (default 0.1, ..., 0.9)")
+    p.add_argument("--solver", action="append", default=[], metavar="NAME=BINDINGS",
+                   help="a solver to score, e.g. 'cbs=split.solver = @deboor(); deboor.exponent = 1.0' (repeatable)")
+    p.add_argument("--primary", default="sliced_wasserstein", help="metric that picks the best split (default SW)")
+    p.add_argument("--search-steps", type=float, nargs="+", default=[0.1, 0.05], help="N >= 3: move sizes, in order")
+    p.add_argument("--min-gap", type=float, default=0.02, help="N >= 3: narrowest segment the search may make")
+    p.add_argument("--max-evals", type=int, default=40, help="N >= 3: most splits the search may measure")
+    p.add_argument("--interpolate", action="store_true",
+                   help="N = 2: score the solvers' splits on the measured landscape instead of training them")
+    p.add_argument("--out", required=True, help="output folder (runs, caches and the report)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time (one thread each)")
+    p.add_argument("--dry-run", action="store_true", help="print the run commands of the fixed splits and stop")
+    args = p.parse_args(argv)
+    if not 2 <= args.n <= 4:
+        p.error("--n must be 2, 3 or 4")
+    if args.interpolate and args.n != 2:
+        p.error("--interpolate needs --n 2")
+    if args.boundaries is None:
+        args.boundaries = [round(0.1 * k, 3) for k in range(1, 10)]
+    if any(not 0 < b < 1 for b in args.boundaries):
+        p.error("--boundaries must lie strictly between 0 and 1")
+    return args
+
+
+def parse_solver(spec: str) -> tuple[str, tuple[str, ...]]:
+    name, sep, rest = spec.partition("=")
+    bindings = tuple(b.strip() for b in rest.split(";") if b.strip())
+    if not sep or not re.fullmatch(r"[A-Za-z0-9_.+-]+", name.strip()) or not bindings:
+        raise UserError(f"--solver {spec!r}: expected NAME=BINDING[; BINDING...], e.g. 'cbs=split.solver = @deboor()'")
+    return name.strip(), bindings
+
+
+class Runner:
+    """Runs configurations × seeds through tools/run.py, sharing identical profiles and experts between runs."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args, self.out = args, Path(args.out)
+        self.results: dict[str, ls.Measured] = {}
+        self.configs: dict[str, ls.Config] = {}
+        self.failures: list[str] = []
+        self.lock = threading.Lock()
+        self.env = dict(os.environ, TQDM_DISABLE="1")
+        if args.jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
+            self.env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.jobs))
+
+    # ------------------------------------------------------------------------------------------- digests
+
+    def digests(self, bindings: list[str]) -> dict[str, str]:
+        """Configuration digests of the profile and train stages for these bindings (what the caches key on)."""
+        from cbsflow import cli, config, rundir
+
+        cli.import_modules(self.args.imports)
+        config.parse(self.args.gin, bindings)
+        return {s: rundir.config_digest(cli.stage_config(s)) for s in ("profile", "train")}
+
+    def bindings(self, cfg: ls.Config, seed: int) -> list[str]:
+        """A fixed split through the manual solver; a solver's own bindings with N_SEGMENTS = --n (gin/base.gin)."""
+        if cfg.boundaries is not None:
+            split = ["split.solver = @manual()", f"manual.boundaries = {list(cfg.boundaries)}"]
+        else:
+            split = [f"N_SEGMENTS = {self.args.n}"]
+        return [*self.args.bind, *cfg.bindings, *split, f"SEED = {seed}"]
+
+    def run_dir(self, cfg: ls.Config, seed: int) -> Path:
+        return self.out / "runs" / re.sub(r"[^A-Za-z0-9._=,-]+", "_", cfg.label) / f"seed{seed}"
+
+    # ------------------------------------------------------------------------------------------- running
+
+    def measure(self, cfgs: list[ls.Config]) -> None:
+        """Run every configuration with every seed (in parallel where --jobs allows)."""
+        jobs = []
+        for cfg in cfgs:
+            self.configs.setdefault(cfg.label, cfg)
+            self.results.setdefault(cfg.label, ls.Measured())
+            for seed in self.args.seeds:
+                if seed in self.results[cfg.label].values:
+                    continue
+                binds = self.bindings(cfg, seed)
+                jobs.append((cfg, seed, binds, self.digests(binds)))  # gin is not thread-safe: digests here
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, self.args.jobs)) as pool:
+            for future in concurrent.futures.as_completed([pool.submit(self._one, *job) for job in jobs]):
+                future.result()
+
+    def _one(self, cfg: ls.Config, seed: int, binds: list[str], digests: dict[str, str]) -> None:
+        run_dir = self.run_dir(cfg, seed)
+        start = time.time()
+        try:
+            if cfg.boundaries is None:  # a solver: its own profile and split first
+                self._prefill_profile(run_dir, digests["profile"])
+                self._run(binds, "profile,split", run_dir)
+                self._share_profile(run_dir, digests["profile"])
+                self._check_segments(cfg, run_dir)
+                if self.args.interpolate:  # scored on the landscape, not trained
+                    self._record(cfg, seed, run_dir, metrics=False)
+                    return
+                self._prefill_experts(run_dir, digests["train"], self._boundaries(run_dir))
+                self._run(binds, "train,sample,evaluate", run_dir)
+            else:
+                self._prefill_experts(run_dir, digests["train"], cfg.boundaries)
+                self._run(binds, "split,train,sample,evaluate", run_dir)
+            self._share_experts(run_dir, digests["train"])
+            self._record(cfg, seed, run_dir)
+            print(f"  {cfg.label} seed {seed}: {time.time() - start:.0f} s", flush=True)
+        except subprocess.CalledProcessError:
+            with self.lock:
+                self.failures.append(f"{cfg.label} seed {seed} (see {run_dir}/landscape.log)")
+            print(f"  {cfg.label} seed {seed}: FAILED, see {run_dir}/landscape.log", flush=True)
+
+    def _run(self, binds: list[str], stages: str, run_dir: Path) -> None:
+        cmd = [*RUN, *[a for f in self.args.gin for a in ("--gin", f)], *[a for m in self.args.imports for a in
+               ("--import", m)], *[a for b in binds for a in ("--bind", b)], "--stages", stages, "--run-dir", str(run_dir)]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir / "landscape.log", "a") as log:
+            log.write("$ " + shlex.join(cmd) + "\n")
+            log.flush()
+            subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=os.getcwd())
+
+    def _check_segments(self, cfg: ls.Config, run_dir: Path) -> None:
+        n = len(json.loads((run_dir / "split.json").read_text())["boundaries"]) - 1
+        if n != self.args.n:
+            with open(run_dir / "landscape.log", "a") as log:
+                log.write(f"solver {cfg.label} gave {n} segments, not --n {self.args.n}: bind its n_segments\n")
+            raise subprocess.CalledProcessError(2, "split")
+
+    def _record(self, cfg: ls.Config, seed: int, run_dir: Path, metrics: bool = True) -> None:
+        split = json.loads((run_dir / "split.json").read_text())
+        values = {}
+        if metrics:
+            for name, entry in json.loads((run_dir / "metrics.json").read_text())["metrics"].items():
+                if isinstance(entry.get("value"), (int, float)):
+                    values[name] = float(entry["value"])
+        with self.lock:
+            self.results[cfg.label].values[seed] = values
+            self.results[cfg.label].boundaries[seed] = split["boundaries"]
+
+    # ------------------------------------------------------------------------------------------- caches
+
+    def _prefill_profile(self, run_dir: Path, digest: str) -> None:
+        cached = self.out / "profiles" / f"{digest}.json"
+        if cached.exists() and not (run_dir / "profile.json").exists():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(cached, run_dir / "profile.json")
+
+    def _share_profile(self, run_dir: Path, digest: str) -> None:
+        cached = self.out / "profiles" / f"{digest}.json"
+        if (run_dir / "profile.json").exists() and not cached.exists():
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(run_dir / "profile.json", cached)
+
+    def _expert_key(self, digest: str, k: int, interval) -> str:
+        return f"{digest}-k{k}-{interval[0]:.9f}-{interval[1]:.9f}.pt"
+
+    @staticmethod
+    def _boundaries(run_dir: Path) -> list[float]:
+        return json.loads((run_dir / "split.json").read_text())["boundaries"]
+
+    def _prefill_experts(self, run_dir: Path, digest: str, b) -> None:
+        for k in range(len(b) - 1):
+            cached = self.out / "experts" / self._expert_key(digest, k, (b[k], b[k + 1]))
+            target = run_dir / "checkpoints" / f"segment_{k}.pt"
+            if cached.exists() and not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(cached, target)
+
+    def _share_experts(self, run_dir: Path, digest: str) -> None:
+        b = self._boundaries(run_dir)
+        for k in range(len(b) - 1):
+            cached = self.out / "experts" / self._expert_key(digest, k, (b[k], b[k + 1]))
+            if not cached.exists():
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(run_dir / "checkpoints" / f"segment_{k}.pt", cached)
+
+
+# ----------------------------------------------------------------------------------------------- the experiment
+
+def fixed(boundaries, kind: str = "grid", label: str | None = None) -> ls.Config:
+    b = tuple(float(x) for x in boundaries)
+    return ls.Config(label or ls.split_label(b), kind, b)
+
+
+def sweep(runner: Runner) -> None:
+    args = runner.args
+    n = args.n
+    configs = [fixed((0.0, 1.0), "single"), fixed([k / n for k in range(n + 1)], "uniform", "uniform")]
+    if n == 2:
+        configs += [fixed((0.0, b, 1.0)) for b in args.boundaries if abs(b - 0.5) > 1e-9]
+    configs += [ls.Config(name, "solver", None, binds) for name, binds in map(parse_solver, args.solver)]
+    if args.dry_run:
+        for cfg in configs:
+            if cfg.boundaries is not None:
+                print(shlex.join([*RUN, "--stages", "split,train,sample,evaluate",
+                                  *[a for b in runner.bindings(cfg, args.seeds[0]) for a in ("--bind", b)]]))
+        return
+    runner.measure(configs)
+    if n == 2 and args.interpolate:
+        score_by_interpolation(runner)
+    if n >= 3:
+        coordinate_search(runner)
+
+
+def coordinate_search(runner: Runner) -> None:
+    """Greedy first-improvement search on the primary metric's mean, one boundary at a time, from uniform."""
+    args, primary, seeds = runner.args, runner.args.primary, runner.args.seeds
+    current = runner.configs["uniform"]
+    evals = 0
+    for step in args.search_steps:
+        improved = True
+        while improved and evals < args.max_evals:
+            improved = False
+            for cand in ls.neighbours(current.boundaries, step, args.min_gap):
+                cfg = fixed(cand, "search")
+                runner.measure([cfg])
+                evals += 1
+                better = ls.best_config(runner.results, primary, seeds, [current.label, cfg.label])
+                if better == cfg.label:
+                    print(f"  search: {cfg.label} improves on {current.label}", flush=True)
+                    current, improved = cfg, True
+                    break
+                if evals >= args.max_evals:
+                    break
+
+
+def score_by_interpolation(runner: Runner) -> None:
+    """Each solver's metric per seed, read off that seed's N = 2 landscape at the boundary the solver chose."""
+    seeds = runner.args.seeds
+    grid = [label for label, c in runner.configs.items() if c.kind in ("grid", "uniform")]
+    for label, cfg in runner.configs.items():
+        if cfg.kind != "solver":
+            continue
+        measured = runner.results[label]
+        for seed in seeds:
+            b = measured.boundaries[seed][1]
+            xs = [runner.configs[g].boundaries[1] for g in grid]
+            names = set.intersection(*(set(runner.results[g].values.get(seed, {})) for g in grid))
+            measured.values[seed] = {m: ls.interpolate(xs, [runner.results[g].values[seed][m] for g in grid], b)
+                                     for m in names}
+
+
+# ----------------------------------------------------------------------------------------------- the report
+
+def summarise(runner: Runner) -> dict:
+    args, seeds = runner.args, runner.args.seeds
+    labels = [label for label in runner.configs if all(s in runner.results[label].values for s in seeds)]
+    metrics = sorted({m for label in labels for s in seeds for m in runner.results[label].values[s]})
+    splits = [label for label in labels if runner.configs[label].kind != "single"]
+    summary = {"metrics": metrics, "configs": {}, "best": {}, "regret": {}}
+    for label in labels:
+        cfg, measured = runner.configs[label], runner.results[label]
+        summary["configs"][label] = {
+            "kind": cfg.kind, "bindings": list(cfg.bindings),
+            "boundaries": {str(s): measured.boundaries.get(s) for s in seeds},
+            "mean_boundaries": [float(sum(c) / len(c)) for c in zip(*[measured.boundaries[s] for s in seeds])],
+            "values": {str(s): measured.values[s] for s in seeds},
+            "stats": {m: ls.stat(runner.results, label, m, seeds) for m in metrics}}
+    for m in metrics:
+        best = ls.best_config(runner.results, m, seeds, splits)
+        summary["best"][m] = best
+        summary["regret"][m] = {label: dataclass_dict(ls.regret(runner.results, label, best, m, seeds))
+                                for label in labels}
+    order = ls.rankings(runner.results, metrics, seeds, splits)
+    summary["rankings"] = order
+    summary["disagreements"] = ls.disagreements(order, args.primary) if args.primary in order else []
+    summary["kendall_tau_vs_primary"] = {m: ls.kendall_tau(order[args.primary], order[m])
+                                         for m in metrics if args.primary in order}
+    return summary
+
+
+def dataclass_dict(obj):
+    return None if obj is None else {"mean": obj.mean, "half_width": obj.half_width, "n": obj.n,
+                                     "resolved": obj.resolved}
+
+
+def fmt(x: float | None, digits: int = 4) -> str:
+    return "n/a" if x is None or x != x else f"{x:.{digits}g}"
+
+
+def write_markdown(runner: Runner, summary: dict, path: Path, command: str) -> None:
+    args, seeds, metrics = runner.args, runner.args.seeds, summary["metrics"]
+    cfgs = summary["configs"]
+    lines = [f"# Split landscape (N = {args.n})", "",
+             f"`{command}`", "",
+             f"{datetime.date.today().isoformat()}, gin {', '.join(args.gin)}, bindings {args.bind or 'none'}, "
+             f"paired seeds {seeds}; primary metric `{args.primary}`. Values are means ± standard errors over seeds;"
+             " regrets are paired differences to the best split found, with 95 % t-intervals"
+             " (positive = worse; **bold** = resolved).", ""]
+    if args.interpolate:
+        lines += ["Solver rows are **interpolated** on the measured N = 2 landscape at each seed's boundary, not "
+                  "trained.", ""]
+    head = "| configuration | boundaries | " + " | ".join(metrics) + " |"
+    lines += ["## Every configuration", "", head, "|" + "---|" * (len(metrics) + 2)]
+    for label, c in cfgs.items():
+        b = ", ".join(f"{x:.3f}" for x in c["mean_boundaries"][1:-1]) or "—"
+        cells = [fmt(s[0]) + " ± " + fmt(s[1], 2) if s else "n/a" for s in (c["stats"][m] for m in metrics)]
+        lines.append(f"| {label} ({c['kind']}) | {b} | " + " | ".join(cells) + " |")
+    lines += ["", "## Regret against the best split found", "",
+              "| configuration | " + " | ".join(f"{m} (best: {summary['best'][m]})" for m in metrics) + " |",
+              "|" + "---|" * (len(metrics) + 1)]
+    for label in cfgs:
+        cells = []
+        for m in metrics:
+            r = summary["regret"][m][label]
+            text = "—" if r is None else f"{r['mean']:+.4g} ± {fmt(r['half_width'], 2)}"
+            cells.append(f"**{text}**" if r and r["resolved"] else text)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "## Do the metrics agree?", ""]
+    lines += [f"- Kendall's tau of each metric's ranking of the splits with `{args.primary}`'s: "
+              + ", ".join(f"{m} {fmt(t, 2)}" for m, t in summary["kendall_tau_vs_primary"].items())]
+    lines += [f"- {note}" for note in summary["disagreements"]] or ["- every metric ranks the same split best"]
+    if runner.failures:
+        lines += ["", "## Failed runs", ""] + [f"- {f}" for f in runner.failures]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot(runner: Runner, summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics, cfgs, seeds = summary["metrics"], summary["configs"], runner.args.seeds
+    t95 = t_quantile(0.975, len(seeds) - 1) if len(seeds) > 1 else float("nan")
+    cols = min(3, len(metrics))
+    rows = -(-len(metrics) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False)
+    for ax, m in zip(axes.flat, metrics):
+        if runner.args.n == 2:
+            _plot_sweep(ax, cfgs, m, t95)
+        else:
+            _plot_configs(ax, cfgs, m, t95)
+        ax.set_title(m + (" (higher is better)" if ls.higher_is_better(m) else " (lower is better)"), fontsize=10)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    fig.suptitle(f"split landscape, N = {runner.args.n}, {len(seeds)} paired seeds (bands: 95 % intervals)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_sweep(ax, cfgs: dict, m: str, t95: float) -> None:
+    pts = sorted((c["mean_boundaries"][1], *c["stats"][m]) for c in cfgs.values()
+                 if c["kind"] in ("grid", "uniform") and c["stats"][m])
+    if pts:
+        x, mu, se = (list(v) for v in zip(*pts))
+        ax.plot(x, mu, "o-", color="C0", label="fixed split")
+        ax.fill_between(x, [a - t95 * s for a, s in zip(mu, se)], [a + t95 * s for a, s in zip(mu, se)],
+                        color="C0", alpha=0.2)
+    for label, c in cfgs.items():
+        if c["kind"] == "single" and c["stats"][m]:
+            mu, se = c["stats"][m]
+            ax.axhline(mu, color="k", ls="--", lw=1, label="one network")
+            ax.axhspan(mu - t95 * se, mu + t95 * se, color="k", alpha=0.08)
+    for i, (label, c) in enumerate((lbl, c) for lbl, c in cfgs.items() if c["kind"] == "solver"):
+        color = f"C{i + 1}"
+        per_seed = [b[1] for b in c["boundaries"].values() if b]
+        ax.axvline(c["mean_boundaries"][1], color=color, lw=1.2, label=label)
+        for b in per_seed:
+            ax.axvline(b, color=color, lw=0.5, alpha=0.4)
+        if c["stats"][m]:
+            mu, se = c["stats"][m]
+            ax.errorbar([c["mean_boundaries"][1]], [mu], yerr=[t95 * se], fmt="s", color=color, ms=5)
+    ax.set_xlabel("boundary t_1 (0 = noise, 1 = data)")
+    ax.set_xlim(0, 1)
+    ax.legend(fontsize=7)
+
+
+def _plot_configs(ax, cfgs: dict, m: str, t95: float) -> None:
+    rows = [(label, *c["stats"][m]) for label, c in cfgs.items() if c["stats"][m]]
+    rows.sort(key=lambda r: r[1])
+    y = range(len(rows))
+    ax.errorbar([r[1] for r in rows], y, xerr=[t95 * r[2] for r in rows], fmt="o", color="C0")
+    ax.set_yticks(list(y), [r[0] for r in rows], fontsize=6)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        for spec in args.solver:
+            parse_solver(spec)
+        runner = Runner(args)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        command = shlex.join(["python", "tools/landscape.py", *(sys.argv[1:] if argv is None else argv)])
+        sweep(runner)
+        if args.dry_run:
+            return 0
+        summary = summarise(runner)
+    except UserError as err:
+        print(f"landscape.py: error: {err}", file=sys.stderr)
+        return 2
+    report = {"command": command, "settings": {k: v for k, v in vars(args).items()}, "summary": summary,
+              "failures": runner.failures}
+    (out / "landscape.json").write_text(json.dumps(report, indent=1))
+    write_markdown(runner, summary, out / "landscape.md", command)
+    plot(runner, summary, out / "landscape.png")
+    print((out / "landscape.md").read_text())
+    return 1 if runner.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
