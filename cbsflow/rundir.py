@@ -208,7 +208,10 @@ def why_stale(run_dir: str, stage: str, config: dict[str, Any]) -> str | None:
 
 def describe_changes(old: dict[str, Any], new: dict[str, Any], limit: int = 3) -> str:
     """'a.b: 1 -> 2, c.d: unset -> 3' for the settings that differ (the first ``limit``)."""
-    keys = sorted(k for k in set(old) | set(new) if old.get(k, "<unset>") != new.get(k, "<unset>"))
-    shown = [f"{k} {old.get(k, 'unset')} -> {new.get(k, 'unset')}" for k in keys[:limit]]
+    def text(d, k):  # JSON text: 1 and 1.0 differ in the digest, so they differ here too
+        return json.dumps(d[k], sort_keys=True) if k in d else "unset"
+
+    keys = sorted(k for k in set(old) | set(new) if text(old, k) != text(new, k))
+    shown = [f"{k} {text(old, k)} -> {text(new, k)}" for k in keys[:limit]]
     more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
     return ", ".join(shown) + more if shown else "settings differ"

@@ -114,3 +114,27 @@ def test_aux_net_learns_the_gaussian_velocity():
 def test_checkpoint_missing_path_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         checkpoint(path=str(tmp_path / "nope.pt"), backbone=None)(gaussian(), linear())
+
+
+def test_capacity_gap_profiles_the_excess_error_of_a_model_against_a_reference():
+    """energy of (v - v) is 0; of (v_a - v_b) for two Gaussians it is E ||v_a - v_b||^2 / d under p_t of the data."""
+    from cbsflow.estimators import capacity_gap
+    from cbsflow.monitors import energy
+
+    class Fixed:
+        def __init__(self, data):
+            self.data = data
+
+        def __call__(self, dataset, path, seed=0):
+            return closed_form()(self.data, path)
+
+    data, other = gaussian(mean=[0.5, -0.5], std=[0.4, 0.8]), gaussian(mean=[0.5, -0.5], std=[0.8, 0.8])
+    t = torch.tensor([0.2, 0.5, 0.9])
+    x1, _ = data.sample(4000, seed=123)  # not the monitor's noise seed (0): the two streams would be correlated
+    zero, _ = energy()(capacity_gap(Fixed(data), Fixed(data))(data, linear()), x1, t, path=linear())
+    assert torch.all(zero == 0)
+    gap, se = energy()(capacity_gap(Fixed(other), Fixed(data))(data, linear()), x1, t, path=linear())
+    # Only coordinate 0 differs: v_a - v_b = (B_a - B_b)(x - t mu) with Var(x_0 - t mu_0) = t^2 0.4^2 + (1 - t)^2.
+    b = lambda s: (t * s**2 - (1 - t)) / (t**2 * s**2 + (1 - t) ** 2)  # noqa: E731
+    expected = (b(0.8) - b(0.4)) ** 2 * (t**2 * 0.4**2 + (1 - t) ** 2) / 2
+    assert torch.all((gap - expected).abs() < 4 * se + 1e-6), (gap, expected)

@@ -147,3 +147,14 @@ def test_logit_normal_times_have_the_configured_logit_moments():
     t = logit_normal(mean=-0.8, std=0.8)(200_000, (0.0, 1.0), torch.Generator().manual_seed(0)).double()
     z = torch.logit(t)
     assert abs(z.mean() + 0.8) < 0.01 and abs(z.std() - 0.8) < 0.01
+
+
+def test_margin_widens_the_training_interval_but_not_the_owned_one(tmp_path):
+    assert main(["--gin", SMOKE, "--run-dir", str(tmp_path), "--stages", "split,train", "--bind", "split.solver = @manual()",
+                 "--bind", "manual.boundaries = [0.0, 0.5, 1.0]", "--bind", "train.margin = 0.1"]) == 0
+    first = torch.load(tmp_path / "checkpoints" / "segment_0.pt", weights_only=True)
+    second = torch.load(tmp_path / "checkpoints" / "segment_1.pt", weights_only=True)
+    assert first["interval"] == [0.0, 0.5] and first["train_interval"] == [0.0, 0.6]
+    assert second["interval"] == [0.5, 1.0] and second["train_interval"] == [0.4, 1.0]
+    log = json.loads(open(tmp_path / "checkpoints" / "train.json").read())
+    assert log["config"]["train.margin"] == 0.1

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import datetime
 import json
 import os
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,7 +98,8 @@ class Runner:
         self.configs: dict[str, ls.Config] = {}
         self.failures: list[str] = []
         self.lock = threading.Lock()
-        self.env = dict(os.environ, TQDM_DISABLE="1")
+        os.environ["TQDM_DISABLE"] = "1"  # no progress bars, here or in the runs
+        self.env = dict(os.environ)
         if args.jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
             self.env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.jobs))
 
@@ -134,7 +137,11 @@ class Runner:
                     continue
                 binds = self.bindings(cfg, seed)
                 jobs.append((cfg, seed, binds, self.digests(binds)))  # gin is not thread-safe: digests here
-        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, self.args.jobs)) as pool:
+        if self.args.jobs <= 1:
+            for job in jobs:
+                self._one(*job)
+            return
+        with concurrent.futures.ThreadPoolExecutor(max_workers=self.args.jobs) as pool:
             for future in concurrent.futures.as_completed([pool.submit(self._one, *job) for job in jobs]):
                 future.result()
 
@@ -164,13 +171,26 @@ class Runner:
             print(f"  {cfg.label} seed {seed}: FAILED, see {run_dir}/landscape.log", flush=True)
 
     def _run(self, binds: list[str], stages: str, run_dir: Path) -> None:
-        cmd = [*RUN, *[a for f in self.args.gin for a in ("--gin", f)], *[a for m in self.args.imports for a in
-               ("--import", m)], *[a for b in binds for a in ("--bind", b)], "--stages", stages, "--run-dir", str(run_dir)]
+        """tools/run.py on these bindings: in this process with --jobs 1 (no start-up cost), else a subprocess."""
+        argv = [*[a for f in self.args.gin for a in ("--gin", f)], *[a for m in self.args.imports for a in
+                ("--import", m)], *[a for b in binds for a in ("--bind", b)], "--stages", stages, "--run-dir", str(run_dir)]
         run_dir.mkdir(parents=True, exist_ok=True)
         with open(run_dir / "landscape.log", "a") as log:
-            log.write("$ " + shlex.join(cmd) + "\n")
+            log.write("$ " + shlex.join([*RUN, *argv]) + "\n")
             log.flush()
-            subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=os.getcwd())
+            if self.args.jobs > 1:
+                subprocess.run([*RUN, *argv], check=True, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+                return
+            from cbsflow.cli import main as run_main
+
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                try:
+                    code = run_main(argv)
+                except Exception:  # a crash in one run is that run's failure, with its traceback in its log
+                    traceback.print_exc(file=log)
+                    code = 1
+            if code != 0:
+                raise subprocess.CalledProcessError(code, "tools/run.py")
 
     def _check_segments(self, cfg: ls.Config, run_dir: Path) -> None:
         n = len(json.loads((run_dir / "split.json").read_text())["boundaries"]) - 1

@@ -21,9 +21,9 @@ def sliced_wasserstein_distance(a: torch.Tensor, b: torch.Tensor, n_projections:
     a, b = a.reshape(a.shape[0], -1).double(), b.reshape(b.shape[0], -1).double()
     theta = torch.randn(a.shape[1], n_projections, generator=generator, dtype=torch.float64)
     theta = theta / theta.norm(dim=0, keepdim=True)
-    pa, _ = torch.sort(a @ theta, dim=0)  # (n, p)
-    pb, _ = torch.sort(b @ theta, dim=0)
-    return ((pa - pb) ** 2).mean().sqrt()
+    pa = np.sort((theta.T @ a.T).numpy(), axis=1)  # (p, n): each projection sorted (numpy sorts rows fastest)
+    pb = np.sort((theta.T @ b.T).numpy(), axis=1)
+    return torch.tensor(((pa - pb) ** 2).mean()).sqrt()
 
 
 def mmd_squared(a: torch.Tensor, b: torch.Tensor, bandwidths) -> torch.Tensor:

@@ -95,3 +95,43 @@ def test_hutchinson_is_unbiased_for_a_rotated_gaussian():
     expected = gaussian_log_density((x - mu) @ q + mu, mu, s)
     assert (logp - expected).abs().max() > 1e-2  # the estimate is noisy per point ...
     assert abs(logp.mean() / expected.mean() - 1) < 1e-2  # ... and unbiased on average
+
+
+def test_segmented_models_are_integrated_expert_by_expert():
+    """Two experts with the exact field on [0, 0.37) and a field off by a constant on [0.37, 1]: the segment-wise
+    integration gives the density of the composed flow, and no Heun step evaluates both experts."""
+    import numpy as np
+
+    from cbsflow.segmented import SegmentedVelocity
+
+    mu, s, data = problem(2)
+    exact = gaussian_velocity(mu, s)
+    calls = []
+
+    class Field(torch.nn.Module):
+        def __init__(self, k):
+            super().__init__()
+            self.k = k
+
+        def forward(self, x, t, y=None):
+            calls.append((self.k, float(t.min()), float(t.max())))
+            return exact(x, t)
+
+    model = SegmentedVelocity([Field(0), Field(1)], np.array([0.0, 0.37, 1.0]))
+    x, _ = data.sample(100, seed=2)
+    logp = log_likelihood(model, x.double(), steps=100, exact_divergence=True)
+    torch.testing.assert_close(logp, gaussian_log_density(x, mu, s), rtol=1e-2, atol=1e-2)
+    assert all((k == 0 and hi <= 0.37 + 1e-12) or (k == 1 and lo >= 0.37 - 1e-12) for k, lo, hi in calls)
+    assert {k for k, lo, hi in calls if abs(lo - 0.37) < 1e-9} == {0, 1}  # the boundary is evaluated by both sides
+
+
+def test_nll_floor_is_the_data_entropy():
+    from cbsflow.data.toy import checkerboard, eight_gaussians
+    from cbsflow.metrics.likelihood import data_entropy
+
+    assert data_entropy(checkerboard(), 0)["value"] == pytest.approx(math.log(8) / 2)
+    assert data_entropy(checkerboard(size=4, scale=2.0), 0)["value"] == pytest.approx(math.log(32) / 2)
+    # Eight well-separated Gaussians (std 0.15): log 8 plus the entropy of one, per dimension.
+    one = 0.5 * math.log(2 * math.pi * math.e * 0.15**2) * 2
+    assert data_entropy(eight_gaussians(), 0)["value"] == pytest.approx((math.log(8) + one) / 2, abs=0.01)
+    assert data_entropy(GaussianData(torch.zeros(2), torch.ones(2)), 0) is None

@@ -1,0 +1,102 @@
+"""Split landscapes: best split, regret, metric agreement, search moves (pure), and tools/landscape.py end to end."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cbsflow import landscape as ls
+
+
+def measured(per_seed: dict[int, dict[str, float]], boundaries=None) -> ls.Measured:
+    m = ls.Measured()
+    m.values = per_seed
+    m.boundaries = {s: boundaries for s in per_seed} if boundaries else {}
+    return m
+
+
+SEEDS = [0, 1, 2]
+RESULTS = {
+    "N=1": measured({s: {"sw": 1.0 + 0.01 * s, "nll": 1.0, "precision": 0.5} for s in SEEDS}),
+    "uniform": measured({s: {"sw": 0.6 + 0.01 * s, "nll": 1.2, "precision": 0.7} for s in SEEDS}),
+    "b=0.700": measured({s: {"sw": 0.5 + 0.01 * s + 0.002 * (s == 1), "nll": 1.3, "precision": 0.8} for s in SEEDS}),
+}
+
+
+def test_best_split_and_regret_are_oriented_per_metric():
+    splits = ["uniform", "b=0.700"]
+    assert ls.best_config(RESULTS, "sw", SEEDS, splits) == "b=0.700"
+    assert ls.best_config(RESULTS, "nll", SEEDS, splits) == "uniform"
+    assert ls.best_config(RESULTS, "precision", SEEDS, splits) == "b=0.700"  # higher is better
+    r = ls.regret(RESULTS, "uniform", "b=0.700", "sw", SEEDS)
+    assert r.mean == pytest.approx(0.1 - 0.002 / 3) and r.resolved and r.n == 3
+    r = ls.regret(RESULTS, "uniform", "b=0.700", "precision", SEEDS)
+    assert r.mean == pytest.approx(0.1) and r.half_width == 0  # identical differences: zero-width interval
+    assert ls.regret(RESULTS, "b=0.700", "b=0.700", "sw", SEEDS).mean == 0
+
+
+def test_rankings_and_their_disagreements():
+    order = ls.rankings(RESULTS, ["sw", "nll", "precision"], SEEDS, ["N=1", "uniform", "b=0.700"])
+    assert order["sw"] == ["b=0.700", "uniform", "N=1"] and order["nll"] == ["N=1", "uniform", "b=0.700"]
+    notes = ls.disagreements(order, "sw")
+    assert any("nll ranks N=1 best" in n for n in notes) and any("opposite order" in n for n in notes)
+    assert not any(n.startswith("precision") for n in notes)
+    assert ls.kendall_tau(order["sw"], order["nll"]) == -1 and ls.kendall_tau(order["sw"], order["precision"]) == 1
+
+
+def test_interpolation_and_search_moves():
+    assert ls.interpolate([0.1, 0.5, 0.3], [1.0, 3.0, 2.0], 0.4) == pytest.approx(2.5)
+    assert ls.interpolate([0.1, 0.5], [1.0, 3.0], 0.9) == 3.0  # flat beyond the measured range
+    moves = ls.neighbours((0.0, 0.25, 0.5, 0.75, 1.0), 0.1, min_gap=0.02)
+    assert len(moves) == 6 and (0.0, 0.35, 0.5, 0.75, 1.0) in moves and (0.0, 0.25, 0.5, 0.65, 1.0) in moves
+    assert ls.neighbours((0.0, 0.05, 1.0), 0.1, min_gap=0.02) == [(0.0, 0.15, 1.0)]  # 0.05 - 0.1 < 0.02: not a move
+    assert ls.split_label((0.0, 1.0)) == "N=1" and ls.split_label((0.0, 0.25, 1.0)) == "b=0.250"
+
+
+def test_landscape_tool_end_to_end(tmp_path, repo_root):
+    """Two seeds, one swept boundary, one solver: runs, regret table, plot, and a resumed second call."""
+    out = tmp_path / "landscape"
+    cmd = [sys.executable, "tools/landscape.py", "--gin", "gin/smoke/toy.gin", "--n", "2", "--seeds", "0", "1",
+           "--boundaries", "0.3", "--solver", "cbs=split.solver = @deboor()", "--out", str(out),
+           "--bind", "evaluate.metrics = [@sliced_wasserstein(), @precision_recall(), @nll()]",
+           "--bind", "evaluate.floor_draws = 0"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    report = json.loads((out / "landscape.json").read_text())["summary"]
+    assert set(report["configs"]) == {"N=1", "uniform", "b=0.300", "cbs"}
+    assert set(report["metrics"]) == {"sliced_wasserstein", "precision", "recall", "nll"}
+    cbs = report["configs"]["cbs"]
+    assert cbs["kind"] == "solver" and len(cbs["boundaries"]["0"]) == 3
+    assert report["best"]["sliced_wasserstein"] in {"uniform", "b=0.300", "cbs"}
+    for label, r in report["regret"]["sliced_wasserstein"].items():
+        assert r["n"] == 2 and (r["mean"] >= 0 or label == "N=1")
+    md = (out / "landscape.md").read_text()
+    assert "## Regret against the best split found" in md and "Kendall's tau" in md
+    assert (out / "landscape.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(list((out / "experts").glob("*.pt"))) == 2 * (1 + 2 + 2 + 2)  # seeds x experts of the 4 configs
+    again = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0
+    log = (out / "runs" / "b=0.300" / "seed0" / "landscape.log").read_text()
+    assert log.count("up to date") >= 4  # the second call found every stage done
+
+
+def test_search_shares_experts_whose_interval_did_not_change(tmp_path, repo_root):
+    """N = 3: a move of one boundary retrains the two experts next to it; the third comes from the expert cache."""
+    out = tmp_path / "search"
+    cmd = [sys.executable, "tools/landscape.py", "--gin", "gin/smoke/toy.gin", "--n", "3", "--seeds", "0",
+           "--search-steps", "0.1", "--max-evals", "1", "--out", str(out),
+           "--bind", "evaluate.metrics = [@sliced_wasserstein()]", "--bind", "evaluate.floor_draws = 0"]
+    proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    report = json.loads((out / "landscape.json").read_text())["summary"]
+    moved = [label for label, c in report["configs"].items() if c["kind"] == "search"]
+    assert len(moved) == 1
+    b = report["configs"][moved[0]]["mean_boundaries"]
+    assert np.allclose(b, [0, 1 / 3 + 0.1, 2 / 3, 1], atol=1e-6)
+    log = (out / "runs" / moved[0] / "seed0" / "landscape.log").read_text()
+    assert "expert 3/3 is complete, skipped" in log and "expert 1/3 is complete" not in log  # shared, not retrained
