@@ -33,6 +33,7 @@ class Config:
     kind: str  # "single", "grid", "uniform", "solver" or "search"
     boundaries: tuple[float, ...] | None = None
     bindings: tuple[str, ...] = ()
+    gin_files: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass

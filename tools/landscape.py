@@ -15,7 +15,7 @@ Every configuration runs the same seeds, so differences are paired. Runs go thro
 each, under OUT/runs), so an interrupted landscape resumes where it stopped; experts with the same settings, seed
 and interval are trained once and shared (OUT/experts), and so are identical profiles (OUT/profiles).
 
-Writes OUT/landscape.json, OUT/landscape.md (tables of every metric, the best split per metric, the regret table, and
+Writes OUT/landscape.json, OUT/landscape.md (--name changes the file names; tables of every metric, the best split per metric, the regret table, and
 where metrics rank the splits differently) and OUT/landscape.png (each metric against the boundary with its 95 %
 band, N = 1 and the solvers' boundaries drawn on it).
 """
@@ -67,6 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--interpolate", action="store_true",
                    help="N = 2: score the solvers' splits on the measured landscape instead of training them")
     p.add_argument("--out", required=True, help="output folder (runs, caches and the report)")
+    p.add_argument("--name", default="landscape", help="report file names: OUT/NAME.{json,md,png} (default landscape)")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time (one thread each)")
     p.add_argument("--dry-run", action="store_true", help="print the run commands of the fixed splits and stop")
     args = p.parse_args(argv)
@@ -81,12 +82,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def parse_solver(spec: str) -> tuple[str, tuple[str, ...]]:
+def parse_solver(spec: str) -> ls.Config:
+    """'NAME=ITEM; ITEM; ...': each ITEM a gin binding or a .gin file whose bindings apply to this solver only."""
     name, sep, rest = spec.partition("=")
-    bindings = tuple(b.strip() for b in rest.split(";") if b.strip())
-    if not sep or not re.fullmatch(r"[A-Za-z0-9_.+-]+", name.strip()) or not bindings:
-        raise UserError(f"--solver {spec!r}: expected NAME=BINDING[; BINDING...], e.g. 'cbs=split.solver = @deboor()'")
-    return name.strip(), bindings
+    items = [b.strip() for b in rest.split(";") if b.strip()]
+    if not sep or not re.fullmatch(r"[A-Za-z0-9_.+@-]+", name.strip()) or not items:
+        raise UserError(f"--solver {spec!r}: expected NAME=ITEM[; ITEM...] with gin bindings or .gin files, e.g. "
+                        "'cbs=split.solver = @deboor()' or 'accel=benchmarks/gin/variants/acceleration_fd.gin'")
+    files = tuple(i for i in items if i.endswith(".gin") and "=" not in i)
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing:
+        raise UserError(f"--solver {spec!r}: no such gin file {missing[0]}")
+    return ls.Config(name.strip(), "solver", None, tuple(i for i in items if i not in files), files)
 
 
 class Runner:
@@ -105,12 +112,15 @@ class Runner:
 
     # ------------------------------------------------------------------------------------------- digests
 
-    def digests(self, bindings: list[str]) -> dict[str, str]:
+    def gin_files(self, cfg: ls.Config) -> list[str]:
+        return [*self.args.gin, *cfg.gin_files]
+
+    def digests(self, cfg: ls.Config, bindings: list[str]) -> dict[str, str]:
         """Configuration digests of the profile and train stages for these bindings (what the caches key on)."""
         from cbsflow import cli, config, rundir
 
         cli.import_modules(self.args.imports)
-        config.parse(self.args.gin, bindings)
+        config.parse(self.gin_files(cfg), bindings)
         return {s: rundir.config_digest(cli.stage_config(s)) for s in ("profile", "train")}
 
     def bindings(self, cfg: ls.Config, seed: int) -> list[str]:
@@ -136,7 +146,7 @@ class Runner:
                 if seed in self.results[cfg.label].values:
                     continue
                 binds = self.bindings(cfg, seed)
-                jobs.append((cfg, seed, binds, self.digests(binds)))  # gin is not thread-safe: digests here
+                jobs.append((cfg, seed, binds, self.digests(cfg, binds)))  # gin is not thread-safe: digests here
         if self.args.jobs <= 1:
             for job in jobs:
                 self._one(*job)
@@ -151,17 +161,17 @@ class Runner:
         try:
             if cfg.boundaries is None:  # a solver: its own profile and split first
                 self._prefill_profile(run_dir, digests["profile"])
-                self._run(binds, "profile,split", run_dir)
+                self._run(cfg, binds, "profile,split", run_dir)
                 self._share_profile(run_dir, digests["profile"])
                 self._check_segments(cfg, run_dir)
                 if self.args.interpolate:  # scored on the landscape, not trained
                     self._record(cfg, seed, run_dir, metrics=False)
                     return
                 self._prefill_experts(run_dir, digests["train"], self._boundaries(run_dir))
-                self._run(binds, "train,sample,evaluate", run_dir)
+                self._run(cfg, binds, "train,sample,evaluate", run_dir)
             else:
                 self._prefill_experts(run_dir, digests["train"], cfg.boundaries)
-                self._run(binds, "split,train,sample,evaluate", run_dir)
+                self._run(cfg, binds, "split,train,sample,evaluate", run_dir)
             self._share_experts(run_dir, digests["train"])
             self._record(cfg, seed, run_dir)
             print(f"  {cfg.label} seed {seed}: {time.time() - start:.0f} s", flush=True)
@@ -170,9 +180,9 @@ class Runner:
                 self.failures.append(f"{cfg.label} seed {seed} (see {run_dir}/landscape.log)")
             print(f"  {cfg.label} seed {seed}: FAILED, see {run_dir}/landscape.log", flush=True)
 
-    def _run(self, binds: list[str], stages: str, run_dir: Path) -> None:
+    def _run(self, cfg: ls.Config, binds: list[str], stages: str, run_dir: Path) -> None:
         """tools/run.py on these bindings: in this process with --jobs 1 (no start-up cost), else a subprocess."""
-        argv = [*[a for f in self.args.gin for a in ("--gin", f)], *[a for m in self.args.imports for a in
+        argv = [*[a for f in self.gin_files(cfg) for a in ("--gin", f)], *[a for m in self.args.imports for a in
                 ("--import", m)], *[a for b in binds for a in ("--bind", b)], "--stages", stages, "--run-dir", str(run_dir)]
         run_dir.mkdir(parents=True, exist_ok=True)
         with open(run_dir / "landscape.log", "a") as log:
@@ -261,7 +271,7 @@ def sweep(runner: Runner) -> None:
     configs = [fixed((0.0, 1.0), "single"), fixed([k / n for k in range(n + 1)], "uniform", "uniform")]
     if n == 2:
         configs += [fixed((0.0, b, 1.0)) for b in args.boundaries if abs(b - 0.5) > 1e-9]
-    configs += [ls.Config(name, "solver", None, binds) for name, binds in map(parse_solver, args.solver)]
+    configs += [parse_solver(spec) for spec in args.solver]
     if args.dry_run:
         for cfg in configs:
             if cfg.boundaries is not None:
@@ -324,7 +334,7 @@ def summarise(runner: Runner) -> dict:
     for label in labels:
         cfg, measured = runner.configs[label], runner.results[label]
         summary["configs"][label] = {
-            "kind": cfg.kind, "bindings": list(cfg.bindings),
+            "kind": cfg.kind, "bindings": list(cfg.bindings), "gin_files": list(cfg.gin_files),
             "boundaries": {str(s): measured.boundaries.get(s) for s in seeds},
             "mean_boundaries": [float(sum(c) / len(c)) for c in zip(*[measured.boundaries[s] for s in seeds])],
             "values": {str(s): measured.values[s] for s in seeds},
@@ -466,10 +476,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     report = {"command": command, "settings": {k: v for k, v in vars(args).items()}, "summary": summary,
               "failures": runner.failures}
-    (out / "landscape.json").write_text(json.dumps(report, indent=1))
-    write_markdown(runner, summary, out / "landscape.md", command)
-    plot(runner, summary, out / "landscape.png")
-    print((out / "landscape.md").read_text())
+    (out / f"{args.name}.json").write_text(json.dumps(report, indent=1))
+    write_markdown(runner, summary, out / f"{args.name}.md", command)
+    plot(runner, summary, out / f"{args.name}.png")
+    print((out / f"{args.name}.md").read_text())
     return 1 if runner.failures else 0
 
 

@@ -1,0 +1,139 @@
+#!/usr/bin/env python
+"""Evidence II on the 2-D toys: where the split matters, and which monitor finds the best split.
+
+    python benchmarks/evidence_toy.py landscapes [--datasets ...]   # N = 2 landscapes, default solver trained
+    python benchmarks/evidence_toy.py variants   [--datasets ...]   # every monitor / estimator / density, scored
+    python benchmarks/evidence_toy.py regimes                       # N = 1 vs uniform-2 vs best-2 across sizes
+    python benchmarks/evidence_toy.py search     [--datasets ...]   # N = 4: coordinate search and solvers
+    python benchmarks/evidence_toy.py report                        # tables and figures -> benchmarks/results/
+
+Every experiment is a call of tools/landscape.py (printed before it runs) on benchmarks/gin/evidence_toy.gin, with
+the dataset and expert size bound per call; results land in runs/evidence/<experiment>/<dataset>/ and are reused
+on a rerun. ``report`` reads the landscape.json files and writes benchmarks/results/evidence_toy.{md,json,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+GIN = "benchmarks/gin/evidence_toy.gin"
+VARIANTS = REPO / "benchmarks" / "gin" / "variants"
+ROOT = Path("runs/evidence")
+SEEDS = ["0", "1", "2", "3", "4"]
+
+# Dataset -> bindings. Checkerboards also report the fraction of samples on the squares.
+DATASETS = {
+    "checkerboard": ["DATASET = @checkerboard()"],
+    "checkerboard_fine": ["DATASET = @checkerboard()", "checkerboard.size = 8"],
+    "checkerboard_large": ["DATASET = @checkerboard()", "checkerboard.scale = 2.0"],
+    "rings": ["DATASET = @rings()"],
+    "eight_gaussians": ["DATASET = @eight_gaussians()"],
+}
+METRICS = "[@sliced_wasserstein(), @mmd(), @precision_recall(), @nll()]"
+CHECKERBOARD_METRICS = "[@sliced_wasserstein(), @mmd(), @precision_recall(), @support(), @nll()]"
+EXPONENTS = {"e1": 1.0, "e0.5": 0.5, "e0.33": 1 / 3, "log": 0.0}
+PROFILES = ("dirichlet", "dirichlet_x1", "acceleration_fd", "acceleration_exact", "aux_small", "aux_large",
+            "closed_form", "capacity_gap")
+# Expert sizes of the regime grid (the landscapes use the first).
+SIZES = {"w16d1": ["mlp.width = 16", "mlp.depth = 1"], "w32d1": ["mlp.width = 32", "mlp.depth = 1"],
+         "w32d2": ["mlp.width = 32", "mlp.depth = 2"]}
+
+
+def dataset_bindings(name: str) -> list[str]:
+    metrics = CHECKERBOARD_METRICS if name.startswith("checkerboard") else METRICS
+    return [*DATASETS[name], f"evaluate.metrics = {metrics}"]
+
+
+def solver(profile: str, exponent: str) -> str:
+    return f"{profile}@{exponent}={VARIANTS.relative_to(REPO) / (profile + '.gin')}; " \
+           f"deboor.exponent = {EXPONENTS[exponent]!r}"
+
+
+_RUNNING: list[subprocess.Popen] = []
+
+
+def landscape(out: Path, bindings: list[str], extra: list[str], parallel: int, name: str = "landscape") -> None:
+    """One tools/landscape.py call (runs in its own process, one run at a time); up to ``parallel`` calls at once."""
+    cmd = [sys.executable, "tools/landscape.py", "--gin", GIN, "--seeds", *SEEDS, "--out", str(out), "--jobs", "1",
+           "--name", name]
+    cmd += [a for b in bindings for a in ("--bind", b)] + extra
+    print("$ " + shlex.join(cmd), flush=True)
+    while len(_RUNNING) >= parallel:
+        _RUNNING.pop(0).wait()
+    out.mkdir(parents=True, exist_ok=True)
+    log = open(out / f"{name}.log", "w")
+    _RUNNING.append(subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                     env={**__import__("os").environ, "OMP_NUM_THREADS": "1"}))
+
+
+def wait_all() -> None:
+    while _RUNNING:
+        _RUNNING.pop(0).wait()
+
+
+def run_landscapes(args) -> None:
+    for name in args.datasets:
+        extra = ["--n", "2", "--solver", solver("dirichlet", "e0.5")]
+        landscape(ROOT / "landscape" / name, dataset_bindings(name), extra, args.jobs)
+
+
+def run_variants(args) -> None:
+    """Every profile x density, split once per seed and read off the measured N = 2 landscape (--interpolate)."""
+    for name in args.datasets:
+        extra = ["--n", "2", "--interpolate"]
+        for profile in PROFILES:
+            for exponent in EXPONENTS:
+                extra += ["--solver", solver(profile, exponent)]
+        landscape(ROOT / "landscape" / name, dataset_bindings(name), extra, args.jobs, "variants")
+
+
+def run_trained(args) -> None:
+    """The solvers named by --solvers trained and evaluated directly on the N = 2 landscape (no interpolation)."""
+    for name in args.datasets:
+        extra = ["--n", "2"] + [a for s in args.solvers for a in ("--solver", solver(*s.split("@")))]
+        landscape(ROOT / "landscape" / name, dataset_bindings(name), extra, args.jobs, "trained")
+
+
+def run_regimes(args) -> None:
+    """N = 1 against splits at 0.3, 0.5, 0.7 and 0.85 for every expert size (and 2,000-step experts at the first)."""
+    for name in args.datasets:
+        for size, binds in SIZES.items():
+            landscape(ROOT / "regimes" / f"{name}-{size}", dataset_bindings(name) + binds,
+                      ["--n", "2", "--boundaries", "0.3", "0.7", "0.85"], args.jobs)
+        landscape(ROOT / "regimes" / f"{name}-w16d1-2000steps", dataset_bindings(name) + SIZES["w16d1"]
+                  + ["train.steps_per_segment = 2000"], ["--n", "2", "--boundaries", "0.3", "0.7", "0.85"], args.jobs)
+
+
+def run_search(args) -> None:
+    for name in args.datasets:
+        extra = ["--n", "4", "--search-steps", "0.1", "0.05", "--max-evals", str(args.max_evals)]
+        extra += [a for s in args.solvers for a in ("--solver", solver(*s.split("@")))]
+        landscape(ROOT / "search" / name, dataset_bindings(name), extra, args.jobs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("what", choices=["landscapes", "variants", "trained", "regimes", "search", "report"])
+    p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    p.add_argument("--solvers", nargs="+", default=["dirichlet@e0.5"], help="PROFILE@EXPONENT, e.g. capacity_gap@e1")
+    p.add_argument("--max-evals", type=int, default=12)
+    p.add_argument("--jobs", type=int, default=2, help="landscape calls at a time (each runs one run at a time)")
+    args = p.parse_args(argv)
+    if args.what == "report":
+        from evidence_report import main as report  # noqa: PLC0415  (benchmarks/evidence_report.py)
+
+        return report()
+    {"landscapes": run_landscapes, "variants": run_variants, "trained": run_trained, "regimes": run_regimes,
+     "search": run_search}[args.what](args)
+    wait_all()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
