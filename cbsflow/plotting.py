@@ -74,6 +74,6 @@ def plot_images(path: str, samples, reference, title: str) -> None:
         ax.set_title(f"{name} ({len(imgs)})")
         ax.axis("off")
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -292,9 +292,13 @@ def _floors(metric, dataset, n: int, draws: int, reference_seed: int) -> dict[st
         fresh, _ = dataset.sample(n, seed=derive_seed(reference_seed, 101, i))
         for name, result in metric(samples=fresh, dataset=dataset, velocity=None, seed=reference_seed).items():
             values.setdefault(name, []).append(float(result["value"]))
+    what = f"the metric of {n} fresh true-data points against the same reference (a perfect model)"
+    pool = getattr(dataset, "pool_size", None)
+    if pool is not None and n >= pool // 2:
+        what += (f"; the data has only {pool} items, so these draws largely repeat the reference's own items and the "
+                 "floor is optimistic")
     return {name: {"value": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else None, "draws": len(v),
-                   "what": f"the metric of {n} fresh true-data points against the same reference (a perfect model)"}
-            for name, v in values.items()}
+                   "what": what} for name, v in values.items()}
 
 
 def _metrics_title(n_segments: int, nfe: int, results: dict) -> str:

@@ -1,4 +1,4 @@
-"""Monitors against closed forms for Gaussian data (MATH.md): exact velocity is affine in x."""
+"""Monitors against closed forms for Gaussian data (docs/math.md): exact velocity is affine in x."""
 
 import numpy as np
 import pytest
@@ -70,7 +70,7 @@ def test_acceleration_matches_closed_form(method):
 
 
 def test_acceleration_peaks_near_data_for_sharp_data():
-    # MATH.md: for small s the acceleration peaks near t* = 1 / (1 + s^2).
+    # docs/math.md: for small s the acceleration peaks near t* = 1 / (1 + s^2).
     _, s, field = gaussian_field([0.0], [0.2])
     t = torch.linspace(0.5, 0.99, 50)
     mean, _ = acceleration(method="exact")(field, torch.zeros(500, 1), t, path=linear())

@@ -150,3 +150,96 @@ def test_every_backbone_takes_a_time_scale(entry):
     shape = (2,) if entry.name == "mlp" else (3, 16, 16)
     net = entry.obj(data_shape=shape, time_scale=5.0, **_tiny_kwargs(entry))
     assert net.time.scale == 5.0
+
+
+def test_readme_lists_every_registered_component_by_kind(repo_root):
+    """The README's list of kinds and components is checked against the registry, so the two cannot drift."""
+    import re
+
+    readme = open(os.path.join(repo_root, "README.md")).read()
+    line = next(ln for ln in readme.splitlines() if ln.startswith("Kinds and their built-in components:"))
+    listed = {kind: set(names.split(", ")) for kind, names in re.findall(r"`(\w+)` \(([^)]*)\)", line)}
+    assert set(listed) == set(registry.KINDS)
+    for kind in registry.KINDS:
+        assert listed[kind] == {e.name for e in registry.entries(kind)}, kind
+
+
+def test_readme_layout_names_every_module(repo_root):
+    import re
+
+    readme = open(os.path.join(repo_root, "README.md")).read()
+    layout = readme[readme.index("## Layout"):]
+    named = set(re.findall(r"`([\w/]+\.py)`", layout))
+    modules = {os.path.relpath(p, os.path.join(repo_root, "cbsflow")) for p in
+               glob.glob(os.path.join(repo_root, "cbsflow", "**", "*.py"), recursive=True)}
+    modules = {m for m in modules if not m.endswith("__init__.py")}
+    listed = {m for m in modules if os.path.basename(m) in {os.path.basename(n) for n in named}}
+    assert listed == modules, sorted(modules - listed)
+
+
+@pytest.mark.parametrize("entry", registry.entries("smoother"), ids=lambda e: e.name)
+def test_every_smoother_keeps_the_grid_and_positivity(entry):
+    t = np.linspace(0, 1, 11)
+    value = np.exp(np.sin(6 * t)) + 0.1
+    smooth, se = entry.obj()(t, value, 0.05 * value)
+    assert smooth.shape == se.shape == t.shape and np.all(smooth > 0) and np.all(se >= 0)
+
+
+@pytest.mark.parametrize("entry", registry.entries("path"), ids=lambda e: e.name)
+def test_every_path_goes_from_noise_to_data(entry):
+    path = entry.obj()
+    t = torch.tensor([0.0, 1.0])
+    assert torch.allclose(path.alpha(t), torch.tensor([0.0, 1.0]), atol=1e-7)
+    assert torch.allclose(path.sigma(t), torch.tensor([1.0, 0.0]), atol=1e-7)
+
+
+def _metric_inputs(entry):
+    """(metric instance, samples, dataset) for a cheap run of any metric; image metrics on tiny digits with the
+    weight-free extractor (Inception weights are never downloaded)."""
+    from cbsflow.data.shards import digits
+    from cbsflow.data.toy import checkerboard
+
+    if entry.name in ("fid", "isc", "kid", "prc", "fd_offline"):
+        kwargs = {} if entry.name == "fd_offline" else {"feature_extractor": "cbsflow-randconv"}
+        data = digits()
+        return entry.obj(n_reference=64, cache_root="", **kwargs), data.sample(64, seed=1)[0], data
+    data = checkerboard()
+    metric = entry.obj(n_points=50, steps=4) if entry.name == "nll" else entry.obj()
+    return metric, data.sample(500, seed=1)[0], data
+
+
+@pytest.mark.parametrize("entry", registry.entries("metric"), ids=lambda e: e.name)
+def test_every_metric_returns_named_finite_values_with_settings(entry, tmp_path, monkeypatch):
+    from cbsflow.estimators import closed_form
+    from cbsflow.paths import linear
+
+    monkeypatch.chdir(tmp_path)  # the image metrics' reference cache goes here
+    metric, samples, data = _metric_inputs(entry)
+    velocity = closed_form(n_points=256)(data, linear()) if entry.name == "nll" else None
+    out = metric(samples=samples, dataset=data, velocity=velocity, seed=0)
+    assert out and all(np.isfinite(r["value"]) and isinstance(r.get("settings"), dict) for r in out.values())
+
+
+# Every kind of component has a test above that runs each registered component of that kind (derived from the
+# registry, so a new component is tested without a new test).
+KIND_TESTS = {
+    "backbone": test_every_backbone_maps_x_t_y_to_x_shape, "path": test_every_path_goes_from_noise_to_data,
+    "monitor": test_every_monitor_returns_mean_and_stderr_per_t, "smoother": test_every_smoother_keeps_the_grid_and_positivity,
+    "estimator": test_every_estimator_signature_takes_dataset_and_path,
+    "partition": test_every_partition_gives_valid_boundaries, "sampler": test_every_sampler_carries_noise_to_gaussian_data,
+    "time_sampler": test_every_time_sampler_stays_inside_the_interval,
+    "schedule": test_every_schedule_covers_the_boundaries,
+    "dataset": test_every_builtin_dataset_samples_its_shape_reproducibly,
+    "metric": test_every_metric_returns_named_finite_values_with_settings,
+}
+
+
+TESTED_ELSEWHERE = {"shards": "needs shard files: tests/data/test_shards.py"}
+
+
+def test_every_kind_has_a_registry_parametrised_test():
+    assert set(KIND_TESTS) == set(registry.KINDS)
+    for kind, test in KIND_TESTS.items():
+        marks = [m for m in getattr(test, "pytestmark", []) if m.name == "parametrize"]
+        expected = [e for e in registry.entries(kind) if e.name not in TESTED_ELSEWHERE]
+        assert any(expected == list(m.args[1]) for m in marks), kind

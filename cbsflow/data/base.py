@@ -16,6 +16,7 @@ class Dataset:
 
     shape: tuple[int, ...] = ()
     num_classes: int = 0
+    pool_size: int | None = None  # how many distinct items the data has, when that is a small finite number
 
     @property
     def is_image(self) -> bool:

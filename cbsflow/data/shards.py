@@ -281,6 +281,7 @@ class digits(Dataset):
         if size != 8:
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(-1, 1)
         self.x, self.y = x, torch.from_numpy(d.target).long()
+        self.pool_size = len(self.x)
         self.shape = (1, int(size), int(size))
         self.num_classes = 10 if conditional else 0
         self.flip = flip

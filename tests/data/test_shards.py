@@ -23,7 +23,7 @@ from cbsflow.registry import get
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "tools" / "make_shards.py"
-CIFAR_TEST = Path("/work/shared/data/cifar10/cifar10-test-000000.tar.gz")
+CIFAR_TEST = ROOT.parent / "shared" / "data" / "cifar10" / "cifar10-test-000000.tar.gz"  # beside the repo
 
 
 def _load_tool():
