@@ -60,12 +60,14 @@ class dirichlet:
     ``target`` measures the Jacobian of another prediction ('x1' or 'eps') instead of the velocity.
     """
 
-    def __init__(self, n_probes: int = 4, probe: str = "rademacher", batch_size: int = 4096, target: str = "velocity"):
+    def __init__(self, n_probes: int = 4, probe: str = "rademacher", batch_size: int = 4096, target: str = "velocity",
+                 progress: bool = True):
         if probe not in ("rademacher", "gaussian"):
             raise ValueError(f"dirichlet.probe must be 'rademacher' or 'gaussian', got {probe!r}")
         if target not in ("velocity", "x1", "eps"):
             raise ValueError(f"dirichlet.target must be 'velocity', 'x1' or 'eps', got {target!r}")
         self.n_probes, self.probe, self.batch_size, self.target = n_probes, probe, batch_size, target
+        self.progress = progress
 
     def __call__(self, velocity, x1, t, path, y=None, generator=None):
         generator = generator or torch.Generator().manual_seed(0)
@@ -73,7 +75,7 @@ class dirichlet:
         velocity = prediction(velocity, path, self.target)
         b, d = x1.shape[0], x1[0].numel()
         per_sample = torch.zeros(len(t), b)
-        for i, ti in enumerate(tqdm(t.tolist(), desc="dirichlet", leave=False, mininterval=1.0)):
+        for i, ti in enumerate(tqdm(t.tolist(), desc="dirichlet", leave=False, mininterval=1.0, disable=not self.progress)):
             eps = torch.randn(x1.shape, generator=generator)
             x_t, _ = path.interpolate(x1, eps, torch.full((b,), ti))
             # All probes of all samples in one batch: row p * b + i holds probe p of sample i.
@@ -136,10 +138,10 @@ class acceleration:
     ``method='exact'``: d^2x/dt^2 = dv/dt + (dv/dx) v, one JVP of v in the direction (v, 1).
     """
 
-    def __init__(self, method: str = "fd", substeps: int = 4, refine: int = 4):
+    def __init__(self, method: str = "fd", substeps: int = 4, refine: int = 4, progress: bool = True):
         if method not in ("fd", "exact"):
             raise ValueError(f"acceleration.method must be 'fd' or 'exact', got {method!r}")
-        self.method, self.substeps, self.refine = method, substeps, refine
+        self.method, self.substeps, self.refine, self.progress = method, substeps, refine, progress
 
     def __call__(self, velocity, x1, t, path, y=None, generator=None):
         """``refine`` - 1 extra points between grid points sharpen the finite differences ('fd' only)."""
@@ -152,9 +154,9 @@ class acceleration:
         x = torch.randn(x1.shape, generator=generator).to(device)
         y = None if y is None else y.to(device)
         d, b = x1[0].numel(), x1.shape[0]
-        x = _heun(velocity, x, 0.0, float(t[0]), self.substeps * 4, y) if t[0] > 0 else x
+        x = _integrate(velocity, x, 0.0, float(t[0]), self.substeps * 4, y) if t[0] > 0 else x
         vs, accs = [], []
-        for i in tqdm(range(len(t)), desc="acceleration", leave=False, mininterval=1.0):
+        for i in tqdm(range(len(t)), desc="acceleration", leave=False, mininterval=1.0, disable=not self.progress):
             ti = float(t[i])
             if self.method == "exact":
                 v, acc = _total_derivative(velocity, x, ti, y)
@@ -164,13 +166,20 @@ class acceleration:
                     v = velocity(x, torch.full((b,), ti, device=device), y)
                 vs.append(v.cpu())
             if i + 1 < len(t):
-                x = _heun(velocity, x, ti, float(t[i + 1]), self.substeps, y)
+                x = _integrate(velocity, x, ti, float(t[i + 1]), self.substeps, y)
         if self.method == "fd":
             accs = _finite_difference(torch.stack(vs), t)  # (n_t, b)
             accs = accs[::r].reshape(len(coarse), b, -1).pow(2).sum(-1) / d
         else:
             accs = torch.stack(accs)
         return mean_and_stderr(accs.float())
+
+
+def _integrate(velocity, x, t0: float, t1: float, steps: int, y):
+    """The trajectory from t0 to t1 by ``steps`` steps of the Heun sampler."""
+    from cbsflow.samplers import heun
+
+    return heun(velocity, x, torch.linspace(t0, t1, steps + 1).tolist(), y)
 
 
 def _finite_difference(vs: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -191,15 +200,3 @@ def _total_derivative(velocity, x, ti: float, y):
     with jvp_context():
         _, acc = torch.func.jvp(lambda x_, t_: velocity(x_, t_, y), (x, tt), (v, torch.ones_like(tt)))
     return v, acc.detach()
-
-
-@torch.no_grad()
-def _heun(velocity, x, t0: float, t1: float, steps: int, y):
-    """Integrate dx/dt = v from t0 to t1 with ``steps`` Heun steps."""
-    ts = torch.linspace(t0, t1, steps + 1).tolist()
-    for a, b in zip(ts[:-1], ts[1:]):
-        ta, tb = torch.full((x.shape[0],), a, device=x.device), torch.full((x.shape[0],), b, device=x.device)
-        v_a = velocity(x, ta, y)
-        x_pred = x + (b - a) * v_a
-        x = x + 0.5 * (b - a) * (v_a + velocity(x_pred, tb, y))
-    return x

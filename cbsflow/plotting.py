@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+
+def _pyplot():
+    """matplotlib's pyplot on the headless Agg backend (chosen when the first figure is drawn, not at import)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def plot_profile(path: str, profile: dict | None, split: dict, density_fn) -> None:
     """Monitor with its error band (log scale), the normalised cumulative density, and the boundaries."""
+    plt = _pyplot()
     fig, (ax_m, ax_c) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
     boundaries = np.asarray(split["boundaries"])
     if profile is not None:
@@ -39,6 +46,7 @@ def plot_profile(path: str, profile: dict | None, split: dict, density_fn) -> No
 
 def plot_scatter(path: str, samples: np.ndarray, reference: np.ndarray, title: str) -> None:
     """Generated 2-D samples next to fresh data."""
+    plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
     for ax, pts, name in zip(axes, (reference, samples), ("data", "samples")):
         ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.4)
@@ -64,6 +72,7 @@ def _grid(images: np.ndarray, nrow: int = 8) -> np.ndarray:
 
 def plot_images(path: str, samples, reference, title: str) -> None:
     """Generated images beside data, each as an 8-wide grid drawn large (nearest-neighbour upscaling), titled."""
+    plt = _pyplot()
     def as_uint8(x):
         x = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=np.float64)
         return np.clip(np.round((x + 1) * 127.5), 0, 255).astype(np.uint8)

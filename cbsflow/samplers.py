@@ -41,15 +41,25 @@ def euler(velocity, x: torch.Tensor, t_grid, y=None, path=None, generator=None) 
     return x
 
 
+def heun_step(drift, state: tuple[torch.Tensor, ...], t0: float, t1: float) -> tuple[torch.Tensor, ...]:
+    """One step of Heun's method for d(state)/dt = drift(state, t), state a tuple of tensors (EDM Algorithm 1 without
+    noise). The sampler, the acceleration monitor's trajectories and the likelihood's augmented ODE all use it."""
+    h = t1 - t0
+    d0 = drift(state, t0)
+    euler = tuple(s + h * d for s, d in zip(state, d0))  # Euler step.
+    d1 = drift(euler, t1)
+    return tuple(s + h * 0.5 * (a + b) for s, a, b in zip(state, d0, d1))  # Trapezoidal correction.
+
+
 @register("sampler")
 @torch.no_grad()
 def heun(velocity, x: torch.Tensor, t_grid, y=None, path=None, generator=None) -> torch.Tensor:
     """Heun's method (second order, two evaluations per step; EDM Algorithm 1 without noise)."""
+    def drift(state, t):
+        return (velocity(state[0], _full(t, state[0]), y),)
+
     for t0, t1 in zip(t_grid[:-1], t_grid[1:]):
-        d0 = velocity(x, _full(t0, x), y)
-        x_euler = x + (t1 - t0) * d0  # Euler step.
-        d1 = velocity(x_euler, _full(t1, x), y)
-        x = x + (t1 - t0) * 0.5 * (d0 + d1)  # Trapezoidal correction.
+        (x,) = heun_step(drift, (x,), t0, t1)
     return x
 
 
@@ -120,24 +130,32 @@ def allocate(weights: np.ndarray, n_steps: int) -> np.ndarray:
     return steps
 
 
+class Schedule:
+    """Base class: ``weights(boundaries)`` says how the steps are shared between the segments."""
+
+    def weights(self, b: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, boundaries, n_steps: int) -> list[np.ndarray]:
+        b = np.asarray(boundaries, np.float64)
+        steps = allocate(self.weights(b), n_steps)
+        return [np.linspace(lo, hi, k + 1) for lo, hi, k in zip(b[:-1], b[1:], steps)]
+
+
 @register("schedule")
-class uniform_steps:
+class uniform_steps(Schedule):
     """A global uniform grid in t: each segment gets steps in proportion to its width."""
 
-    def __call__(self, boundaries, n_steps: int) -> list[np.ndarray]:
-        b = np.asarray(boundaries, np.float64)
-        steps = allocate(np.diff(b), n_steps)
-        return [np.linspace(lo, hi, k + 1) for lo, hi, k in zip(b[:-1], b[1:], steps)]
+    def weights(self, b):
+        return np.diff(b)
 
 
 @register("schedule")
-class equal_steps:
+class equal_steps(Schedule):
     """The same number of steps in every segment (finer steps where the segments are narrow)."""
 
-    def __call__(self, boundaries, n_steps: int) -> list[np.ndarray]:
-        b = np.asarray(boundaries, np.float64)
-        steps = allocate(np.ones(len(b) - 1), n_steps)
-        return [np.linspace(lo, hi, k + 1) for lo, hi, k in zip(b[:-1], b[1:], steps)]
+    def weights(self, b):
+        return np.ones(len(b) - 1)
 
 
 @torch.no_grad()

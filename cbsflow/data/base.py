@@ -7,6 +7,12 @@ from typing import Iterator
 import torch
 
 
+def dataset_fingerprint(dataset) -> str:
+    """The dataset's ``fingerprint()`` if it has one, else its ``repr``: names the data a metric was measured on."""
+    fingerprint = getattr(dataset, "fingerprint", None)
+    return str(fingerprint()) if callable(fingerprint) else repr(dataset)
+
+
 class Dataset:
     """Base class: a source of data batches ``(x1, y)``; ``y`` is None for unconditional data.
 

@@ -31,6 +31,7 @@ from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, p
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
+from cbsflow.data.base import dataset_fingerprint
 from cbsflow.errors import UserError
 from cbsflow.registry import register
 
@@ -89,12 +90,10 @@ class RandConvFeatures(FeatureExtractorBase):
 
 
 def register_offline_extractor() -> None:
-    """Register ``cbsflow-randconv`` with torch-fidelity once (a second registration would raise)."""
+    """Register ``cbsflow-randconv`` with torch-fidelity once (a second registration would raise); called when a
+    metric is built, not at import."""
     if OFFLINE_EXTRACTOR not in FEATURE_EXTRACTORS_REGISTRY:
         register_feature_extractor(OFFLINE_EXTRACTOR, RandConvFeatures)
-
-
-register_offline_extractor()
 
 
 class ImageTensors(torch.utils.data.Dataset):
@@ -147,12 +146,6 @@ def frechet_distance(features: torch.Tensor, reference: dict[str, Any]) -> float
         return fid_statistics_to_metric(stats, reference, verbose=False)[KEY_METRIC_FID]
 
 
-def dataset_fingerprint(dataset: Any) -> str:
-    """The dataset's ``fingerprint()`` if it has one, else its ``repr``."""
-    fingerprint = getattr(dataset, "fingerprint", None)
-    return str(fingerprint()) if callable(fingerprint) else repr(dataset)
-
-
 def _reference_cache_file(cache_root: str, key: dict[str, Any]) -> Path:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     name = f"{key['extractor']}-{key['layer']}-n{key['n_reference']}-seed{key['seed']}-{digest}.pt"
@@ -173,6 +166,7 @@ class _FidelityMetric:
         cache_root: str = DEFAULT_CACHE_ROOT,
         batch_size: int = 64,
     ):
+        register_offline_extractor()
         if feature_extractor not in FEATURE_EXTRACTORS_REGISTRY:
             raise UserError(
                 f"{type(self).__name__}.feature_extractor = {feature_extractor!r} is not a torch-fidelity extractor; "

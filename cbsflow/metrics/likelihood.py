@@ -11,16 +11,12 @@ from typing import Any, Callable
 
 import torch
 
+from cbsflow.data.base import dataset_fingerprint
 from cbsflow.registry import register
+from cbsflow.samplers import heun_step
 
 Velocity = Callable[..., torch.Tensor]
 EXACT_DIVERGENCE_MAX_DIM = 8
-
-
-def dataset_fingerprint(dataset: Any) -> str:
-    """The dataset's ``fingerprint()`` if it has one, else its ``repr`` (kept here: no torch-fidelity import)."""
-    fingerprint = getattr(dataset, "fingerprint", None)
-    return str(fingerprint()) if callable(fingerprint) else repr(dataset)
 
 
 def divergence_exact(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -72,15 +68,12 @@ def log_likelihood(
     x = x1.detach()
     int_div = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)  # int_t^1 div v dt
     for field, grid in reversed(_segments(velocity, steps)):
-        for t0, t1 in zip(grid[::-1][:-1], grid[::-1][1:]):
-            h = t1 - t0  # negative
-            # Euler predictor.
-            v0, d0 = _drift(field, x, t0, y, z)
-            x_pred = x + h * v0
-            # Trapezoidal corrector.
-            v1, d1 = _drift(field, x_pred, t1, y, z)
-            x = x + h / 2 * (v0 + v1)
-            int_div = int_div - h / 2 * (d0 + d1)
+        def drift(state, t, field=field):  # d/dt (x, int_t^1 div v) = (v, -div v)
+            v, div = _drift(field, state[0], t, y, z)
+            return v, -div
+
+        for t0, t1 in zip(grid[::-1][:-1], grid[::-1][1:]):  # from t = 1 down to 0: negative steps
+            x, int_div = heun_step(drift, (x, int_div), t0, t1)
     d = x[0].numel()
     log_p0 = -0.5 * x.flatten(1).pow(2).sum(dim=1) - 0.5 * d * math.log(2 * math.pi)
     return log_p0 - int_div
