@@ -1,15 +1,17 @@
 #!/usr/bin/env python
-"""Evidence II on the 2-D toys: where the split matters, and which monitor finds the best split.
+"""Evidence II: where the split matters, and which monitor finds the best split (2-D toys and 8x8 digits).
 
-    python benchmarks/evidence_toy.py landscapes [--datasets ...]   # N = 2 landscapes, default solver trained
-    python benchmarks/evidence_toy.py variants   [--datasets ...]   # every monitor / estimator / density, scored
-    python benchmarks/evidence_toy.py regimes                       # N = 1 vs uniform-2 vs best-2 across sizes
-    python benchmarks/evidence_toy.py search     [--datasets ...]   # N = 4: coordinate search and solvers
-    python benchmarks/evidence_toy.py report                        # tables and figures -> benchmarks/results/
+    python benchmarks/evidence.py landscapes [--datasets ...]   # N = 2 landscapes, the default solver trained
+    python benchmarks/evidence.py variants   [--datasets ...]   # every monitor / estimator / density, scored
+    python benchmarks/evidence.py trained --solvers P@E ...     # chosen variants trained, not interpolated
+    python benchmarks/evidence.py regimes                       # N = 1 vs uniform-2 vs best-2 across expert sizes
+    python benchmarks/evidence.py search     [--datasets ...]   # N = 4: coordinate search and solvers
+    python benchmarks/evidence.py report                        # tables and figures -> benchmarks/results/
 
-Every experiment is a call of tools/landscape.py (printed before it runs) on benchmarks/gin/evidence_toy.gin, with
-the dataset and expert size bound per call; results land in runs/evidence/<experiment>/<dataset>/ and are reused
-on a rerun. ``report`` reads the landscape.json files and writes benchmarks/results/evidence_toy.{md,json,png}.
+Every experiment is a call of tools/landscape.py (printed before it runs) on benchmarks/gin/evidence_toy.gin (or
+evidence_digits.gin), with the dataset and expert size bound per call; results land in
+runs/evidence/<experiment>/<dataset>/ and are reused on a rerun. ``report`` reads the landscape reports and writes
+benchmarks/results/evidence.{md,json} and figures.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 GIN = "benchmarks/gin/evidence_toy.gin"
+GIN_DIGITS = "benchmarks/gin/evidence_digits.gin"
 VARIANTS = REPO / "benchmarks" / "gin" / "variants"
 ROOT = Path("runs/evidence")
 SEEDS = ["0", "1", "2", "3", "4"]
@@ -34,6 +37,7 @@ DATASETS = {
     "checkerboard_large": ["DATASET = @checkerboard()", "checkerboard.scale = 2.0"],
     "rings": ["DATASET = @rings()"],
     "eight_gaussians": ["DATASET = @eight_gaussians()"],
+    "digits": [],  # benchmarks/gin/evidence_digits.gin
 }
 METRICS = "[@sliced_wasserstein(), @mmd(), @precision_recall(), @nll()]"
 CHECKERBOARD_METRICS = "[@sliced_wasserstein(), @mmd(), @precision_recall(), @support(), @nll()]"
@@ -46,6 +50,8 @@ SIZES = {"w16d1": ["mlp.width = 16", "mlp.depth = 1"], "w32d1": ["mlp.width = 32
 
 
 def dataset_bindings(name: str) -> list[str]:
+    if name == "digits":
+        return []
     metrics = CHECKERBOARD_METRICS if name.startswith("checkerboard") else METRICS
     return [*DATASETS[name], f"evaluate.metrics = {metrics}"]
 
@@ -60,9 +66,12 @@ _RUNNING: list[subprocess.Popen] = []
 
 def landscape(out: Path, bindings: list[str], extra: list[str], parallel: int, name: str = "landscape") -> None:
     """One tools/landscape.py call (runs in its own process, one run at a time); up to ``parallel`` calls at once."""
-    cmd = [sys.executable, "tools/landscape.py", "--gin", GIN, "--seeds", *SEEDS, "--out", str(out), "--jobs", "1",
+    gin = GIN_DIGITS if out.name.startswith("digits") else GIN
+    cmd = [sys.executable, "tools/landscape.py", "--gin", gin, "--seeds", *SEEDS, "--out", str(out), "--jobs", "1",
            "--name", name]
     cmd += [a for b in bindings for a in ("--bind", b)] + extra
+    if gin == GIN_DIGITS:
+        cmd += ["--primary", "fd_randconv"]
     print("$ " + shlex.join(cmd), flush=True)
     while len(_RUNNING) >= parallel:
         _RUNNING.pop(0).wait()
@@ -126,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="landscape calls at a time (each runs one run at a time)")
     args = p.parse_args(argv)
     if args.what == "report":
-        from evidence_report import main as report  # noqa: PLC0415  (benchmarks/evidence_report.py)
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        from evidence_report import main as report  # benchmarks/evidence_report.py
 
         return report()
     {"landscapes": run_landscapes, "variants": run_variants, "trained": run_trained, "regimes": run_regimes,
