@@ -3,7 +3,7 @@
 
     python benchmarks/convergence_toy.py [--lib-commit REV] [--out benchmarks/results]
 
-Same settings as benchmarks/splits_toy.py (FULL) except train.steps_per_segment (and, in the last rows, a wider
+Same settings as benchmarks/splits_toy.py (FULL) except expert/training.steps (and, in the last rows, a wider
 network); seed 0 only, N = 1. Writes OUT/convergence_toy.{md,json}.
 """
 
@@ -19,10 +19,10 @@ import splits_toy as st  # noqa: E402
 
 DATASETS = ("checkerboard", "eight_gaussians", "rings", "moons")
 VARIANTS = (  # (name, extra bindings)
-    ("steps800", {"train.steps_per_segment": "800"}),
-    ("steps3200", {"train.steps_per_segment": "3200"}),
-    ("steps12800", {"train.steps_per_segment": "12800"}),
-    ("steps3200-w128d3", {"train.steps_per_segment": "3200", "mlp.width": "128", "mlp.depth": "3"}),
+    ("steps800", {"expert/training.steps": "800"}),
+    ("steps3200", {"expert/training.steps": "3200"}),
+    ("steps12800", {"expert/training.steps": "12800"}),
+    ("steps3200-w128d3", {"expert/training.steps": "3200", "mlp.width": "128", "mlp.depth": "3"}),
 )
 
 

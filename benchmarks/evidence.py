@@ -116,7 +116,7 @@ def run_regimes(args) -> None:
             landscape(ROOT / "regimes" / f"{name}-{size}", dataset_bindings(name) + binds,
                       ["--n", "2", "--boundaries", "0.3", "0.7", "0.85"], args.jobs)
         landscape(ROOT / "regimes" / f"{name}-w16d1-2000steps", dataset_bindings(name) + SIZES["w16d1"]
-                  + ["train.steps_per_segment = 2000"], ["--n", "2", "--boundaries", "0.3", "0.7", "0.85"], args.jobs)
+                  + ["expert/training.steps = 2000"], ["--n", "2", "--boundaries", "0.3", "0.7", "0.85"], args.jobs)
 
 
 def run_search(args) -> None:

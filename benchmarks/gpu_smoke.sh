@@ -52,11 +52,11 @@ echo "== pipeline: N=2, unet.channels=$CH, $STEPS steps per expert, batch $BATCH
 rm -rf "$RUN"
 $PY tools/run.py --gin gin/cifar10_unet.gin --run-dir "$RUN" --stages profile,split,train,sample \
     --bind "DATA_DIR = '$DATA'" --bind "N_SEGMENTS = 2" --bind "unet.channels = $CH" \
-    --bind "aux_net.steps = $AUX" --bind "aux_net.batch_size = $BATCH" --bind "aux_net.mixed_precision = $PREC" \
+    --bind "aux/training.steps = $AUX" --bind "aux/training.batch_size = $BATCH" --bind "aux/training.mixed_precision = $PREC" \
     --bind "profile.n_points = $NPTS" --bind "profile.n_samples = $NPROF" \
-    --bind "train.steps_per_segment = $STEPS" --bind "train.batch_size = $BATCH" --bind "train.mixed_precision = $PREC" \
-    --bind "train.warmup_steps = 50" --bind "train.ema_decay = 0.0" --bind "train.checkpoint_every = 0" \
-    --bind "train.log_every = $(( STEPS / 4 > 0 ? STEPS / 4 : 1 ))" \
+    --bind "expert/training.steps = $STEPS" --bind "expert/training.batch_size = $BATCH" --bind "expert/training.mixed_precision = $PREC" \
+    --bind "expert/training.warmup_steps = 50" --bind "expert/training.ema_decay = 0.0" --bind "expert/training.checkpoint_every = 0" \
+    --bind "expert/training.log_every = $(( STEPS / 4 > 0 ? STEPS / 4 : 1 ))" \
     --bind "sample.n_samples = $NSAMP" --bind "sample.batch_size = $NSAMP" --bind "sample.n_steps = $NSTEPS"
 
 # img/s of each expert from its training log, excluding the first logged interval (start-up, cuDNN autotuning).

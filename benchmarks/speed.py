@@ -148,13 +148,13 @@ def library_loop(size: str, batch: int, device: torch.device, warmup: int, steps
     import json
 
     from cbsflow.paths import linear
-    from cbsflow.training import fit
+    from cbsflow.training import TrainSettings, fit
 
     model = build_sit(size, device)
     with tempfile.TemporaryDirectory() as tmp:
-        fit(model, _Latents(), linear(), (0.0, 1.0), steps=warmup + steps, batch_size=batch, lr=1e-4,
-            mixed_precision="bf16" if device.type == "cuda" else "no", state_dir=tmp, log_every=warmup,
-            desc=f"library SiT-{size}/2")
+        settings = TrainSettings(steps=warmup + steps, batch_size=batch, lr=1e-4, log_every=warmup,
+                                 mixed_precision="bf16" if device.type == "cuda" else "no")
+        fit(model, _Latents(), linear(), (0.0, 1.0), settings, state_dir=tmp, desc=f"library SiT-{size}/2")
         rows = [json.loads(line) for line in open(Path(tmp) / "log.jsonl")]
     at = {r["step"]: r["seconds"] for r in rows}
     return (at[warmup + steps] - at[warmup]) / steps
@@ -272,10 +272,10 @@ def sampling(args, device: torch.device) -> dict:
 # ------------------------------------------------------------------------------------------ profiling cost / quickstart
 
 CIFAR_CPU_BINDS = [
-    "N_SEGMENTS = 4", "aux_net.steps = 20", "aux_net.batch_size = 16", "aux_net.mixed_precision = 'no'",
+    "N_SEGMENTS = 4", "aux/training.steps = 20", "aux/training.batch_size = 16", "aux/training.mixed_precision = 'no'",
     "profile.n_points = 12", "profile.n_samples = 32",
-    "unet.channels = 64", "train.steps_per_segment = 20", "train.batch_size = 16", "train.mixed_precision = 'no'",
-    "train.warmup_steps = 0", "train.log_every = 10",
+    "unet.channels = 64", "expert/training.steps = 20", "expert/training.batch_size = 16", "expert/training.mixed_precision = 'no'",
+    "expert/training.warmup_steps = 0", "expert/training.log_every = 10",
 ]
 
 

@@ -42,11 +42,11 @@ PRESETS = {
         "binds": {
             "unet.channels": "32", "unet.channel_mult": "(1, 2, 2)", "unet.num_res_blocks": "1",
             "unet.attention_resolutions": "()", "unet.dropout": "0.0",
-            "aux/unet.channels": "16", "aux_net.steps": "200", "aux_net.batch_size": "32", "aux_net.lr": "1e-3",
-            "aux_net.mixed_precision": "'no'",
+            "aux/unet.channels": "16", "aux/training.steps": "200", "aux/training.batch_size": "32", "aux/training.lr": "1e-3",
+            "aux/training.mixed_precision": "'no'",
             "profile.n_points": "24", "profile.n_samples": "64", "dirichlet.n_probes": "2",
-            "train.batch_size": "32", "train.lr": "1e-3", "train.warmup_steps": "20", "train.ema_decay": "0.0",
-            "train.mixed_precision": "'no'", "train.checkpoint_every": "0", "train.log_every": "50",
+            "expert/training.batch_size": "32", "expert/training.lr": "1e-3", "expert/training.warmup_steps": "20", "expert/training.ema_decay": "0.0",
+            "expert/training.mixed_precision": "'no'", "expert/training.checkpoint_every": "0", "expert/training.log_every": "50",
             "sample.sampler": "@heun", "sample.schedule": "@uniform_steps()", "sample.n_steps": "8",
             "sample.batch_size": "250",
         },
@@ -54,24 +54,24 @@ PRESETS = {
     "gpu": {
         "total_steps": 40000, "n_samples": 10000, "n_reference": 10000, "threads": 8,
         "binds": {
-            "unet.channels": "64", "aux_net.steps": "2000", "profile.n_points": "48", "profile.n_samples": "256",
-            "train.batch_size": "128", "train.lr": "2e-4", "train.warmup_steps": "1000", "train.ema_decay": "0.9995",
-            "train.mixed_precision": "'bf16'", "train.checkpoint_every": "5000", "train.log_every": "500",
+            "unet.channels": "64", "aux/training.steps": "2000", "profile.n_points": "48", "profile.n_samples": "256",
+            "expert/training.batch_size": "128", "expert/training.lr": "2e-4", "expert/training.warmup_steps": "1000", "expert/training.ema_decay": "0.9995",
+            "expert/training.mixed_precision": "'bf16'", "expert/training.checkpoint_every": "5000", "expert/training.log_every": "500",
             "sample.sampler": "@heun", "sample.schedule": "@uniform_steps()", "sample.n_steps": "25",
             "sample.batch_size": "1000",
         },
     },
 }
 PRESETS["quick"] = {**PRESETS["cpu"], "total_steps": 40, "n_samples": 100, "n_reference": 200,
-                    "binds": {**PRESETS["cpu"]["binds"], "aux_net.steps": "10", "profile.n_points": "6",
-                              "profile.n_samples": "8", "train.warmup_steps": "5", "train.log_every": "10",
+                    "binds": {**PRESETS["cpu"]["binds"], "aux/training.steps": "10", "profile.n_points": "6",
+                              "profile.n_samples": "8", "expert/training.warmup_steps": "5", "expert/training.log_every": "10",
                               "sample.n_steps": "4", "sample.batch_size": "100"}}
 
 
 def config_binds(preset: dict, config: str, seed: int, data_dir: str) -> dict:
     n = 1 if config == "n1" else 4
     binds = {"DATA_DIR": repr(data_dir), "SEED": str(seed), "N_SEGMENTS": str(n), **preset["binds"],
-             "train.steps_per_segment": str(preset["total_steps"] // n), "sample.n_samples": str(preset["n_samples"]),
+             "expert/training.steps": str(preset["total_steps"] // n), "sample.n_samples": str(preset["n_samples"]),
              "fd_offline.n_reference": str(preset["n_reference"])}
     metrics = ["@fd_offline()"] + (["@fid()"] if INCEPTION.is_file() else [])
     binds["evaluate.metrics"] = "[" + ", ".join(metrics) + "]"
@@ -142,7 +142,7 @@ def reading(res: dict) -> str:
             f"uniform-4 is {100 * rel['uniform4']:+.1f}% and CBS-4 {100 * rel['cbs4']:+.1f}%. CBS put its boundaries at "
             f"{', '.join(f'{x:.3f}' for x in b[1:-1])}. ")
     per_expert = res["total_steps"] // 4
-    batch = int(res["binds"]["train.batch_size"])
+    batch = int(res["binds"]["expert/training.batch_size"])
     gap_cbs = abs(mean["cbs4"] - mean["uniform4"]) / min(mean["cbs4"], mean["uniform4"])
     gap_n = max(mean["uniform4"], mean["cbs4"]) / mean["n1"] if mean["n1"] < min(mean["uniform4"], mean["cbs4"]) else None
     if len(seeds) == 1:
@@ -172,7 +172,7 @@ def write_md(res: dict, path: Path) -> None:
              "", f"Finished {res['finished_utc']}, total wall {res['wall_s'] / 60:.1f} min.", "",
              "## Settings", "",
              f"- budget: equal TOTAL training steps ({res['total_steps']}): N = 1 trains {res['total_steps']} steps, "
-             f"each of the 4 experts {res['total_steps'] // 4}; batch {res['binds']['train.batch_size']}. CBS's profiling "
+             f"each of the 4 experts {res['total_steps'] // 4}; batch {res['binds']['expert/training.batch_size']}. CBS's profiling "
              "(aux net + monitor) is extra and timed below.",
              f"- sampling: Heun, {res['binds']['sample.n_steps']} steps in total over the segments (uniform_steps), "
              f"{res['n_samples']} samples; metric `fd_offline` (reported as `fd_randconv`): Fréchet distance in fixed "

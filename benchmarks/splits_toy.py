@@ -12,7 +12,7 @@ every configuration (training data stream, expert initialisation, sampling noise
 The monitor profile is measured once per dataset × monitor × seed and copied into every de Boor run directory.
 Run directories live under runs/bench/ (ignored by git); a run whose metrics.json exists is not rerun, and a run whose
 boundaries equal those of a finished run of the same dataset, seed and settings reuses its result (duplicate_of.json).
---steps and --ema change train.steps_per_segment and train.ema_decay; any value other than the default puts the run
+--steps and --ema change expert/training.steps and expert/training.ema_decay; any value other than the default puts the run
 directories under runs/bench/splits_toy-steps<S>-ema<E> so that runs of different settings are never reused. A run
 root created by this version records its settings and library in bench_settings.json, and a later invocation with
 other settings or another library refuses to reuse it. --ns (N = 1 is always included as the single-network
@@ -46,14 +46,14 @@ NS = (1, 2, 4)
 # evaluate.metrics = [sliced_wasserstein, mmd]); the sampler and schedule are repeated here so the study pins them.
 FULL = {
     "mlp.width": "64", "mlp.depth": "2",
-    "aux_net.steps": "600", "aux_net.batch_size": "256",
+    "aux/training.steps": "600", "aux/training.batch_size": "256",
     "profile.n_points": "48", "profile.n_samples": "512",
-    "train.steps_per_segment": "800", "train.batch_size": "256", "train.ema_decay": "0.99",
+    "expert/training.steps": "800", "expert/training.batch_size": "256", "expert/training.ema_decay": "0.99",
     "sample.sampler": "@heun", "sample.schedule": "@uniform_steps()", "sample.n_steps": "16",
     "sample.n_samples": "4000", "mmd.max_points": "2000",
 }
-QUICK = dict(FULL, **{"aux_net.steps": "60", "profile.n_points": "12", "profile.n_samples": "128",
-                      "train.steps_per_segment": "60", "sample.n_samples": "1000", "mmd.max_points": "500"})
+QUICK = dict(FULL, **{"aux/training.steps": "60", "profile.n_points": "12", "profile.n_samples": "128",
+                      "expert/training.steps": "60", "sample.n_samples": "1000", "mmd.max_points": "500"})
 
 
 # ----------------------------------------------------------------------------------------------- library access
@@ -312,8 +312,8 @@ def header(title: str, ctx: dict, extra: list[str]) -> list[str]:
              f"- sampling: `{s['sample.sampler']}`, {s['sample.n_steps']} steps in total "
              f"(NFE {2 * int(s['sample.n_steps'])} for every configuration), `{s['sample.schedule']}` "
              "(steps spread uniformly in t, so each segment gets steps in proportion to its width)",
-             f"- training: {s['train.steps_per_segment']} steps per expert at batch {s['train.batch_size']}, "
-             f"EMA decay {s['train.ema_decay']} "
+             f"- training: {s['expert/training.steps']} steps per expert at batch {s['expert/training.batch_size']}, "
+             f"EMA decay {s['expert/training.ema_decay']} "
              "(equal steps per expert, so N experts cost N times the training steps of one network)",
              f"- configurations: N ∈ {{{', '.join(map(str, ctx.get('ns', NS)))}}} (N = 1: a single network); solvers: "
              f"{', '.join(s_ for s_ in SOLVERS if s_ in ctx.get('solvers', SOLVERS))}"
@@ -424,9 +424,9 @@ def common_parser(doc: str, root_help: str) -> argparse.ArgumentParser:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = common_parser(__doc__, "run directories (default runs/bench/splits_toy, --quick: runs/bench/splits_toy_quick)")
-    p.add_argument("--steps", type=int, metavar="N", help=f"train.steps_per_segment (default {FULL['train.steps_per_segment']}; "
-                   "--quick: " + QUICK["train.steps_per_segment"] + ")")
-    p.add_argument("--ema", type=float, metavar="DECAY", help=f"train.ema_decay (default {FULL['train.ema_decay']})")
+    p.add_argument("--steps", type=int, metavar="N", help=f"expert/training.steps (default {FULL['expert/training.steps']}; "
+                   "--quick: " + QUICK["expert/training.steps"] + ")")
+    p.add_argument("--ema", type=float, metavar="DECAY", help=f"expert/training.ema_decay (default {FULL['expert/training.ema_decay']})")
     p.add_argument("--ns", nargs="+", type=int, metavar="N",
                    help="numbers of experts (default 1 2 4); N = 1 is always included as the single-network reference")
     p.add_argument("--solvers", nargs="+", choices=SOLVERS, metavar="SOLVER",
@@ -471,11 +471,11 @@ def make_context(args: argparse.Namespace) -> dict:
     settings = dict(QUICK if quick else FULL)
     steps, ema = getattr(args, "steps", None), getattr(args, "ema", None)
     if steps is not None:
-        settings["train.steps_per_segment"] = str(steps)
+        settings["expert/training.steps"] = str(steps)
     if ema is not None:
-        settings["train.ema_decay"] = repr(float(ema))
+        settings["expert/training.ema_decay"] = repr(float(ema))
     default = QUICK if quick else FULL
-    tag = "".join(f"-{label}{settings[key]}" for key, label in (("train.steps_per_segment", "steps"), ("train.ema_decay", "ema"))
+    tag = "".join(f"-{label}{settings[key]}" for key, label in (("expert/training.steps", "steps"), ("expert/training.ema_decay", "ema"))
                   if float(settings[key]) != float(default[key]))
     root = Path(args.root or REPO / "runs" / "bench" / (("splits_toy_quick" if quick else "splits_toy") + tag)).resolve()
     out = Path(args.out or (root / "results" if quick else REPO / "benchmarks" / "results")).resolve()

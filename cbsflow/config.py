@@ -445,13 +445,12 @@ def render(value: Any) -> Any:
 def effective_config(stage: str, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
     """Every parameter of every configurable a stage reaches, bound or default: {'aux/mlp.width': 128, ...}.
 
-    ``exclude`` names the stage's own parameters that do not affect its result (e.g. logging intervals).
+    ``exclude`` names parameters that do not affect the result (e.g. logging intervals), left out wherever they are.
     """
     config: dict[str, Any] = {}
     for node in walk(f"{STAGE_MODULE}.{stage}"):
-        own = node.selector == stage
         for pname, p in (parameters(node.obj) or {}).items():
-            if own and pname in exclude:
+            if pname in exclude:
                 continue
             if pname in node.bound:
                 config[f"{node.selector}.{pname}"] = render(node.bound[pname])

@@ -10,6 +10,7 @@ from torch import nn
 
 from cbsflow.errors import UserError
 from cbsflow.registry import Constructor, Instance, register
+from cbsflow.training import TrainSettings
 
 
 def _bcast(t: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -119,12 +120,14 @@ class closed_form:
 
 @register("estimator")
 class aux_net:
-    """A small backbone trained briefly on the data with the velocity loss (the paper's auxiliary model)."""
+    """A small backbone trained briefly on the data with the velocity loss (the paper's auxiliary model).
 
-    def __init__(self, backbone: Constructor("backbone"), steps: int = 1000, batch_size: int = 256, lr: float = 1e-3,
-                 mixed_precision: str = "no"):
-        self.backbone, self.steps, self.batch_size, self.lr = backbone, steps, batch_size, lr
-        self.mixed_precision = mixed_precision
+    ``settings`` is a training configuration of its own (gin: ``aux_net.settings = @aux/training()``); None trains
+    with the defaults of ``cbsflow.training.TrainSettings``.
+    """
+
+    def __init__(self, backbone: Constructor("backbone"), settings: TrainSettings | None = None):
+        self.backbone, self.settings = backbone, settings
 
     def __call__(self, dataset, path, seed: int = 0) -> nn.Module:
         from cbsflow.segmented import Expert, build_network
@@ -132,8 +135,7 @@ class aux_net:
 
         torch.manual_seed(seed)
         net = Expert(build_network(self.backbone, dataset), path)
-        fit(net, dataset, path, (0.0, 1.0), steps=self.steps, batch_size=self.batch_size, lr=self.lr,
-            seed=seed, mixed_precision=self.mixed_precision, desc="aux net")
+        fit(net, dataset, path, (0.0, 1.0), self.settings or TrainSettings(), seed=seed, desc="aux net")
         return net.eval()
 
 

@@ -21,10 +21,11 @@ from cbsflow import rundir
 from cbsflow.errors import UserError
 from cbsflow.registry import Constructor, Instance, Instances, name_of
 from cbsflow.rundir import Provenance
-from cbsflow.training import derive_seed, process_state
+from cbsflow.training import TrainSettings, derive_seed, process_state
 
-# Stage parameters that do not change a stage's result, left out of its recorded configuration.
-NOT_IN_DIGEST = {"train": ("segments", "log_every", "checkpoint_every")}
+# Parameters that do not change a stage's result (which experts this job trains, logging), left out of the
+# configuration the stage records, wherever in the stage's components they are.
+NOT_IN_DIGEST = {"train": ("segments", "log_every", "checkpoint_every", "log_with")}
 
 
 def _record(prov: Provenance | None) -> dict:
@@ -121,25 +122,18 @@ def split(run_dir, prov=None, /, *, solver: Instance("partition") = gin.REQUIRED
 @gin.configurable(module="stage")
 def train(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQUIRED,
           dataset: Instance("dataset") = gin.REQUIRED, path: Instance("path") = gin.REQUIRED,
-          steps_per_segment: int = 1000, batch_size: int = 256, lr: float = 1e-3, shared_init_steps: int = 0,
-          t_sampler: Instance("time_sampler") | None = None, ema_decay: float = 0.0, grad_clip: float = 1.0,
-          warmup_steps: int = 0, grad_accum: int = 1, class_dropout: float = 0.0,
-          betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0, local_time: bool = False,
-          mixed_precision: str = "no", checkpoint_every: int = 0, log_every: int = 50,
-          segments: list[int] | None = None, margin: float = 0.0, seed: int = 0) -> None:
+          settings: TrainSettings = gin.REQUIRED, shared_init_steps: int = 0, local_time: bool = False,
+          margin: float = 0.0, segments: list[int] | None = None, seed: int = 0) -> None:
     """Train one expert per segment on t drawn inside its interval; write checkpoints/segment_k.pt.
 
-    ``shared_init_steps`` > 0 first trains a base network on all of [0, 1] and starts every expert from it.
-    ``margin`` > 0 trains each expert on its interval widened by that much on both sides (within [0, 1]); it still
-    owns, and samples, only its own interval.
-    ``segments`` (e.g. [2], set by ``tools/run.py --segment 2``) trains only those experts, so a cluster can
-    train them as independent jobs; checkpoints/train.json is written once every expert is complete.
+    ``settings`` (``@expert/training()`` in gin/base.gin) says how each expert is trained. ``shared_init_steps`` > 0
+    first trains a base network on all of [0, 1] and starts every expert from it. ``margin`` > 0 trains each expert
+    on its interval widened by that much on both sides (within [0, 1]); it still owns, and samples, only its own
+    interval. ``segments`` (e.g. [2], set by ``tools/run.py --segment 2``) trains only those experts, so a cluster
+    can train them as independent jobs; checkpoints/train.json is written once every expert is complete.
     """
     from cbsflow.training import TrainingRun
 
-    for name, value in (("steps_per_segment", steps_per_segment), ("batch_size", batch_size), ("grad_accum", grad_accum)):
-        if value < 1:
-            raise UserError(f"train.{name} must be >= 1, got {value}")
     if not 0.0 <= margin < 1.0:
         raise UserError(f"train.margin must be in [0, 1), got {margin}")
     if local_time and shared_init_steps > 0:
@@ -152,11 +146,7 @@ def train(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQU
     todo = list(range(n)) if segments is None else [int(k) for k in segments]
     if any(not 0 <= k < n for k in todo):
         raise UserError(f"train.segments / --segment: {todo} is outside 0..{n - 1} (the split has {n} segments)")
-    settings = dict(path=path, batch_size=batch_size, lr=lr, t_sampler=t_sampler, ema_decay=ema_decay,
-                    grad_clip=grad_clip, warmup_steps=warmup_steps, grad_accum=grad_accum, betas=betas,
-                    class_dropout=class_dropout, weight_decay=weight_decay, mixed_precision=mixed_precision,
-                    checkpoint_every=checkpoint_every, log_every=log_every)
-    job = TrainingRun(run_dir, backbone, dataset, settings, steps_per_segment, local_time, seed,
+    job = TrainingRun(run_dir, backbone, dataset, path, settings, local_time, seed,
                       prov.config_digest if prov is not None else None, margin)
     base = job.shared_base(shared_init_steps) if shared_init_steps else None
     for k in todo:
@@ -164,7 +154,7 @@ def train(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQU
     if process_state().is_main_process and job.all_complete(boundaries):
         rundir.write_json(rundir.artifact(run_dir, "train"), {
             "n_segments": n, "boundaries": boundaries.tolist(), "final_loss": job.final_losses(n),
-            "steps_per_segment": steps_per_segment, "local_time": local_time, **_record(prov)})
+            "steps_per_segment": settings.steps, "local_time": local_time, **_record(prov)})
 
 
 @gin.configurable(module="stage")

@@ -10,12 +10,16 @@ checkpoint at that exact step.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import time
+import typing
 
+import gin
 import numpy as np
 import torch
 from accelerate import Accelerator
@@ -23,6 +27,7 @@ from tqdm.auto import tqdm
 from torch import nn
 
 from cbsflow.errors import UserError
+from cbsflow.registry import Instance
 from cbsflow.timesampling import uniform_time
 
 
@@ -90,7 +95,8 @@ def process_state():
     return PartialState(cpu=not torch.cuda.is_available())
 
 
-def make_accelerator(mixed_precision: str = "no", grad_accum: int = 1) -> Accelerator:
+def make_accelerator(mixed_precision: str = "no", grad_accum: int = 1, log_with: str | None = None,
+                     project_dir: str | None = None) -> Accelerator:
     """A fresh Accelerator for one network; the process-wide precision setting is replaced if it differs."""
     from accelerate.state import AcceleratorState
 
@@ -98,7 +104,7 @@ def make_accelerator(mixed_precision: str = "no", grad_accum: int = 1) -> Accele
     if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed_precision:
         AcceleratorState._reset_state()  # keeps the distributed set-up (PartialState), changes the precision
     return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum,
-                       cpu=not torch.cuda.is_available())
+                       cpu=not torch.cuda.is_available(), log_with=log_with, project_dir=project_dir)
 
 
 def latest_state(state_dir: str | None) -> str | None:
@@ -125,40 +131,80 @@ def save_state(accelerator: Accelerator, state_dir: str, step: int, keep: int = 
     accelerator.wait_for_everyone()
 
 
-def fit(
-    net: nn.Module,
-    dataset,
-    path,
-    interval: tuple[float, float],
-    steps: int,
-    batch_size: int,
-    lr: float,
-    seed: int = 0,
-    t_sampler=None,
-    ema_decay: float = 0.0,
-    grad_clip: float = 1.0,
-    warmup_steps: int = 0,
-    grad_accum: int = 1,
-    class_dropout: float = 0.0,
-    betas: tuple[float, float] = (0.9, 0.999),
-    weight_decay: float = 0.0,
-    mixed_precision: str = "no",
-    state_dir: str | None = None,
-    checkpoint_every: int = 0,
-    log_every: int = 50,
-    desc: str = "train",
-) -> dict:
-    """Train ``net`` in place on t drawn inside ``interval``; returns {'ema': EMA copy or None, 'loss': last loss}."""
-    if mixed_precision not in ("no", "fp16", "bf16"):
-        raise UserError(f"{desc}: mixed_precision must be 'no', 'fp16' or 'bf16', got {mixed_precision!r}")
-    accelerator = make_accelerator(mixed_precision, grad_accum)
-    t_sampler = t_sampler or uniform_time()
+@gin.configurable("training", module="settings")
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """How one network is trained: the experts, the shared base and the auxiliary nets each get one (gin name
+    ``training``; scope it per use, e.g. ``expert/training.steps = 2000`` and ``aux/training.steps = 1500``, while
+    unscoped ``training.*`` bindings are shared by all)."""
+
+    steps: int = 1000
+    batch_size: int = 256
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    ema_decay: float = 0.0
+    class_dropout: float = 0.0
+    mixed_precision: str = "no"
+    t_sampler: Instance("time_sampler") | None = None
+    checkpoint_every: int = 0
+    log_every: int = 50
+    log_with: str | None = None  # Accelerate's trackers: 'tensorboard' or 'wandb' (written under state_dir/tracking)
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "grad_accum", "log_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"training.{name} must be >= 1, got {getattr(self, name)}")
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise UserError(f"training.mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
+        if self.log_with is not None:
+            _check_tracker(self.log_with)
+        if self.lr < 0 or not 0 <= self.ema_decay < 1 or not 0 <= self.class_dropout < 1:
+            raise UserError(f"training: need lr >= 0, 0 <= ema_decay < 1 and 0 <= class_dropout < 1, got lr={self.lr}, "
+                            f"ema_decay={self.ema_decay}, class_dropout={self.class_dropout}")
+
+
+TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb"}  # tracker -> the package it needs
+
+
+def _check_tracker(name: str) -> None:
+    import importlib.util
+
+    if name not in TRACKERS:
+        raise UserError(f"training.log_with must be one of {', '.join(TRACKERS)} (or None), got {name!r}")
+    if importlib.util.find_spec(TRACKERS[name]) is None:
+        raise UserError(f"training.log_with = {name!r} needs the {TRACKERS[name]} package: pip install {TRACKERS[name]}")
+
+
+class _Loop(typing.NamedTuple):
+    """What the training loop holds: the prepared model, optimizer and schedule, and the optional EMA copy."""
+
+    accelerator: Accelerator
+    model: nn.Module
+    opt: typing.Any
+    sched: typing.Any
+    ema: nn.Module | None
+    progress: "Progress"
+
+
+def _prepare(net: nn.Module, settings: TrainSettings, state_dir: str | None, desc: str) -> _Loop:
+    """Accelerator, AdamW with linear warm-up, EMA, and the latest complete checkpoint restored if there is one."""
+    tracking = os.path.join(state_dir, "tracking") if state_dir and settings.log_with else None
+    accelerator = make_accelerator(settings.mixed_precision, settings.grad_accum, tracking and settings.log_with, tracking)
+    if tracking:
+        accelerator.init_trackers(re.sub(r"[^A-Za-z0-9_.-]+", "_", desc).strip("_") or "train",
+                                  config={k: v for k, v in dataclasses.asdict(settings).items()
+                                          if isinstance(v, (int, float, str, bool))})
     # Fused AdamW: one kernel per step on the GPU; on a CPU the foreach variant (one op per step for all tensors).
     fused = torch.cuda.is_available()
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, betas=tuple(betas), weight_decay=weight_decay, fused=fused,
-                            foreach=None if fused else True)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup_steps)))
-    ema = copy.deepcopy(net).requires_grad_(False) if ema_decay > 0 else None
+    opt = torch.optim.AdamW(net.parameters(), lr=settings.lr, betas=tuple(settings.betas),
+                            weight_decay=settings.weight_decay, fused=fused, foreach=None if fused else True)
+    warmup = max(1, settings.warmup_steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
+    ema = copy.deepcopy(net).requires_grad_(False) if settings.ema_decay > 0 else None
     model, opt, sched = accelerator.prepare(net, opt, sched)
     progress = Progress()
     accelerator.register_for_checkpointing(progress)
@@ -168,14 +214,27 @@ def fit(
     if resume:
         accelerator.load_state(resume)
         accelerator.print(f"{desc}: resuming from {resume} at step {progress.step}")
+    return _Loop(accelerator, model, opt, sched, ema, progress)
+
+
+def fit(net: nn.Module, dataset, path, interval: tuple[float, float], settings: TrainSettings, seed: int = 0,
+        state_dir: str | None = None, desc: str = "train") -> dict:
+    """Train ``net`` in place on t drawn inside ``interval``; returns {'ema': EMA copy or None, 'loss': last loss}.
+
+    With a ``state_dir``, Accelerate's state is saved every ``settings.checkpoint_every`` steps and the loop resumes
+    from the latest complete one; every ``log_every`` steps a line goes to ``state_dir/log.jsonl``.
+    """
+    loop = _prepare(net, settings, state_dir, desc)
+    accelerator, model, opt, sched, ema, progress = loop
     rank, start = accelerator.process_index, progress.step
     # Data and noise streams are reproducible functions of (seed, rank, start step); noise never shares the data's seed.
-    batches = dataset.batches(batch_size, seed=derive_seed(seed, rank, start, 0))
+    batches = dataset.batches(settings.batch_size, seed=derive_seed(seed, rank, start, 0))
     gen = torch.Generator(device=accelerator.device).manual_seed(derive_seed(seed, rank, start, 1))
+    t_sampler = settings.t_sampler or uniform_time()
     if state_dir and accelerator.is_main_process:
         os.makedirs(state_dir, exist_ok=True)
     log = open(os.path.join(state_dir, "log.jsonl"), "a") if state_dir and accelerator.is_main_process else None
-    bar = tqdm(range(start, steps), desc=desc, leave=False, mininterval=1.0,
+    bar = tqdm(range(start, settings.steps), desc=desc, leave=False, mininterval=1.0,
                disable=not accelerator.is_main_process or os.environ.get("TQDM_DISABLE") == "1")
     loss_value, tic = math.nan, time.time()
     params = list(model.parameters())
@@ -183,36 +242,45 @@ def fit(
         unwrapped = accelerator.unwrap_model(model)
         ema_lists = (list(ema.parameters()), list(unwrapped.parameters()), list(zip(ema.buffers(), unwrapped.buffers())))
     for step in bar:
-        for _ in range(grad_accum):
+        for _ in range(settings.grad_accum):
             with accelerator.accumulate(model):
-                loss = _micro_step(model, accelerator, path, batches, gen, t_sampler, interval, class_dropout,
+                loss = _micro_step(model, accelerator, path, batches, gen, t_sampler, interval, settings.class_dropout,
                                    dataset.num_classes)
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(
                         f"{desc}: loss became {loss.item()} at step {step}; the last good checkpoint "
                         f"({latest_state(state_dir) or 'none'}) is kept; lower the learning rate or check the data")
                 accelerator.backward(loss)
-                if accelerator.sync_gradients and grad_clip:
+                if accelerator.sync_gradients and settings.grad_clip:
                     accelerator.unscale_gradients()  # a no-op without fp16 loss scaling
-                    torch.nn.utils.clip_grad_norm_(params, grad_clip, foreach=True)
+                    torch.nn.utils.clip_grad_norm_(params, settings.grad_clip, foreach=True)
                 _optimizer_step(opt, accelerator)
                 sched.step()
                 opt.zero_grad(set_to_none=True)
         if ema is not None:
-            _ema_step(*ema_lists, ema_decay, step)
+            _ema_step(*ema_lists, settings.ema_decay, step)
         progress.step = step + 1
-        if progress.step % log_every == 0 or progress.step == steps:
+        if progress.step % settings.log_every == 0 or progress.step == settings.steps:
             loss_value = loss.item()
             bar.set_postfix(loss=f"{loss_value:.4f}")
-            if log:
-                log.write(json.dumps({"step": progress.step, "loss": loss_value, "lr": sched.get_last_lr()[0],
-                                      "seconds": round(time.time() - tic, 3)}) + "\n")
-                log.flush()
-        if state_dir and checkpoint_every and progress.step % checkpoint_every == 0 and progress.step < steps:
+            _log(log, accelerator, progress.step, loss_value, sched.get_last_lr()[0], time.time() - tic)
+        if state_dir and settings.checkpoint_every and progress.step % settings.checkpoint_every == 0 \
+                and progress.step < settings.steps:
             save_state(accelerator, state_dir, progress.step)
     if log:
         log.close()
+    if settings.log_with and state_dir:
+        accelerator.end_training()
     return {"ema": ema, "loss": loss_value}
+
+
+def _log(log, accelerator: Accelerator, step: int, loss: float, lr: float, seconds: float) -> None:
+    """One JSON line per logging step, and the same numbers to Accelerate's trackers (if any)."""
+    if log:
+        log.write(json.dumps({"step": step, "loss": loss, "lr": lr, "seconds": round(seconds, 3)}) + "\n")
+        log.flush()
+    if accelerator.trackers:
+        accelerator.log({"loss": loss, "lr": lr}, step=step)
 
 
 def _optimizer_step(opt, accelerator: Accelerator) -> None:
@@ -240,11 +308,10 @@ class TrainingRun:
     """The experts of one run directory: trains expert k (from the shared base if any) unless a finished checkpoint
     for exactly its interval, step count and settings exists, and says when all of them are complete."""
 
-    def __init__(self, run_dir: str, backbone, dataset, settings: dict, steps: int, local_time: bool, seed: int,
+    def __init__(self, run_dir: str, backbone, dataset, path, settings: TrainSettings, local_time: bool, seed: int,
                  config_digest: str | None, margin: float = 0.0):
-        self.run_dir, self.backbone, self.dataset, self.settings = run_dir, backbone, dataset, settings
-        self.steps, self.local_time, self.seed, self.config_digest = steps, local_time, seed, config_digest
-        self.margin = margin
+        self.run_dir, self.backbone, self.dataset, self.path, self.settings = run_dir, backbone, dataset, path, settings
+        self.local_time, self.seed, self.config_digest, self.margin = local_time, seed, config_digest, margin
 
     def complete(self, path: str, interval, steps: int) -> bool:
         """A finished checkpoint for exactly this interval, step count and (when known) configuration."""
@@ -260,23 +327,23 @@ class TrainingRun:
 
         n, interval = len(boundaries) - 1, (float(boundaries[k]), float(boundaries[k + 1]))
         path = rundir.checkpoint_path(self.run_dir, k)
-        if self.complete(path, interval, self.steps):
+        if self.complete(path, interval, self.settings.steps):
             print(f"[train] expert {k + 1}/{n} is complete, skipped")
             return
         torch.manual_seed(self.seed + k)
         net = build_network(self.backbone, self.dataset)
         if base is not None:
             net.load_state_dict(base)
-        expert = Expert(net, self.settings["path"], interval, self.local_time)
+        expert = Expert(net, self.path, interval, self.local_time)
         # With a margin the expert also learns a little on each side of the interval it owns (it samples only its own).
         seen = (max(0.0, interval[0] - self.margin), min(1.0, interval[1] + self.margin))
-        out = fit(expert, self.dataset, interval=seen, steps=self.steps, seed=self.seed + 1000 * (k + 1),
+        out = fit(expert, self.dataset, self.path, seen, self.settings, seed=self.seed + 1000 * (k + 1),
                   state_dir=rundir.state_dir(self.run_dir, f"segment_{k}"),
-                  desc=f"expert {k + 1}/{n} [{interval[0]:.3f}, {interval[1]:.3f})", **self.settings)
+                  desc=f"expert {k + 1}/{n} [{interval[0]:.3f}, {interval[1]:.3f})")
         if process_state().is_main_process:
             rundir.save_checkpoint(path, {
                 "state_dict": net.state_dict(), "ema": out["ema"] and out["ema"].net.state_dict(),
-                "interval": list(interval), "train_interval": list(seen), "steps": self.steps,
+                "interval": list(interval), "train_interval": list(seen), "steps": self.settings.steps,
                 "local_time": self.local_time, "loss": out["loss"], "config_digest": self.config_digest})
 
     def shared_base(self, steps: int) -> dict:
@@ -289,8 +356,8 @@ class TrainingRun:
             return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
         torch.manual_seed(self.seed)
         net = build_network(self.backbone, self.dataset)
-        out = fit(Expert(net, self.settings["path"]), self.dataset, interval=(0.0, 1.0), steps=steps, seed=self.seed,
-                  state_dir=rundir.state_dir(self.run_dir, "base"), desc="shared base", **self.settings)
+        out = fit(Expert(net, self.path), self.dataset, self.path, (0.0, 1.0), dataclasses.replace(self.settings, steps=steps),
+                  seed=self.seed, state_dir=rundir.state_dir(self.run_dir, "base"), desc="shared base")
         if process_state().is_main_process:
             rundir.save_checkpoint(path, {"state_dict": net.state_dict(), "ema": None, "interval": [0.0, 1.0],
                                           "steps": steps, "loss": out["loss"], "config_digest": self.config_digest})
@@ -300,7 +367,7 @@ class TrainingRun:
         from cbsflow import rundir
 
         return all(self.complete(rundir.checkpoint_path(self.run_dir, k), (float(boundaries[k]), float(boundaries[k + 1])),
-                                 self.steps) for k in range(len(boundaries) - 1))
+                                 self.settings.steps) for k in range(len(boundaries) - 1))
 
     def final_losses(self, n: int) -> list[float]:
         from cbsflow import rundir

@@ -152,8 +152,8 @@ BAD_BINDINGS = {
     "manual outside [0, 1]": (["--bind", "split.solver = @manual()", "--bind", "manual.boundaries = [0, 0.5, 1.5]"],
                               "from 0 to 1"),
     "N < 1": (["--bind", "deboor.n_segments = 0"], "n_segments"),
-    "string for an integer": (["--bind", "train.steps_per_segment = '100'"],
-                              "train.steps_per_segment = '100': expected an integer, got a string (write 100"),
+    "string for an integer": (["--bind", "expert/training.steps = '100'"],
+                              "expert/training.steps = '100': expected an integer, got a string (write 100"),
     "non-integer steps": (["--bind", "sample.n_steps = 16.5"], "sample.n_steps = 16.5: expected an integer"),
     "class without ()": (["--bind", "profile.monitor = @dirichlet"], "write @dirichlet()"),
     "function with ()": (["--bind", "sample.sampler = @heun()"], "write @heun (no parentheses)"),
@@ -311,9 +311,9 @@ def test_a_changed_binding_redoes_that_stage_and_everything_after_it(finished_ru
 def test_no_rerun_refuses_a_stale_stage_and_says_why(finished_run, tmp_path, capsys):
     run_dir = _copy(finished_run, tmp_path)
     before = snapshot(run_dir)
-    assert main(["--gin", SMOKE, "--bind", "train.lr = 0.01", "--no-rerun", "--run-dir", run_dir]) == 2
+    assert main(["--gin", SMOKE, "--bind", "expert/training.lr = 0.01", "--no-rerun", "--run-dir", run_dir]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: --no-rerun: train") and "train.lr 0.002 -> 0.01" in err
+    assert err.startswith("error: --no-rerun: train") and "expert/training.lr 0.002 -> 0.01" in err
     assert snapshot(run_dir) == before
 
 
@@ -364,9 +364,9 @@ def test_a_later_stage_on_an_empty_directory_names_what_to_run_and_writes_nothin
 def test_dry_run_says_what_would_run(finished_run, tmp_path, capsys):
     run_dir = _copy(finished_run, tmp_path)
     before = snapshot(run_dir)
-    assert main(["--gin", SMOKE, "--run-dir", run_dir, "--bind", "train.lr = 0.01", "--dry-run"]) == 0
+    assert main(["--gin", SMOKE, "--run-dir", run_dir, "--bind", "expert/training.lr = 0.01", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "[split] up to date" in out and "[train] would run: its settings changed: train.lr" in out
+    assert "[split] up to date" in out and "[train] would run: its settings changed: expert/training.lr" in out
     assert "[sample] would run: train is redone first" in out
     assert snapshot(run_dir) == before
 

@@ -7,6 +7,7 @@ from cbsflow.data.toy import checkerboard, eight_gaussians, gaussian
 from cbsflow.errors import UserError
 from cbsflow.estimators import MixtureVelocity, aux_net, checkpoint, closed_form
 from cbsflow.paths import cosine, linear
+from cbsflow.training import TrainSettings
 
 
 def test_single_gaussian_velocity_is_the_affine_closed_form():
@@ -103,7 +104,8 @@ def test_aux_net_learns_the_gaussian_velocity():
     from cbsflow.backbones.mlp import mlp
 
     data = gaussian(mean=[1.0, -1.0], std=[0.5, 0.5])
-    net = aux_net(backbone=lambda **kw: mlp(width=64, depth=2, **kw), steps=300, batch_size=256, lr=3e-3)(data, linear())
+    net = aux_net(backbone=lambda **kw: mlp(width=64, depth=2, **kw),
+                  settings=TrainSettings(steps=300, batch_size=256, lr=3e-3))(data, linear())
     exact = closed_form()(data, linear())
     x, t = torch.randn(256, 2), torch.rand(256) * 0.9
     with torch.no_grad():

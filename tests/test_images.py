@@ -102,9 +102,9 @@ SHRINK = {
                               "aux/unet.channels = 8", "aux/unet.channel_mult = (1, 2)", "evaluate.metrics = []"],
                              (3, 32, 32), "x"),
 }
-TINY = ["aux_net.steps = 2", "aux_net.batch_size = 4", "aux_net.mixed_precision = 'no'", "profile.n_points = 4",
-        "profile.n_samples = 4", "dirichlet.n_probes = 1", "train.steps_per_segment = 2", "train.batch_size = 4",
-        "train.mixed_precision = 'no'", "train.checkpoint_every = 0", "sample.n_steps = 4", "sample.n_samples = 4",
+TINY = ["aux/training.steps = 2", "aux/training.batch_size = 4", "aux/training.mixed_precision = 'no'", "profile.n_points = 4",
+        "profile.n_samples = 4", "dirichlet.n_probes = 1", "expert/training.steps = 2", "expert/training.batch_size = 4",
+        "expert/training.mixed_precision = 'no'", "expert/training.checkpoint_every = 0", "sample.n_steps = 4", "sample.n_samples = 4",
         "sample.batch_size = 4", "shards.num_workers = 0", "shards.shuffle_buffer = 4"]
 
 

@@ -30,7 +30,7 @@ class gaussian_oracle(nn.Module):
 
 ORACLE = ["--bind", "DATASET = @gaussian()", "--bind", "BACKBONE = @gaussian_oracle",
           "--bind", "gaussian_oracle.path = %PATH", "--bind", "split.solver = @uniform()", "--bind", "N_SEGMENTS = 2",
-          "--bind", "train.steps_per_segment = 1", "--bind", "train.lr = 0.0", "--bind", "train.ema_decay = 0.0",
+          "--bind", "expert/training.steps = 1", "--bind", "expert/training.lr = 0.0", "--bind", "expert/training.ema_decay = 0.0",
           "--bind", "sample.n_samples = 20000", "--bind", "sample.batch_size = 20000",
           "--bind", "evaluate.metrics = [@sliced_wasserstein()]", "--bind", "evaluate.floor_draws = 0"]
 

@@ -13,7 +13,7 @@ import torch
 from cbsflow.cli import main
 from cbsflow.data.toy import gaussian
 from cbsflow.paths import linear
-from cbsflow.training import drop_labels, fit
+from cbsflow.training import TrainSettings, drop_labels, fit
 
 SMOKE = "gin/smoke/toy.gin"
 ONE_EXPERT = ["--bind", "split.solver = @manual()", "--bind", "manual.boundaries = [0, 1]"]
@@ -37,14 +37,14 @@ class TimeSpy(torch.nn.Module):
 
 def test_fit_draws_times_only_inside_the_interval():
     spy = TimeSpy()
-    fit(spy, gaussian(), linear(), (0.2, 0.45), steps=20, batch_size=64, lr=1e-3)
+    fit(spy, gaussian(), linear(), (0.2, 0.45), TrainSettings(steps=20, batch_size=64, lr=1e-3))
     t = torch.cat(spy.seen)
     assert t.min() >= 0.2 and t.max() < 0.45 and t.numel() == 20 * 64
 
 
 def test_gradient_accumulation_sees_every_micro_batch():
     spy = TimeSpy()
-    fit(spy, gaussian(), linear(), (0.0, 1.0), steps=5, batch_size=8, lr=1e-3, grad_accum=3)
+    fit(spy, gaussian(), linear(), (0.0, 1.0), TrainSettings(steps=5, batch_size=8, lr=1e-3, grad_accum=3))
     assert len(spy.seen) == 15
 
 
@@ -57,8 +57,8 @@ def test_class_dropout_uses_the_null_class():
 def test_resume_after_sigkill_ends_at_the_configured_step(tmp_path, repo_root):
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "tools/run.py", "--gin", SMOKE, *ONE_EXPERT, "--stages", "split,train",
-           "--bind", "train.steps_per_segment = 3000", "--bind", "train.checkpoint_every = 100",
-           "--bind", "train.log_every = 100", "--run-dir", str(run_dir)]
+           "--bind", "expert/training.steps = 3000", "--bind", "expert/training.checkpoint_every = 100",
+           "--bind", "expert/training.log_every = 100", "--run-dir", str(run_dir)]
     env = dict(os.environ, OMP_NUM_THREADS="1")  # tiny ops: one thread, immune to a busy machine
     proc = subprocess.Popen(cmd, cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
     state = run_dir / "checkpoints" / "segment_0"
@@ -92,8 +92,8 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
         return out * float("nan") if calls[0] > 25 else out
 
     monkeypatch.setattr(mlp, "forward", diverging)
-    code = main(["--gin", SMOKE, *ONE_EXPERT, "--stages", "split,train", "--bind", "train.steps_per_segment = 100",
-                 "--bind", "train.checkpoint_every = 10", "--run-dir", str(tmp_path)])
+    code = main(["--gin", SMOKE, *ONE_EXPERT, "--stages", "split,train", "--bind", "expert/training.steps = 100",
+                 "--bind", "expert/training.checkpoint_every = 10", "--run-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and "loss became nan at step 25" in err and "Traceback" not in err
     state = tmp_path / "checkpoints" / "segment_0"
@@ -121,7 +121,7 @@ def test_same_command_runs_under_accelerate_launch_with_two_processes(tmp_path, 
     # `python -m accelerate.commands.launch`: the launcher of this interpreter, found without an activated venv.
     out = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                           "--mixed_precision", "no", "--dynamo_backend", "no", "tools/run.py", "--gin", SMOKE,
-                          "--run-dir", str(tmp_path), "--bind", "train.checkpoint_every = 10"],
+                          "--run-dir", str(tmp_path), "--bind", "expert/training.checkpoint_every = 10"],
                          cwd=repo_root, capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("[train] done") == 1  # printed once, by the main process
