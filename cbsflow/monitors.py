@@ -7,7 +7,6 @@ Every monitor is called as ``monitor(velocity, x1, t, path=..., y=None, generato
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch

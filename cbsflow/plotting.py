@@ -86,3 +86,24 @@ def plot_images(path: str, samples, reference, title: str) -> None:
     fig.tight_layout(rect=(0, 0, 1, 0.92))
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_samples(path: str, samples, dataset, title: str, reference_seed: int = 2**31 - 1) -> None:
+    """samples.png: the samples beside fresh data (image grids, or a 2-D scatter), titled; other data: no figure."""
+    if dataset.is_image:
+        ref, _ = dataset.sample(min(len(samples), 64), seed=reference_seed)
+        plot_images(path, samples[:64], ref, title)
+    elif samples[0].numel() == 2:
+        ref, _ = dataset.sample(min(len(samples), 5000), seed=reference_seed)
+        plot_scatter(path, samples[:5000].reshape(-1, 2).numpy(), ref.reshape(-1, 2).numpy(), title)
+
+
+def metrics_title(n_segments: int, nfe: int, results: dict) -> str:
+    """Two title lines: the model, then up to four metrics with their floors."""
+    parts = []
+    for name, r in list(results.items())[:4]:
+        if "value" not in r:
+            continue
+        floor = f" (floor {r['floor']['value']:.3g})" if "floor" in r else ""
+        parts.append(f"{name} {r['value']:.4g}{floor}")
+    return f"{n_segments} expert(s), NFE {nfe}\n" + ", ".join(parts)

@@ -215,3 +215,57 @@ def describe_changes(old: dict[str, Any], new: dict[str, Any], limit: int = 3) -
     shown = [f"{k} {text(old, k)} -> {text(new, k)}" for k in keys[:limit]]
     more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
     return ", ".join(shown) + more if shown else "settings differ"
+
+
+# ----------------------------------------------------------------------------------------------- typed artifacts
+
+def check_profile(name: str, t, value, stderr) -> None:
+    """A monitor's profile must be finite, non-negative and shaped like its grid."""
+    if value.shape != t.shape or stderr.shape != t.shape:
+        raise UserError(f"monitor {name!r} returned {value.shape} values for a grid of {t.shape}; return (mean, stderr) per t")
+    bad = ~np.isfinite(value) | (value < 0) | ~np.isfinite(stderr)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise UserError(f"monitor {name!r} returned {value[i]} (stderr {stderr[i]}) at t = {t[i]:.4f}; "
+                        "monitors must be finite and >= 0")
+
+
+def read_profile(path: str) -> dict:
+    """Read and validate profile.json (it may be written by hand)."""
+    prof = read_json(path, "split")
+    for key in ("t", "value"):
+        if not isinstance(prof.get(key), list) or len(prof[key]) < 2:
+            raise UserError(f"{path}: '{key}' must be a list of at least 2 numbers")
+    prof.setdefault("stderr", [0.0] * len(prof["value"]))
+    prof.setdefault("monitor", "unknown")
+    try:
+        t, value, se = (np.asarray(prof[k], dtype=np.float64) for k in ("t", "value", "stderr"))
+    except (TypeError, ValueError):
+        raise UserError(f"{path}: 't', 'value' and 'stderr' must be lists of numbers")
+    if not (t.shape == value.shape == se.shape) or t.ndim != 1:
+        raise UserError(f"{path}: 't', 'value' and 'stderr' must have the same length")
+    if not (np.all(np.diff(t) > 0) and t[0] >= 0 and t[-1] <= 1):
+        raise UserError(f"{path}: 't' must increase strictly within [0, 1]")
+    check_profile(prof["monitor"], t, value, se)
+    return prof
+
+
+def save_samples(run_dir: str, x: torch.Tensor, y: torch.Tensor | None, is_image: bool) -> None:
+    """samples.npz: images as uint8 (n, c, h, w) under ``images``, other data as float32 under ``x``; ``labels``."""
+    arrays = {} if y is None else {"labels": y.numpy()}
+    if is_image:
+        arrays["images"] = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    else:
+        arrays["x"] = x.numpy()
+    save_npz(os.path.join(run_dir, SAMPLES), **arrays)
+
+
+def load_samples(run_dir: str, what: str) -> torch.Tensor:
+    """Samples in data space: images back to [-1, 1] floats."""
+    path = os.path.join(run_dir, SAMPLES)
+    if not os.path.exists(path):
+        raise UserError(f"{what}: {path} not found; run --stages sample first")
+    with np.load(path) as f:
+        if "images" in f:
+            return torch.from_numpy(f["images"]).float() / 127.5 - 1
+        return torch.from_numpy(f["x"])

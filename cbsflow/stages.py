@@ -19,9 +19,12 @@ from tqdm.auto import tqdm
 
 from cbsflow import rundir
 from cbsflow.errors import UserError
+from cbsflow.metrics import floors
+from cbsflow.plotting import metrics_title, plot_samples
 from cbsflow.registry import Constructor, Instance, Instances, name_of
 from cbsflow.rundir import Provenance
-from cbsflow.training import TrainSettings, derive_seed, process_state
+from cbsflow.seeding import derive_seed
+from cbsflow.training import TrainSettings, process_state
 
 # Parameters that do not change a stage's result (which experts this job trains, logging), left out of the
 # configuration the stage records, wherever in the stage's components they are.
@@ -53,7 +56,7 @@ def profile(run_dir, prov=None, /, *, estimator: Instance("estimator") = gin.REQ
     t = torch.linspace(t_min, t_max, n_points)
     mean, stderr = monitor(velocity, x1, t, path=path, y=y, generator=torch.Generator().manual_seed(seed))
     raw, raw_se = (np.asarray(torch.as_tensor(v, dtype=torch.float64).cpu()) for v in (mean, stderr))
-    _check_monitor(name_of(monitor), t.numpy(), raw, raw_se)
+    rundir.check_profile(name_of(monitor), t.numpy(), raw, raw_se)
     value, se = smoother(t.numpy(), raw, raw_se) if smoother is not None else (raw, raw_se)
     if not process_state().is_main_process:
         return
@@ -62,37 +65,6 @@ def profile(run_dir, prov=None, /, *, estimator: Instance("estimator") = gin.REQ
         "value": list(map(float, value)), "stderr": list(map(float, se)),
         "smoother": None if smoother is None else name_of(smoother), "valid_until": valid_until,
         "raw_value": raw.tolist(), "raw_stderr": raw_se.tolist(), **_record(prov)})
-
-
-def _check_monitor(name: str, t, value, stderr) -> None:
-    """A monitor must return finite, non-negative values shaped like t."""
-    if value.shape != t.shape or stderr.shape != t.shape:
-        raise UserError(f"monitor {name!r} returned {value.shape} values for a grid of {t.shape}; return (mean, stderr) per t")
-    bad = ~np.isfinite(value) | (value < 0) | ~np.isfinite(stderr)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise UserError(f"monitor {name!r} returned {value[i]} (stderr {stderr[i]}) at t = {t[i]:.4f}; "
-                        "monitors must be finite and >= 0")
-
-
-def load_profile(path: str) -> dict:
-    """Read and validate profile.json (it may be written by hand)."""
-    prof = rundir.read_json(path, "split")
-    for key in ("t", "value"):
-        if not isinstance(prof.get(key), list) or len(prof[key]) < 2:
-            raise UserError(f"{path}: '{key}' must be a list of at least 2 numbers")
-    prof.setdefault("stderr", [0.0] * len(prof["value"]))
-    prof.setdefault("monitor", "unknown")
-    try:
-        t, value, se = (np.asarray(prof[k], dtype=np.float64) for k in ("t", "value", "stderr"))
-    except (TypeError, ValueError):
-        raise UserError(f"{path}: 't', 'value' and 'stderr' must be lists of numbers")
-    if not (t.shape == value.shape == se.shape) or t.ndim != 1:
-        raise UserError(f"{path}: 't', 'value' and 'stderr' must have the same length")
-    if not (np.all(np.diff(t) > 0) and t[0] >= 0 and t[-1] <= 1):
-        raise UserError(f"{path}: 't' must increase strictly within [0, 1]")
-    _check_monitor(prof["monitor"], t, value, se)
-    return prof
 
 
 @gin.configurable(module="stage")
@@ -105,7 +77,7 @@ def split(run_dir, prov=None, /, *, solver: Instance("partition") = gin.REQUIRED
     if run_dir is None:
         return
     prof_path = rundir.artifact(run_dir, "profile")
-    prof = load_profile(prof_path) if solver.needs_profile or os.path.exists(prof_path) else None
+    prof = rundir.read_profile(prof_path) if solver.needs_profile or os.path.exists(prof_path) else None
     if prof is None:
         t, value = np.linspace(0, 1, 2), np.ones(2)
     else:
@@ -201,42 +173,10 @@ def sample(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQ
     info = {"sampler": name_of(sampler), "schedule": name_of(schedule), "steps": n_steps, "nfe": nfe,
             "steps_per_segment": [len(g) - 1 for g in grids], "n_samples": n_samples, "ema": use_ema, "seed": seed,
             "guidance": {"scale": guidance_scale, "interval": [lo, hi]} if guidance else None}
-    _write_samples(run_dir, samples, None if ys[0] is None else torch.cat(ys), dataset.is_image)
-    _plot_samples(run_dir, samples, dataset, f"{model.n_segments} expert(s), NFE {nfe}, {name_of(sampler)}")
+    rundir.save_samples(run_dir, samples, None if ys[0] is None else torch.cat(ys), dataset.is_image)
+    plot_samples(os.path.join(run_dir, "samples.png"), samples, dataset,
+                 f"{model.n_segments} expert(s), NFE {nfe}, {name_of(sampler)}")
     rundir.write_json(rundir.artifact(run_dir, "sample"), {**info, **_record(prov)})
-
-
-def _write_samples(run_dir: str, x: torch.Tensor, y, is_image: bool) -> None:
-    arrays = {} if y is None else {"labels": y.numpy()}
-    if is_image:
-        arrays["images"] = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-    else:
-        arrays["x"] = x.numpy()
-    rundir.save_npz(os.path.join(run_dir, rundir.SAMPLES), **arrays)
-
-
-def _plot_samples(run_dir: str, samples: torch.Tensor, dataset, title: str, reference_seed: int = 2**31 - 1) -> None:
-    """samples.png: the samples beside fresh data (2-D scatter or image grids), titled."""
-    from cbsflow.plotting import plot_images, plot_scatter
-
-    out = os.path.join(run_dir, "samples.png")
-    if dataset.is_image:
-        ref, _ = dataset.sample(min(len(samples), 64), seed=reference_seed)
-        plot_images(out, samples[:64], ref, title)
-    elif samples[0].numel() == 2:
-        ref, _ = dataset.sample(min(len(samples), 5000), seed=reference_seed)
-        plot_scatter(out, samples[:5000].reshape(-1, 2).numpy(), ref.reshape(-1, 2).numpy(), title)
-
-
-def load_samples(run_dir: str) -> torch.Tensor:
-    """Samples in data space: images back to [-1, 1] floats."""
-    path = os.path.join(run_dir, rundir.SAMPLES)
-    if not os.path.exists(path):
-        raise UserError(f"evaluate: {path} not found; run --stages sample first")
-    with np.load(path) as f:
-        if "images" in f:
-            return torch.from_numpy(f["images"]).float() / 127.5 - 1
-        return torch.from_numpy(f["x"])
 
 
 @gin.configurable(module="stage")
@@ -256,7 +196,7 @@ def evaluate(run_dir, prov=None, /, *, dataset: Instance("dataset") = gin.REQUIR
     if run_dir is None:
         return
     info = rundir.read_json(rundir.artifact(run_dir, "sample"), "evaluate")
-    samples = load_samples(run_dir)
+    samples = rundir.load_samples(run_dir, "evaluate")
     velocity = load_segmented(run_dir, backbone, dataset, path, use_ema=info.get("ema", True)).eval()
     sampling = {k: v for k, v in info.items() if k not in ("steps_per_segment", "config", "config_digest", "input_digest")}
     results = {}
@@ -267,42 +207,13 @@ def evaluate(run_dir, prov=None, /, *, dataset: Instance("dataset") = gin.REQUIR
             if "floor" in result:
                 results[name]["floor"] = result["floor"]
         if getattr(metric, "compares_samples", True) and floor_draws:
-            for name, floor in _floors(metric, dataset, len(samples), floor_draws, reference_seed).items():
+            for name, floor in floors(metric, dataset, len(samples), floor_draws, reference_seed).items():
                 results.setdefault(name, {})["floor"] = floor
     rundir.write_json(rundir.artifact(run_dir, "evaluate"), {
         "nfe": info["nfe"], "sampling": {**sampling, "steps_per_segment": info.get("steps_per_segment")},
         "metrics": results, **_record(prov)})
-    _plot_samples(run_dir, samples, dataset, _metrics_title(velocity.n_segments, info["nfe"], results))
-
-
-def _floors(metric, dataset, n: int, draws: int, reference_seed: int) -> dict[str, dict]:
-    """Each of the metric's values on ``draws`` fresh true-data draws of n points: mean, s.d., and what it is."""
-    values: dict[str, list[float]] = {}
-    for i in range(draws):
-        fresh, _ = dataset.sample(n, seed=derive_seed(reference_seed, 101, i))
-        for name, result in metric(samples=fresh, dataset=dataset, velocity=None, seed=reference_seed).items():
-            values.setdefault(name, []).append(float(result["value"]))
-    what = f"the metric of {n} fresh true-data points against the same reference (a perfect model)"
-    pool = getattr(dataset, "pool_size", None)
-    if pool is not None and n >= pool // 2:
-        what += (f"; the data has only {pool} items, so these draws largely repeat the reference's own items and the "
-                 "floor is optimistic")
-    return {name: {"value": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else None, "draws": len(v),
-                   "what": what} for name, v in values.items()}
-
-
-def _metrics_title(n_segments: int, nfe: int, results: dict) -> str:
-    parts = []
-    for name, r in list(results.items())[:4]:
-        if "value" not in r:
-            continue
-        floor = f" (floor {r['floor']['value']:.3g})" if "floor" in r else ""
-        parts.append(f"{name} {r['value']:.4g}{floor}")
-    return f"{n_segments} expert(s), NFE {nfe}\n" + ", ".join(parts)
-
-
-def boundaries_of(run_dir: str) -> list[float]:
-    return rundir.read_boundaries(run_dir, "evaluate").tolist()
+    plot_samples(os.path.join(run_dir, "samples.png"), samples, dataset,
+                 metrics_title(velocity.n_segments, info["nfe"], results))
 
 
 STAGES = {"profile": profile, "split": split, "train": train, "sample": sample, "evaluate": evaluate}

@@ -28,6 +28,7 @@ from torch import nn
 
 from cbsflow.errors import UserError
 from cbsflow.registry import Instance
+from cbsflow.seeding import derive_seed
 from cbsflow.timesampling import uniform_time
 
 
@@ -64,11 +65,6 @@ def drop_labels(y, num_classes: int, p: float, generator: torch.Generator):
         return y
     drop = torch.rand(y.shape, generator=generator, device=generator.device) < p
     return torch.where(drop.to(y.device), torch.full_like(y, num_classes), y)
-
-
-def derive_seed(*parts: int) -> int:
-    """An independent seed for each (purpose, seed, rank, ...) tuple."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
 class Progress:

@@ -1,6 +1,5 @@
 """The run directory: atomic writers, readers that raise user errors, provenance and staleness."""
 
-import json
 
 import numpy as np
 import pytest

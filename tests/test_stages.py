@@ -58,7 +58,7 @@ def test_exact_field_reproduces_the_data_moments_on_every_path(tmp_path, path, s
 
 def test_starting_noise_and_sde_noise_are_independent(tmp_path):
     """The sample stage's two generators: the first Brownian increment is not the starting noise."""
-    from cbsflow.training import derive_seed
+    from cbsflow.seeding import derive_seed
 
     start = torch.randn(5, 2, generator=torch.Generator().manual_seed(derive_seed(0, 0)))
     increment = torch.randn(5, 2, generator=torch.Generator().manual_seed(derive_seed(0, 1)))

@@ -159,18 +159,13 @@ def array_samples(path: str, images_key: str | None = None, labels_key: str | No
 
 
 def digits_images(size: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's digits as uint8 (n, size, size) grayscale images and int labels."""
-    from sklearn.datasets import load_digits
+    """scikit-learn's digits as uint8 (n, size, size) grayscale images and int labels: the `digits` dataset's own
+    images (and resampling), mapped from [-1, 1] to 0..255."""
+    from cbsflow.data.shards import digits
 
-    d = load_digits()
-    x = d.images * (255.0 / 16.0)  # (b, 8, 8) in 0..255
-    if size != 8:  # the same resampling as the `digits` dataset
-        import torch
-        import torch.nn.functional as F
-
-        x = F.interpolate(torch.from_numpy(x).float()[:, None], size=(size, size), mode="bilinear",
-                          align_corners=False)[:, 0].numpy()
-    return np.clip(np.round(x), 0, 255).astype(np.uint8), d.target.astype(np.int64)
+    data = digits(size=size, conditional=True)
+    x = ((data.x[:, 0].double() + 1) * 127.5).numpy()
+    return np.clip(np.round(x), 0, 255).astype(np.uint8), data.y.numpy().astype(np.int64)
 
 
 def digits_samples(size: int = 8, shuffle: bool = True, seed: int = 0) -> tuple[int, Iterator[Sample]]:

@@ -21,6 +21,7 @@ from webdataset.tariterators import group_by_keys, tar_file_expander
 from cbsflow.data.base import Dataset
 from cbsflow.errors import UserError
 from cbsflow.registry import register
+from cbsflow.seeding import derive_seed
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 PIL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
@@ -61,11 +62,6 @@ def shards_for_rank(paths: list[str], rank: int, world: int) -> list[str]:
                       f"(shuffled its own way); write more, smaller shards (make_shards.py --maxcount) to avoid this")
         return list(paths)
     return list(paths[rank::world])
-
-
-def mix_seed(*parts: int) -> int:
-    """A 63-bit seed derived deterministically from several integers."""
-    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0] >> 1)
 
 
 def buffer_shuffle(items: Iterator[Any], size: int, gen: torch.Generator) -> Iterator[Any]:
@@ -175,9 +171,9 @@ class _ShardStream(IterableDataset):
             order = list(range(len(self.paths)))
             if self.ds.resampled:
                 order = torch.randperm(len(order), generator=torch.Generator().manual_seed(
-                    mix_seed(self.seed, self.rank, epoch))).tolist()
+                    derive_seed(self.seed, self.rank, epoch))).tolist()
             urls = wds.split_by_worker([{"url": self.paths[i]} for i in order])
-            gen = torch.Generator().manual_seed(mix_seed(self.seed, self.rank, epoch, worker + 1))
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, self.rank, epoch, worker + 1))
             raw = group_by_keys(tar_file_expander(_open_shards(urls, on_error), handler=on_error), handler=on_error)
             good = 0
             for sample in buffer_shuffle(raw, self.ds.shuffle_buffer, gen):
