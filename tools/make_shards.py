@@ -1,8 +1,11 @@
-"""Write WebDataset shards (png/jpg/npy + cls) from an image folder, a numpy array file, or scikit-learn's digits.
+"""Write WebDataset shards (png/jpg/npy + cls) from an image folder, a numpy array file, the downsampled-ImageNet
+release, or scikit-learn's digits.
 
 Examples:
     python tools/make_shards.py --from-folder photos/ --out data/photos --prefix photos-train
     python tools/make_shards.py --from-array latents.npz --labels-key y --out data/latents --no-gzip
+    python tools/make_shards.py --from-imagenet-npz 'Imagenet64_train_part*.npz' --out data/imagenet64 --prefix imagenet64-train
+    python tools/make_shards.py --from-imagenet-npz Imagenet64_val_data.npz --out data/imagenet64 --prefix imagenet64-val
     python tools/make_shards.py --from-digits --size 16 --out data/digits --maxcount 500
 Read them back with the ``shards`` dataset: urls="OUT/PREFIX-{000000..N}.tar.gz" (or just OUT).
 """
@@ -158,6 +161,43 @@ def array_samples(path: str, images_key: str | None = None, labels_key: str | No
     return len(data), gen()
 
 
+def imagenet_npz_samples(pattern: str, shuffle: bool = True, seed: int = 0) -> tuple[int, Iterator[Sample]]:
+    """The downsampled-ImageNet release (Chrabaszcz et al., 2017): .npz parts whose ``data`` rows are uint8 C x H x W
+    images flattened (12,288 = 3 x 64 x 64 for ImageNet-64) and whose ``labels`` run 1..1000; every part matching the
+    glob, read one at a time (shuffled within a part), labels mapped to 0..999."""
+    parts = sorted(glob.glob(os.path.expanduser(pattern)))
+    if not parts:
+        raise UserError(f"make_shards: --from-imagenet-npz {pattern!r} matches no file; give the parts' path or a glob "
+                        "such as 'Imagenet64_train_part*.npz'")
+    sizes = []
+    for part in parts:
+        with np.load(part, allow_pickle=False) as f:
+            if "data" not in f or "labels" not in f:
+                raise UserError(f"make_shards: {part} has no 'data' and 'labels' arrays (keys: {', '.join(f.keys())}); "
+                                "expected a downsampled-ImageNet .npz part")
+            labels = np.asarray(f["labels"])
+        if labels.min() < 1 or labels.max() > 1000:
+            raise UserError(f"make_shards: {part} has labels in {labels.min()}..{labels.max()}; the downsampled-ImageNet "
+                            "release numbers classes 1..1000")
+        sizes.append(len(labels))
+
+    def gen() -> Iterator[Sample]:
+        n = 0
+        for i, part in enumerate(parts):
+            with np.load(part, allow_pickle=False) as f:
+                data, labels = np.asarray(f["data"]), np.asarray(f["labels"]).astype(np.int64) - 1
+            side = int(round((data.shape[1] / 3) ** 0.5))
+            if data.dtype != np.uint8 or data.ndim != 2 or 3 * side * side != data.shape[1]:
+                raise UserError(f"make_shards: {part}: 'data' must be uint8 rows of 3 x S x S pixels, got "
+                                f"{data.dtype} {data.shape}")
+            images = data.reshape(-1, 3, side, side).transpose(0, 2, 3, 1)  # (n, S, S, 3)
+            for j in _order(len(images), shuffle, seed + i):
+                yield {"__key__": f"{n:08d}", "png": png_bytes(images[j]), "cls": str(int(labels[j])).encode()}
+                n += 1
+
+    return sum(sizes), gen()
+
+
 def digits_images(size: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's digits as uint8 (n, size, size) grayscale images and int labels: the `digits` dataset's own
     images (and resampling), mapped from [-1, 1] to 0..255."""
@@ -225,6 +265,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--from-folder", metavar="DIR", help="one subfolder of images per class (index = sorted order)")
     src.add_argument("--from-array", metavar="FILE", help=".npz/.npy: uint8 NHWC/NCHW images -> png, floats -> npy")
+    src.add_argument("--from-imagenet-npz", metavar="GLOB", help="downsampled-ImageNet .npz parts (data + labels 1..1000)")
     src.add_argument("--from-digits", action="store_true", help="scikit-learn's 8x8 digits (offline)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--prefix", default="shard", help="shard names: PREFIX-000000.tar.gz, ... (default: shard)")
@@ -250,6 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             total, samples, classes = folder_samples(args.from_folder, args.shuffle, args.seed)
         elif args.from_array:
             total, samples = array_samples(args.from_array, args.images_key, args.labels_key, args.shuffle, args.seed)
+        elif args.from_imagenet_npz:
+            total, samples = imagenet_npz_samples(args.from_imagenet_npz, args.shuffle, args.seed)
         else:
             if args.size < 1:
                 raise UserError(f"make_shards: --size must be at least 1 (got {args.size})")

@@ -292,3 +292,41 @@ def test_digits_dataset():
     x, y = big.sample(2000, seed=0)
     assert big.shape == (1, 16, 16) and big.num_classes == 10 and x.shape == (2000, 1, 16, 16)
     assert y.dtype == torch.long and set(y.tolist()) == set(range(10)) and x.min() >= -1 and x.max() <= 1
+
+
+def _imagenet_part(path, labels, seed, side=64):
+    """A part in the downsampled-ImageNet format: uint8 rows of C x H x W pixels, labels 1..1000, a mean image."""
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    images = rng.integers(0, 256, size=(n, 3, side, side), dtype=np.uint8)
+    np.savez(path, data=images.reshape(n, -1), labels=labels, mean=images.reshape(n, -1).mean(0))
+    return images, np.asarray(labels)
+
+
+def test_imagenet_npz_parts_convert_by_one_glob(tmp_path, capsys):
+    a, la = _imagenet_part(tmp_path / "Imagenet64_train_part1.npz", [1000, 1, 17, 500, 999], 0)
+    b, lb = _imagenet_part(tmp_path / "Imagenet64_train_part2.npz", [2, 3, 4, 640], 1)
+    out = tmp_path / "in64"
+    assert ms.main(["--from-imagenet-npz", str(tmp_path / "Imagenet64_train_part*.npz"), "--out", str(out),
+                    "--prefix", "imagenet64-train", "--no-shuffle", "--quiet"]) == 0
+    assert "9 samples in 1 shards" in capsys.readouterr().out
+    ds = shards(str(out), shape=(3, 64, 64), num_classes=1000, name_filter="train", shuffle_buffer=1, flip=False)
+    got = {}
+    for x, y in ds.batches(9, seed=0):
+        for img, label in zip(x, y):
+            got[int(label)] = img
+        break
+    expected = np.concatenate([a, b]).astype(np.float64) / 127.5 - 1  # CHW rows, as the shards dataset returns them
+    labels = np.concatenate([la, lb]) - 1  # 1..1000 -> 0..999
+    assert set(got) == set(labels.tolist()) and 999 in got and 0 in got
+    for label, img in got.items():
+        i = int(np.flatnonzero(labels == label)[0])
+        np.testing.assert_allclose(img.numpy(), expected[i], atol=1e-6)
+
+
+def test_imagenet_npz_bad_input_is_one_line(tmp_path, capsys):
+    assert ms.main(["--from-imagenet-npz", str(tmp_path / "nothing*.npz"), "--out", str(tmp_path / "o")]) == 2
+    assert "matches no file" in capsys.readouterr().err
+    np.savez(tmp_path / "bad.npz", data=np.zeros((2, 12288), np.uint8), labels=[0, 5])
+    assert ms.main(["--from-imagenet-npz", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "o")]) == 2
+    assert "1..1000" in capsys.readouterr().err
