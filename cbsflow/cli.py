@@ -14,9 +14,9 @@ from cbsflow import config, registry, rundir
 from cbsflow.errors import UserError
 from cbsflow.rundir import STAGE_ORDER
 
-# Stages that train networks run on every process of `accelerate launch` (their writes come from the main one);
-# the others run on the main process while the rest wait.
-DISTRIBUTED_STAGES = ("profile", "train")
+# Stages that run on every process of `accelerate launch` (training, sampling and feature extraction are shared;
+# only the main process writes); split runs on the main process while the rest wait.
+DISTRIBUTED_STAGES = ("profile", "train", "sample", "evaluate")
 
 EXAMPLES = """examples:
   python tools/run.py --gin gin/quickstart.gin                         # every stage, runs/quickstart/

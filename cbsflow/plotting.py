@@ -88,14 +88,12 @@ def plot_images(path: str, samples, reference, title: str) -> None:
     plt.close(fig)
 
 
-def plot_samples(path: str, samples, dataset, title: str, reference_seed: int = 2**31 - 1) -> None:
-    """samples.png: the samples beside fresh data (image grids, or a 2-D scatter), titled; other data: no figure."""
-    if dataset.is_image:
-        ref, _ = dataset.sample(min(len(samples), 64), seed=reference_seed)
-        plot_images(path, samples[:64], ref, title)
+def plot_samples(path: str, samples, reference, title: str) -> None:
+    """samples.png: the samples beside data (image grids of up to 64, or a 2-D scatter), titled; other data: none."""
+    if samples.dim() == 4 and samples.shape[1] in (1, 3):
+        plot_images(path, samples[:64], reference[:64], title)
     elif samples[0].numel() == 2:
-        ref, _ = dataset.sample(min(len(samples), 5000), seed=reference_seed)
-        plot_scatter(path, samples[:5000].reshape(-1, 2).numpy(), ref.reshape(-1, 2).numpy(), title)
+        plot_scatter(path, samples[:5000].reshape(-1, 2).numpy(), reference[:5000].reshape(-1, 2).numpy(), title)
 
 
 def metrics_title(n_segments: int, nfe: int, results: dict) -> str:

@@ -28,6 +28,7 @@ KINDS = (
     "schedule",
     "dataset",
     "metric",
+    "autoencoder",
 )
 # Names taken by the pipeline stages (gin configurables); components may not reuse them.
 RESERVED = STAGE_ORDER

@@ -10,6 +10,8 @@ two experts.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
@@ -174,3 +176,28 @@ def sample_segmented(model, sampler, grids: list[np.ndarray], x: torch.Tensor, y
         x = sampler(velocity, x, [float(v) for v in grid], y, path=path, generator=generator)
         nfe += counted.nfe
     return x, nfe
+
+
+def generate(model, sampler, grids: list[np.ndarray], shape: tuple[int, ...], num_classes: int, n_samples: int,
+             batch_size: int, seed: int, rank: int = 0, world: int = 1, guidance=None, path=None,
+             autocast=contextlib.nullcontext) -> tuple[list[tuple[int, torch.Tensor, torch.Tensor | None]], int]:
+    """This process's share of ``n_samples``: batch i (starting noise, labels and the sampler's own noise all seeded
+    from (seed, i)) goes to process i mod world, so the samples do not depend on how many processes make them.
+    Returns [(batch index, samples on the CPU, labels)] and the NFE per sample."""
+    from cbsflow.seeding import derive_seed
+
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    out, nfe = [], 0
+    for i, start in enumerate(range(0, n_samples, batch_size)):
+        if i % world != rank:
+            continue
+        n = min(batch_size, n_samples - start)
+        start_gen = torch.Generator().manual_seed(derive_seed(seed, 0, i))
+        x0 = torch.randn((n,) + tuple(shape), generator=start_gen)
+        y = torch.randint(0, num_classes, (n,), generator=start_gen) if num_classes else None
+        noise_gen = torch.Generator(device=device).manual_seed(derive_seed(seed, 1, i))
+        with autocast():
+            x, nfe = sample_segmented(model, sampler, grids, x0.to(device), None if y is None else y.to(device),
+                                      guidance, path=path, generator=noise_gen)
+        out.append((i, x.float().cpu(), y))
+    return out, nfe

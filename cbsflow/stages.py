@@ -9,13 +9,13 @@ mistake never leaves a half-updated run directory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 
 import gin
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from cbsflow import rundir
 from cbsflow.errors import UserError
@@ -134,15 +134,19 @@ def sample(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQ
            dataset: Instance("dataset") = gin.REQUIRED, path: Instance("path") = gin.REQUIRED,
            sampler: Instance("sampler") = gin.REQUIRED, schedule: Instance("schedule") = gin.REQUIRED,
            n_steps: int = 32, n_samples: int = 4096, batch_size: int = 1024, use_ema: bool = True,
-           guidance_scale: float = 1.0, guidance_interval: tuple[float, float] = (0.0, 1.0), seed: int = 0) -> None:
+           guidance_scale: float = 1.0, guidance_interval: tuple[float, float] = (0.0, 1.0),
+           autoencoder: Instance("autoencoder") | None = None, mixed_precision: str = "no", compile: bool = False,
+           seed: int = 0) -> None:
     """Generate samples with the segmented model, one expert per segment; write samples.npz + sample.json.
 
     Image data is stored as uint8 (N, C, H, W) under ``images`` with a PNG grid; other data as float32 under ``x``.
     Labels (``labels``) are drawn uniformly for class-conditional data; ``guidance_scale`` != 1 applies
-    classifier-free guidance inside ``guidance_interval``. The starting noise and the sampler's own noise (SDE
-    samplers) come from two generators seeded independently from ``seed``.
+    classifier-free guidance inside ``guidance_interval``. With an ``autoencoder`` the samples are latents, decoded
+    into images before they are stored. Under ``accelerate launch`` every process makes its share of the batches
+    (seeded per batch, so the samples do not depend on the number of processes) and the main one gathers them.
+    ``mixed_precision = 'bf16'`` samples under bf16 autocast, ``compile`` runs every expert through torch.compile.
     """
-    from cbsflow.samplers import sample_segmented
+    from cbsflow.samplers import generate
     from cbsflow.segmented import load_segmented
 
     lo, hi = guidance_interval
@@ -152,31 +156,58 @@ def sample(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQ
         raise UserError(f"sample.guidance_interval must satisfy 0 <= low <= high <= 1, got {guidance_interval}")
     if n_steps < 1 or n_samples < 1 or batch_size < 1:
         raise UserError(f"sample: n_steps, n_samples and batch_size must be >= 1, got {n_steps}, {n_samples}, {batch_size}")
+    if mixed_precision not in ("no", "bf16"):
+        raise UserError(f"sample.mixed_precision must be 'no' or 'bf16', got {mixed_precision!r}")
+    made_by = getattr(dataset, "metadata", {}).get("autoencoder")
+    if autoencoder is not None and made_by and abs(made_by.get("scale", autoencoder.scale) - autoencoder.scale) > 1e-12:
+        raise UserError(f"sample.autoencoder: the latent shards were made with scale {made_by['scale']} "
+                        f"({made_by.get('path')}), the bound autoencoder has scale {autoencoder.scale}; bind vae.scale")
     if run_dir is None:
         return
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_segmented(run_dir, backbone, dataset, path, use_ema=use_ema).eval().to(device)
+    state = process_state()
+    model = load_segmented(run_dir, backbone, dataset, path, use_ema=use_ema).eval().to(state.device)
+    if compile:
+        for expert in model.experts:
+            expert.net = torch.compile(expert.net)
     grids = schedule(model.boundaries.cpu().numpy(), n_steps)
     guidance = (guidance_scale, (lo, hi), dataset.num_classes) if guidance_scale != 1.0 else None
-    start_gen = torch.Generator().manual_seed(derive_seed(seed, 0))
-    noise_gen = torch.Generator(device=device).manual_seed(derive_seed(seed, 1))
-    xs, ys, nfe = [], [], 0
-    for start in tqdm(range(0, n_samples, batch_size), desc="sample", leave=False):
-        n = min(batch_size, n_samples - start)
-        x0 = torch.randn((n,) + tuple(dataset.shape), generator=start_gen)
-        y = torch.randint(0, dataset.num_classes, (n,), generator=start_gen) if dataset.num_classes else None
-        x, nfe = sample_segmented(model, sampler, grids, x0.to(device), None if y is None else y.to(device), guidance,
-                                  path=path, generator=noise_gen)
-        xs.append(x.float().cpu())
-        ys.append(y)
-    samples = torch.cat(xs)
+    batches, nfe = generate(model, sampler, grids, dataset.shape, dataset.num_classes, n_samples, batch_size, seed,
+                            state.process_index, state.num_processes, guidance, path,
+                            _autocast(state.device, mixed_precision))
+    samples, labels = _gathered(batches, state)
+    if not state.is_main_process:
+        return
     info = {"sampler": name_of(sampler), "schedule": name_of(schedule), "steps": n_steps, "nfe": nfe,
             "steps_per_segment": [len(g) - 1 for g in grids], "n_samples": n_samples, "ema": use_ema, "seed": seed,
-            "guidance": {"scale": guidance_scale, "interval": [lo, hi]} if guidance else None}
-    rundir.save_samples(run_dir, samples, None if ys[0] is None else torch.cat(ys), dataset.is_image)
-    plot_samples(os.path.join(run_dir, "samples.png"), samples, dataset,
+            "guidance": {"scale": guidance_scale, "interval": [lo, hi]} if guidance else None,
+            "processes": state.num_processes, "mixed_precision": mixed_precision, "compile": compile,
+            "decoded_by": autoencoder.describe() if autoencoder is not None else None}
+    images = dataset.is_image or autoencoder is not None
+    reference, _ = dataset.sample(min(len(samples), 64 if images else 5000), seed=2**31 - 1)  # drawn beside them
+    if autoencoder is not None:
+        samples, reference = autoencoder.decode(samples), autoencoder.decode(reference)
+    rundir.save_samples(run_dir, samples, labels, images)
+    plot_samples(os.path.join(run_dir, "samples.png"), samples, reference,
                  f"{model.n_segments} expert(s), NFE {nfe}, {name_of(sampler)}")
     rundir.write_json(rundir.artifact(run_dir, "sample"), {**info, **_record(prov)})
+
+
+def _autocast(device: torch.device, mixed_precision: str):
+    if mixed_precision == "bf16":
+        return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def _gathered(batches: list, state) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Every process's (index, samples, labels) batches, in index order, on the main process (others: their own)."""
+    if state.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        batches = gather_object(batches)
+    batches = sorted(batches, key=lambda b: b[0])
+    samples = torch.cat([b[1] for b in batches])
+    labels = None if batches[0][2] is None else torch.cat([b[2] for b in batches])
+    return samples, labels
 
 
 @gin.configurable(module="stage")
@@ -187,7 +218,8 @@ def evaluate(run_dir, prov=None, /, *, dataset: Instance("dataset") = gin.REQUIR
 
     Every sample metric also gets its *floor*: the same metric of ``floor_draws`` fresh draws of true data of the
     same size against the same reference, i.e. what a perfect model would score (0 draws: no floor). Metrics that
-    know a reference of their own (the data's entropy for the NLL) report it as their floor.
+    know a reference of their own (the data's entropy for the NLL) report it as their floor. Metrics that score the
+    model itself (the NLL) load the experts; under ``accelerate launch`` image features are extracted data-parallel.
     """
     from cbsflow.segmented import load_segmented
 
@@ -197,7 +229,9 @@ def evaluate(run_dir, prov=None, /, *, dataset: Instance("dataset") = gin.REQUIR
         return
     info = rundir.read_json(rundir.artifact(run_dir, "sample"), "evaluate")
     samples = rundir.load_samples(run_dir, "evaluate")
-    velocity = load_segmented(run_dir, backbone, dataset, path, use_ema=info.get("ema", True)).eval()
+    velocity = None
+    if any(not getattr(m, "compares_samples", True) for m in metrics):
+        velocity = load_segmented(run_dir, backbone, dataset, path, use_ema=info.get("ema", True)).eval()
     sampling = {k: v for k, v in info.items() if k not in ("steps_per_segment", "config", "config_digest", "input_digest")}
     results = {}
     for metric in metrics:
@@ -209,11 +243,14 @@ def evaluate(run_dir, prov=None, /, *, dataset: Instance("dataset") = gin.REQUIR
         if getattr(metric, "compares_samples", True) and floor_draws:
             for name, floor in floors(metric, dataset, len(samples), floor_draws, reference_seed).items():
                 results.setdefault(name, {})["floor"] = floor
+    if not process_state().is_main_process:
+        return
     rundir.write_json(rundir.artifact(run_dir, "evaluate"), {
         "nfe": info["nfe"], "sampling": {**sampling, "steps_per_segment": info.get("steps_per_segment")},
         "metrics": results, **_record(prov)})
-    plot_samples(os.path.join(run_dir, "samples.png"), samples, dataset,
-                 metrics_title(velocity.n_segments, info["nfe"], results))
+    n_experts = len(rundir.read_boundaries(run_dir, "evaluate")) - 1
+    reference, _ = dataset.sample(min(len(samples), 64 if samples.dim() == 4 else 5000), seed=reference_seed)
+    plot_samples(os.path.join(run_dir, "samples.png"), samples, reference, metrics_title(n_experts, info["nfe"], results))
 
 
 STAGES = {"profile": profile, "split": split, "train": train, "sample": sample, "evaluate": evaluate}

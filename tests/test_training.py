@@ -158,3 +158,19 @@ def test_margin_widens_the_training_interval_but_not_the_owned_one(tmp_path):
     assert second["interval"] == [0.5, 1.0] and second["train_interval"] == [0.4, 1.0]
     log = json.loads(open(tmp_path / "checkpoints" / "train.json").read())
     assert log["config"]["train.margin"] == 0.1
+
+
+def test_training_logs_to_accelerate_trackers_beside_the_json_lines(tmp_path):
+    pytest.importorskip("tensorboard")
+    assert main(["--gin", SMOKE, *ONE_EXPERT, "--stages", "split,train", "--run-dir", str(tmp_path),
+                 "--bind", "expert/training.log_with = 'tensorboard'", "--bind", "expert/training.log_every = 5"]) == 0
+    tracking = tmp_path / "checkpoints" / "segment_0" / "tracking"
+    events = list(tracking.rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    assert (tmp_path / "checkpoints" / "segment_0" / "log.jsonl").read_text().count("\n") == 4  # steps 5..20
+
+
+def test_an_unknown_or_missing_tracker_is_a_configuration_error(tmp_path, capsys):
+    assert main(["--gin", SMOKE, "--run-dir", str(tmp_path), "--bind", "expert/training.log_with = 'mlflowx'"]) == 2
+    assert "training.log_with must be one of tensorboard, wandb" in capsys.readouterr().err
+    assert not tmp_path.joinpath("profile.json").exists()

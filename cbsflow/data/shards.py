@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import io
+import json
 import os
 import warnings
 from itertools import count
@@ -224,6 +225,8 @@ class shards(Dataset):
             raise UserError(f"shards: no shard file name under {urls!r} contains {name_filter!r} (shards.name_filter); "
                             f"check the folder or {MAKE_SHARDS_HINT}")
         self.skipped = 0  # unusable samples seen by the most recent ``batches`` iterator
+        meta = os.path.join(os.path.dirname(self.paths[0]), "latents.json")  # written by tools/encode_latents.py
+        self.metadata = json.load(open(meta)) if os.path.exists(meta) else {}
 
     @property
     def is_image(self) -> bool:

@@ -123,10 +123,20 @@ def to_uint8_images(x: torch.Tensor) -> torch.Tensor:
 def extract_features(
     extractor: FeatureExtractorBase, images: torch.Tensor, batch_size: int, cuda: bool
 ) -> torch.Tensor:
-    """Features (n, f) of uint8 images from a one-layer torch-fidelity extractor."""
+    """Features (n, f) of uint8 images from a one-layer torch-fidelity extractor. Under ``accelerate launch`` every
+    process extracts a contiguous share and all of them receive the features of all images, in order."""
+    from cbsflow.training import process_state
+
     (layer,) = extractor.get_requested_features_list()
-    out = get_featuresdict_from_dataset(ImageTensors(images), extractor, batch_size, cuda, True, False)
-    return out[layer].float().cpu()
+    state = process_state()
+    share = images.tensor_split(state.num_processes)[state.process_index] if state.num_processes > 1 else images
+    out = get_featuresdict_from_dataset(ImageTensors(share), extractor, batch_size, cuda, True, False)
+    features = out[layer].float().cpu()
+    if state.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        features = torch.cat(gather_object([features]))
+    return features
 
 
 def _single_threaded_blas() -> contextlib.AbstractContextManager:
@@ -150,6 +160,12 @@ def _reference_cache_file(cache_root: str, key: dict[str, Any]) -> Path:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     name = f"{key['extractor']}-{key['layer']}-n{key['n_reference']}-seed{key['seed']}-{digest}.pt"
     return Path(cache_root).expanduser() / name
+
+
+def _main_process() -> bool:
+    from cbsflow.training import process_state
+
+    return process_state().is_main_process
 
 
 class _FidelityMetric:
@@ -239,7 +255,7 @@ class _FidelityMetric:
             "mu": torch.from_numpy(stats["mu"]),  # float32
             "sigma": torch.from_numpy(stats["sigma"]),  # float64
         }
-        if cacheable:
+        if cacheable and _main_process():
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{os.getpid()}")
             torch.save(entry, tmp)
