@@ -44,6 +44,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--run-dir", help="run directory (default: runs/<name of the last gin file>)")
     p.add_argument("--segment", type=int, action="append", metavar="K",
                    help="train only expert K (repeatable): one job per expert on a cluster")
+    p.add_argument("--branch-from", metavar="RUN_DIR",
+                   help="start a new run directory from another one's profile, split and trained experts (hard links), "
+                        "e.g. to sample the same experts with other settings")
     p.add_argument("--force", action="store_true", help="redo the chosen stages even if they are up to date")
     p.add_argument("--no-rerun", action="store_true",
                    help="stop with an error instead of redoing a stage whose artifact exists but is out of date")
@@ -136,6 +139,30 @@ def plan(run_dir: str, chosen: list[str], configs: dict, force: bool) -> dict[st
     return {s: reasons[s] for s in chosen}
 
 
+def branch(source: str, run_dir: str) -> None:
+    """Hard-link (or copy) the profile, split and trained experts of ``source`` into a new ``run_dir``; their recorded
+    provenance then decides, as always, whether they are current for this configuration."""
+    import shutil
+
+    if not os.path.isfile(rundir.artifact(source, "train")):
+        raise UserError(f"--branch-from {source}: not a run directory with trained experts (no checkpoints/train.json)")
+    if os.path.exists(run_dir):
+        raise UserError(f"--branch-from: {run_dir} already exists; branch into a new run directory")
+
+    def link(src, dst):
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    os.makedirs(run_dir)
+    for name in ("profile.json", "profile.png", "split.json"):
+        if os.path.exists(os.path.join(source, name)):
+            link(os.path.join(source, name), os.path.join(run_dir, name))
+    shutil.copytree(os.path.join(source, "checkpoints"), os.path.join(run_dir, "checkpoints"), copy_function=link,
+                    ignore=shutil.ignore_patterns("step_*", "tracking"))
+
+
 def _needed(chosen: list[str], configs: dict) -> set[str]:
     """Unchosen stages whose artifacts a chosen stage reads, directly or through other unchosen stages. A split
     whose solver works without a profile (uniform, manual, logsnr) does not need one."""
@@ -179,6 +206,11 @@ def run(args: argparse.Namespace) -> None:
         _call(stages.STAGES[name], None)
     configs = {name: stage_config(name) for name in STAGE_ORDER}
     run_dir = args.run_dir or os.path.join("runs", os.path.splitext(os.path.basename(args.gin[-1]))[0])
+    if args.branch_from:
+        state = process_state()
+        if state.is_main_process:
+            branch(args.branch_from, run_dir)
+        state.wait_for_everyone()
     reasons = plan(run_dir, chosen, configs, args.force)
     if args.dry_run or args.no_rerun:
         _report_plan(run_dir, reasons, refuse=args.no_rerun and not args.dry_run)

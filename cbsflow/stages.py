@@ -23,7 +23,6 @@ from cbsflow.metrics import floors
 from cbsflow.plotting import metrics_title, plot_samples
 from cbsflow.registry import Constructor, Instance, Instances, name_of
 from cbsflow.rundir import Provenance
-from cbsflow.seeding import derive_seed
 from cbsflow.training import TrainSettings, process_state
 
 # Parameters that do not change a stage's result (which experts this job trains, logging), left out of the

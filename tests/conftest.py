@@ -30,3 +30,20 @@ def clean_gin():
 @pytest.fixture(scope="session")
 def repo_root():
     return ROOT
+
+
+@pytest.fixture(scope="session")
+def tiny_vae():
+    """A function that saves a randomly initialised 44k-parameter AutoencoderKL (x2 per side, 4 latent channels) to
+    ``folder/vae`` and returns the path: latent tests need no downloaded weights."""
+    diffusers = pytest.importorskip("diffusers")
+
+    def make(folder) -> str:
+        torch.manual_seed(0)
+        vae = diffusers.AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                                      up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16),
+                                      layers_per_block=1, latent_channels=4, norm_num_groups=4, sample_size=16)
+        vae.save_pretrained(os.path.join(folder, "vae"))
+        return os.path.join(folder, "vae")
+
+    return make

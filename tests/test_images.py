@@ -97,7 +97,9 @@ def test_monitors_run_batched_through_attention_backbones(name, kwargs):
 
 SHRINK = {
     "gin/jit_imagenet64.gin": (["jit.size = 'T'", "aux/jit.size = 'T'", "evaluate.metrics = []"], (3, 64, 64), "x"),
-    "gin/sit_b2_imagenet256.gin": (["sit.size = 'T'", "aux/sit.size = 'T'", "sit.patch = 8"], (4, 32, 32), "latents"),
+    "gin/sit_b2_imagenet256.gin": (["sit.size = 'T'", "aux/sit.size = 'T'", "sit.patch = 8",
+                                    "reference/shards.shape = (3, 64, 64)", "evaluate.metrics = [@fd_offline()]",
+                                    "fd_offline.n_reference = 4", "vae.batch_size = 4"], (4, 32, 32), "latents"),
     "gin/cifar10_unet.gin": (["unet.channels = 8", "unet.channel_mult = (1, 2)", "unet.attention_resolutions = (16,)",
                               "aux/unet.channels = 8", "aux/unet.channel_mult = (1, 2)", "evaluate.metrics = []"],
                              (3, 32, 32), "x"),
@@ -109,7 +111,7 @@ TINY = ["aux/training.steps = 2", "aux/training.batch_size = 4", "aux/training.m
 
 
 @pytest.mark.parametrize("config", sorted(SHRINK))
-def test_full_size_configs_run_on_small_shards_made_by_make_shards(config, tmp_path, repo_root):
+def test_full_size_configs_run_on_small_shards_made_by_make_shards(config, tmp_path, repo_root, tiny_vae):
     import subprocess
     import sys
 
@@ -125,6 +127,14 @@ def test_full_size_configs_run_on_small_shards_made_by_make_shards(config, tmp_p
                         "--labels-key", "y", "--out", str(tmp_path / "shards"), "--prefix", prefix, "--quiet"],
                        cwd=repo_root, check=True)
     argv = ["--gin", config, "--bind", f"DATA_DIR = '{tmp_path / 'shards'}'", "--run-dir", str(tmp_path / "run")]
+    if kind == "latents":  # decoded by a tiny random VAE (x2 per side), scored against 64x64 images
+        argv += ["--bind", f"VAE_PATH = '{tiny_vae(tmp_path)}'", "--bind", f"IMAGES_DIR = '{tmp_path / 'shards'}'"]
+        images = gen.integers(0, 256, size=(12, 64, 64, 3), dtype=np.uint8)
+        np.savez(tmp_path / "images.npz", x=images, y=gen.integers(0, 10, size=12))
+        subprocess.run([sys.executable, "tools/make_shards.py", "--from-array", str(tmp_path / "images.npz"),
+                        "--labels-key", "y", "--out", str(tmp_path / "shards"), "--prefix", "images-train", "--quiet"],
+                       cwd=repo_root, check=True)
+        argv += ["--bind", "reference/shards.name_filter = 'images-train'", "--bind", "shards.name_filter = 'tiny-train'"]
     for b in bindings + TINY:
         argv += ["--bind", b]
     assert main(argv) == 0

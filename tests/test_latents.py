@@ -2,13 +2,11 @@
 (tools/encode_latents.py) -> train -> sample -> decode -> image metrics."""
 
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-import torch
 
 from cbsflow.cli import main
 
@@ -16,14 +14,10 @@ diffusers = pytest.importorskip("diffusers")
 
 
 @pytest.fixture(scope="module")
-def latent_data(tmp_path_factory, repo_root):
+def latent_data(tmp_path_factory, repo_root, tiny_vae):
     """A tiny AutoencoderKL saved to disk, 48 RGB 16x16 images as shards, and their latents as shards."""
     root = tmp_path_factory.mktemp("latents")
-    torch.manual_seed(0)
-    vae = diffusers.AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                                  up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16),
-                                  layers_per_block=1, latent_channels=4, norm_num_groups=4, sample_size=16)
-    vae.save_pretrained(root / "vae")
+    tiny_vae(root)
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:16, :16]
     images = np.stack([np.stack([(128 + 100 * np.sin(xx / (2 + k % 5) + c)).astype(np.uint8) for c in range(3)], -1)

@@ -220,6 +220,19 @@ def test_every_metric_returns_named_finite_values_with_settings(entry, tmp_path,
     assert out and all(np.isfinite(r["value"]) and isinstance(r.get("settings"), dict) for r in out.values())
 
 
+@pytest.mark.parametrize("entry", registry.entries("autoencoder"), ids=lambda e: e.name)
+def test_every_autoencoder_round_trips_image_shapes(entry, tmp_path, tiny_vae):
+    """Every autoencoder (built from a tiny randomly initialised model: no weights) maps images to latents and back to
+    images of the same shape in [-1, 1], and describes itself for the shards' metadata."""
+    ae = entry.obj(path=tiny_vae(tmp_path), sample_latents=False)
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    latents = ae.encode(images)
+    assert latents.shape[0] == 2 and latents.shape[-1] < 16
+    decoded = ae.decode(latents)
+    assert decoded.shape == images.shape and decoded.abs().max() <= 1
+    assert isinstance(ae.describe(), dict)
+
+
 # Every kind of component has a test above that runs each registered component of that kind (derived from the
 # registry, so a new component is tested without a new test).
 KIND_TESTS = {
@@ -231,6 +244,7 @@ KIND_TESTS = {
     "schedule": test_every_schedule_covers_the_boundaries,
     "dataset": test_every_builtin_dataset_samples_its_shape_reproducibly,
     "metric": test_every_metric_returns_named_finite_values_with_settings,
+    "autoencoder": test_every_autoencoder_round_trips_image_shapes,
 }
 
 

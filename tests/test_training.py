@@ -116,17 +116,26 @@ def test_one_expert_per_job_then_train_json_when_all_are_done(tmp_path, capsys):
 
 
 def test_same_command_runs_under_accelerate_launch_with_two_processes(tmp_path, repo_root):
-    """Two gloo processes on a CPU: profile and train run data-parallel, the other stages on the main process."""
+    """Two gloo processes on a CPU: profile, train and sample run data-parallel, split on the main process; the
+    samples are those of one process (seeded per batch), gathered into one samples.npz."""
+    import numpy as np
+
     env = dict(os.environ, OMP_NUM_THREADS="1")
     # `python -m accelerate.commands.launch`: the launcher of this interpreter, found without an activated venv.
-    out = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                          "--mixed_precision", "no", "--dynamo_backend", "no", "tools/run.py", "--gin", SMOKE,
-                          "--run-dir", str(tmp_path), "--bind", "expert/training.checkpoint_every = 10"],
+    out = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "tools/run.py",
+                          "--gin", SMOKE, "--run-dir", str(tmp_path), "--bind", "expert/training.checkpoint_every = 10",
+                          "--bind", "sample.batch_size = 64"],
                          cwd=repo_root, capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("[train] done") == 1  # printed once, by the main process
     assert (tmp_path / "metrics.json").exists() and (tmp_path / "checkpoints" / "train.json").exists()
     assert (tmp_path / "checkpoints" / "segment_0" / "step_00000010").is_dir()
+    assert json.loads((tmp_path / "sample.json").read_text())["processes"] == 2
+    two = np.load(tmp_path / "samples.npz")["x"]
+    assert main(["--gin", SMOKE, "--run-dir", str(tmp_path), "--stages", "sample", "--force",
+                 "--bind", "sample.batch_size = 64"]) == 0
+    assert np.array_equal(two, np.load(tmp_path / "samples.npz")["x"])  # one process makes the same samples
 
 
 def test_ema_warm_up_forgets_the_initial_weights():
@@ -174,3 +183,24 @@ def test_an_unknown_or_missing_tracker_is_a_configuration_error(tmp_path, capsys
     assert main(["--gin", SMOKE, "--run-dir", str(tmp_path), "--bind", "expert/training.log_with = 'mlflowx'"]) == 2
     assert "training.log_with must be one of tensorboard, wandb" in capsys.readouterr().err
     assert not tmp_path.joinpath("profile.json").exists()
+
+
+def test_image_features_are_extracted_data_parallel_under_accelerate_launch(tmp_path, repo_root):
+    """gin/smoke/sit.gin with two processes: the samples, and the Fréchet distance from features extracted half by
+    each process, equal what one process computes."""
+    import numpy as np
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cache = ["--bind", f"fd_offline.cache_root = '{tmp_path / 'cache'}'"]
+    out = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "tools/run.py",
+                          "--gin", "gin/smoke/sit.gin", "--run-dir", str(tmp_path / "run"), *cache],
+                         cwd=repo_root, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    two = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]["fd_randconv"]["value"]
+    images = np.load(tmp_path / "run" / "samples.npz")["images"]
+    assert main(["--gin", "gin/smoke/sit.gin", "--run-dir", str(tmp_path / "run"), "--stages", "sample,evaluate",
+                 "--force", *cache]) == 0
+    assert np.array_equal(images, np.load(tmp_path / "run" / "samples.npz")["images"])
+    one = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]["fd_randconv"]["value"]
+    assert one == pytest.approx(two, rel=1e-5)

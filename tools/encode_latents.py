@@ -52,15 +52,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def center_crop(img, size: int) -> torch.Tensor:
-    """PIL image -> float (3, size, size) in [-1, 1]: short side resized to ``size`` (bicubic), centre crop."""
-    from PIL import Image
+    """PIL image -> float (3, size, size) in [-1, 1], resized and centre-cropped (cbsflow.data.shards.center_crop)."""
+    from cbsflow.data.shards import center_crop as crop
 
-    img = img.convert("RGB")
-    scale = size / min(img.size)
-    img = img.resize((max(size, round(img.size[0] * scale)), max(size, round(img.size[1] * scale))), Image.BICUBIC)
-    left, top = (img.size[0] - size) // 2, (img.size[1] - size) // 2
-    arr = np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.float32)
-    return torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1
+    return torch.from_numpy(crop(img, size).astype(np.float32)).permute(2, 0, 1) / 127.5 - 1
 
 
 def shard_sources(args) -> list[tuple[str, object]]:

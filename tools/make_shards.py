@@ -3,6 +3,7 @@ release, or scikit-learn's digits.
 
 Examples:
     python tools/make_shards.py --from-folder photos/ --out data/photos --prefix photos-train
+    python tools/make_shards.py --from-folder imagenet/train --center-crop 256 --out data/in256 --prefix in256-train
     python tools/make_shards.py --from-array latents.npz --labels-key y --out data/latents --no-gzip
     python tools/make_shards.py --from-imagenet-npz 'Imagenet64_train_part*.npz' --out data/imagenet64 --prefix imagenet64-train
     python tools/make_shards.py --from-imagenet-npz Imagenet64_val_data.npz --out data/imagenet64 --prefix imagenet64-val
@@ -85,8 +86,10 @@ def _order(n: int, shuffle: bool, seed: int) -> np.ndarray:
 # Sources: each returns (number of samples, iterator of samples).
 
 
-def folder_samples(folder: str, shuffle: bool = True, seed: int = 0) -> tuple[int, Iterator[Sample], list[str]]:
-    """Images in one subfolder per class (class index = sorted subfolder order); also returns the class names."""
+def folder_samples(folder: str, shuffle: bool = True, seed: int = 0,
+                   crop: int | None = None) -> tuple[int, Iterator[Sample], list[str]]:
+    """Images in one subfolder per class (class index = sorted subfolder order); also returns the class names.
+    With ``crop``, every image is resized and centre-cropped to crop x crop (ADM's ImageNet preparation) as png."""
     if not os.path.isdir(folder):
         raise UserError(f"make_shards: --from-folder {folder!r} is not a directory")
     classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
@@ -100,7 +103,14 @@ def folder_samples(folder: str, shuffle: bool = True, seed: int = 0) -> tuple[in
         for n, j in enumerate(_order(len(items), shuffle, seed)):
             path, label = items[j]
             ext = os.path.splitext(path)[1].lower()
-            if ext in (".png", ".jpg", ".jpeg"):
+            if crop:
+                from PIL import Image
+
+                from cbsflow.data.shards import center_crop
+
+                with Image.open(path) as im:
+                    data, key = png_bytes(center_crop(im, crop)), "png"
+            elif ext in (".png", ".jpg", ".jpeg"):
                 with open(path, "rb") as f:
                     data, key = f.read(), ("png" if ext == ".png" else "jpg")
             else:  # other formats are re-encoded losslessly
@@ -274,6 +284,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--images-key", help="array name in the .npz (default: x, images, data, arr_0 or the only one)")
     p.add_argument("--labels-key", help="label array name in the .npz (default: no labels)")
     p.add_argument("--size", type=int, default=8, help="--from-digits: upsample to SIZE x SIZE (default: 8)")
+    p.add_argument("--center-crop", type=int, metavar="SIZE",
+                   help="--from-folder: resize the short side to SIZE and keep the centre SIZE x SIZE (ADM/DiT/SiT)")
     p.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=True,
                    help="shuffle sample order before writing (default: on; sorted folders would give one-class shards)")
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffle (default: 0)")
@@ -288,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_out(args.out, args.prefix, args.force)  # fail before reading the input
         classes = None
         if args.from_folder:
-            total, samples, classes = folder_samples(args.from_folder, args.shuffle, args.seed)
+            total, samples, classes = folder_samples(args.from_folder, args.shuffle, args.seed, args.center_crop)
         elif args.from_array:
             total, samples = array_samples(args.from_array, args.images_key, args.labels_key, args.shuffle, args.seed)
         elif args.from_imagenet_npz:

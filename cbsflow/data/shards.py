@@ -92,6 +92,18 @@ def decode_image(data: bytes, shape: tuple[int, ...]) -> torch.Tensor:
     return x.float() / 127.5 - 1.0
 
 
+def center_crop(img, size: int) -> np.ndarray:
+    """A PIL image as uint8 (size, size, 3): the short side resized to ``size`` (bicubic), then the centre cropped
+    (ADM's, DiT's and SiT's preparation of ImageNet)."""
+    from PIL import Image
+
+    img = img.convert("RGB")
+    scale = size / min(img.size)
+    img = img.resize((max(size, round(img.size[0] * scale)), max(size, round(img.size[1] * scale))), Image.BICUBIC)
+    left, top = (img.size[0] - size) // 2, (img.size[1] - size) // 2
+    return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
 def decode_npy(data: bytes) -> torch.Tensor:
     """``.npy`` bytes -> float tensor, unscaled (latents)."""
     return torch.from_numpy(np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32))

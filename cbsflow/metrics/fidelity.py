@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torch_fidelity
@@ -181,6 +182,7 @@ class _FidelityMetric:
         weights_path: str = DEFAULT_WEIGHTS_PATH,
         cache_root: str = DEFAULT_CACHE_ROOT,
         batch_size: int = 64,
+        reference_npz: str | None = None,
     ):
         register_offline_extractor()
         if feature_extractor not in FEATURE_EXTRACTORS_REGISTRY:
@@ -197,6 +199,9 @@ class _FidelityMetric:
         cls = FEATURE_EXTRACTORS_REGISTRY[feature_extractor]
         self.layer = cls.get_default_feature_layer_for_metric(self.metric)
         self._extractor: FeatureExtractorBase | None = None
+        self.reference_npz = os.path.expanduser(reference_npz) if reference_npz else None
+        if self.reference_npz:
+            self._reference_file()  # like the weights: checked when the configuration is built
         if not self.offline:
             self._weights_file()  # fail when the configuration is built, not after hours of training
 
@@ -230,8 +235,35 @@ class _FidelityMetric:
             )
         return path
 
+    def _reference_file(self) -> dict[str, Any]:
+        """The keys of ``reference_npz``: an ADM-style reference batch (``arr_0`` uint8 N x H x W x 3 images, and
+        ``mu``/``sigma`` statistics of the full training set) or statistics alone."""
+        path = self.reference_npz
+        if not os.path.isfile(path):
+            raise UserError(f"{type(self).__name__}.reference_npz: {path} does not exist")
+        with np.load(path) as f:
+            keys = set(f.keys())
+        has_stats, has_images = {"mu", "sigma"} <= keys, "arr_0" in keys
+        if not (has_stats or has_images) or (not has_images and self.metric in ("kid", "prc")):
+            need = "'arr_0' images" if self.metric in ("kid", "prc") else "'mu' and 'sigma' (or 'arr_0' images)"
+            raise UserError(f"{type(self).__name__}.reference_npz: {path} has no {need}; its keys: {sorted(keys)}")
+        return {"stats": has_stats, "images": has_images}
+
+    def _reference_description(self, dataset: Any) -> str:
+        if not self.reference_npz:
+            return f"dataset {dataset_fingerprint(dataset)}"
+        with open(self.reference_npz, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()[:16]
+        return f"reference file {self.reference_npz} (sha256 {digest})"
+
     def reference(self, dataset: Any, seed: int) -> tuple[dict[str, Any], bool]:
-        """Reference features and statistics (from the disk cache when present) and whether the cache was used."""
+        """Reference features and statistics (from the disk cache when present) and whether the cache was used.
+
+        With ``reference_npz`` the reference images are the file's ``arr_0`` and, for FID, its ``mu``/``sigma``
+        replace the statistics of those features (as ADM's evaluation does with its reference batches).
+        """
+        if self.reference_npz:
+            return self._npz_reference(), False
         fingerprint = dataset_fingerprint(dataset)
         key = {
             "dataset": fingerprint,
@@ -262,6 +294,20 @@ class _FidelityMetric:
             os.replace(tmp, path)
         return entry, False
 
+    def _npz_reference(self) -> dict[str, Any]:
+        kinds = self._reference_file()
+        entry: dict[str, Any] = {"features": torch.empty(0, 0)}
+        with np.load(self.reference_npz) as f:
+            if kinds["images"]:
+                images = torch.from_numpy(np.ascontiguousarray(f["arr_0"])).permute(0, 3, 1, 2).contiguous()
+                entry["features"] = extract_features(self.extractor(), images, self.batch_size, self.cuda)
+                stats = fid_features_to_statistics(entry["features"])
+                entry["mu"], entry["sigma"] = torch.from_numpy(stats["mu"]), torch.from_numpy(stats["sigma"])
+            if kinds["stats"]:
+                entry["mu"] = torch.from_numpy(np.asarray(f["mu"], dtype=np.float32))
+                entry["sigma"] = torch.from_numpy(np.asarray(f["sigma"], dtype=np.float64))
+        return entry
+
     def __call__(self, *, samples: torch.Tensor, dataset: Any, velocity: Any = None, seed: int = 0) -> dict[str, dict]:
         features = extract_features(self.extractor(), to_uint8_images(samples), self.batch_size, self.cuda)
         settings: dict[str, Any] = {
@@ -276,9 +322,9 @@ class _FidelityMetric:
         if self.needs_reference:
             reference, _ = self.reference(dataset, seed)
             settings |= {
-                "reference": dataset_fingerprint(dataset),
+                "reference": self._reference_description(dataset),
                 "n_reference": int(reference["features"].shape[0]),
-                "reference_seed": seed,
+                "reference_seed": None if self.reference_npz else seed,
             }
         if not self.offline and self.feature_extractor != INCEPTION:
             settings["note"] = f"computed in {self.feature_extractor} features, not Inception"
@@ -353,5 +399,6 @@ class prc(_FidelityMetric):
 class fd_offline(fid):
     """Fréchet distance in fixed random-conv features (``cbsflow-randconv``): weights-free, NOT FID."""
 
-    def __init__(self, n_reference: int = 10000, cache_root: str = DEFAULT_CACHE_ROOT, batch_size: int = 64):
-        super().__init__(n_reference, OFFLINE_EXTRACTOR, "", cache_root, batch_size)
+    def __init__(self, n_reference: int = 10000, cache_root: str = DEFAULT_CACHE_ROOT, batch_size: int = 64,
+                 reference_npz: str | None = None):
+        super().__init__(n_reference, OFFLINE_EXTRACTOR, "", cache_root, batch_size, reference_npz)

@@ -107,7 +107,7 @@ def test_settings_say_how_to_reproduce(data, tmp_path):
     out = fd_offline(n_reference=150, cache_root=str(tmp_path))(samples=data.x[:100], dataset=data, seed=3)
     settings = out["fd_randconv"]["settings"]
     assert settings["n_samples"] == 100 and settings["n_reference"] == 150 and settings["reference_seed"] == 3
-    assert settings["reference"] == "counting-images-3ch" and settings["feature_extractor"] == OFFLINE_EXTRACTOR
+    assert settings["reference"] == "dataset counting-images-3ch" and settings["feature_extractor"] == OFFLINE_EXTRACTOR
 
 
 def test_grayscale_is_repeated_to_three_channels():
@@ -136,3 +136,30 @@ def test_registration_is_idempotent_and_metrics_are_registered():
     register_offline_extractor()
     for name in ("fid", "isc", "kid", "prc", "fd_offline"):
         assert get(name).kind == "metric"
+
+
+def test_reference_npz_gives_the_reference_images_or_statistics(tmp_path):
+    """An ADM-style reference batch: arr_0 images (N x H x W x 3 uint8) and/or mu, sigma statistics."""
+    import numpy as np
+
+    from cbsflow.data.shards import digits
+    from cbsflow.errors import UserError
+    from cbsflow.metrics.fidelity import fd_offline, prc
+
+    data = digits()
+    ref, _ = data.sample(200, seed=3)
+    arr_0 = ((ref.expand(-1, 3, -1, -1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    np.savez(tmp_path / "images.npz", arr_0=arr_0)
+    samples, _ = data.sample(100, seed=4)
+    by_images = fd_offline(reference_npz=str(tmp_path / "images.npz"), cache_root="")(samples=samples, dataset=data)
+    value = by_images["fd_randconv"]["value"]
+    assert "reference file" in by_images["fd_randconv"]["settings"]["reference"]
+    metric = fd_offline(reference_npz=str(tmp_path / "images.npz"), cache_root="")
+    entry = metric.reference(data, 0)[0]
+    np.savez(tmp_path / "stats.npz", mu=entry["mu"].numpy(), sigma=entry["sigma"].numpy())
+    by_stats = fd_offline(reference_npz=str(tmp_path / "stats.npz"), cache_root="")(samples=samples, dataset=data)
+    assert by_stats["fd_randconv"]["value"] == pytest.approx(value, rel=1e-5)
+    with pytest.raises(UserError, match="has no 'arr_0' images"):
+        prc(feature_extractor="cbsflow-randconv", reference_npz=str(tmp_path / "stats.npz"))
+    with pytest.raises(UserError, match="does not exist"):
+        fd_offline(reference_npz=str(tmp_path / "nope.npz"))
