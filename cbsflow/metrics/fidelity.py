@@ -170,7 +170,11 @@ def _main_process() -> bool:
 
 
 class _FidelityMetric:
-    """Shared pipeline of the torch-fidelity metrics; subclasses set ``metric`` and implement ``compute``."""
+    """Shared pipeline of the torch-fidelity metrics; subclasses set ``metric`` and implement ``compute``.
+
+    ``cache_root``: the folder of cached reference features (keyed by the data's fingerprint, n, extractor, layer and
+    seed); ``''`` turns the cache off.
+    """
 
     metric = ""  # torch-fidelity's metric key: "fid", "isc", "kid" or "prc"
     needs_reference = True
@@ -272,8 +276,8 @@ class _FidelityMetric:
             "layer": self.layer,
             "seed": seed,
         }
-        cacheable = " object at 0x" not in fingerprint
-        if not cacheable:
+        cacheable = " object at 0x" not in fingerprint and bool(self.cache_root)  # cache_root '' turns caching off
+        if " object at 0x" in fingerprint:
             warnings.warn(f"{type(dataset).__name__} has no fingerprint(): reference features are not cached")
         path = _reference_cache_file(self.cache_root, key)
         if cacheable and path.is_file():

@@ -163,3 +163,10 @@ def test_reference_npz_gives_the_reference_images_or_statistics(tmp_path):
         prc(feature_extractor="cbsflow-randconv", reference_npz=str(tmp_path / "stats.npz"))
     with pytest.raises(UserError, match="does not exist"):
         fd_offline(reference_npz=str(tmp_path / "nope.npz"))
+
+
+def test_empty_cache_root_caches_nothing(data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    metric = fd_offline(n_reference=50, cache_root="")
+    metric(samples=data.x[:40], dataset=data, seed=0)
+    assert metric.reference(data, 0)[1] is False and not list(tmp_path.iterdir())
