@@ -3,9 +3,11 @@
     python benchmarks/aux_time_scale.py      # ~10 min on 2 CPU cores; writes benchmarks/results/aux_time_scale.md
 
 For each toy dataset, the quickstart's auxiliary MLP is trained with `mlp.time_scale` in {1000, 50, 5} (t is multiplied
-by it before the sinusoidal embedding) and profiled with both monitors on a 48-point grid. Roughness is the median
-|log m(t_{i+1}) - log m(t_i)| between neighbouring grid points; the reported standard error only covers sampling noise,
-so roughness far above the relative s.e. is structure of the auxiliary network, not noise.
+by it before the sinusoidal embedding) and profiled with both monitors on a 48-point grid: each run is
+`tools/run.py --gin benchmarks/gin/aux_time_scale.gin --stages profile` (gin/quickstart.gin on a 48-point grid) with
+the dataset, the monitor and the scale bound. Roughness is the median |log m(t_{i+1}) - log m(t_i)| between
+neighbouring grid points; the reported standard error only covers sampling noise, so roughness far above the relative
+s.e. is structure of the auxiliary network, not noise.
 """
 
 import datetime
@@ -21,13 +23,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASETS = ("checkerboard", "eight_gaussians", "rings", "moons")
 SCALES = (1000, 50, 5)
 MONITORS = ("dirichlet", "acceleration")
+GIN = "benchmarks/gin/aux_time_scale.gin"  # gin/quickstart.gin, profiled on a 48-point grid
 
 
 def profile(dataset: str, scale: int, monitor: str, run_dir: str) -> dict:
-    cmd = [sys.executable, "tools/run.py", "--gin", "gin/quickstart.gin", "--run-dir", run_dir, "--stages", "profile",
+    cmd = [sys.executable, "tools/run.py", "--gin", GIN, "--run-dir", run_dir, "--stages", "profile",
            "--bind", f"DATASET = @{dataset}()", "--bind", f"profile.monitor = @{monitor}()",
-           "--bind", "aux_net.backbone = @aux/mlp", "--bind", f"aux/mlp.time_scale = {scale}",
-           "--bind", "profile.n_points = 48"]
+           "--bind", f"aux/mlp.time_scale = {scale}"]
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     with open(os.path.join(run_dir, "profile.json")) as f:
         return json.load(f)
@@ -57,7 +59,8 @@ def main() -> None:
     text = "\n".join(["# Auxiliary-network time embedding vs monitor roughness", "",
                       f"- command: `python benchmarks/aux_time_scale.py`; date (UTC): "
                       f"{datetime.datetime.utcnow():%Y-%m-%d %H:%M}; 2-core CPU, one thread per run; "
-                      "gin/quickstart.gin (aux net: MLP width 128, depth 3, 1500 steps) with the bindings in the table",
+                      f"{GIN} (gin/quickstart.gin's aux net: MLP width 128, depth 3, 1500 steps; a 48-point "
+                      "grid) with the bindings in the table",
                       "", *rows, ""])
     os.makedirs(os.path.join(ROOT, "benchmarks", "results"), exist_ok=True)
     with open(os.path.join(ROOT, "benchmarks", "results", "aux_time_scale.md"), "w") as f:

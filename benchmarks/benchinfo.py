@@ -40,7 +40,7 @@ def machine_record(argv: list[str] | None = None) -> dict:
         "lscpu": _run(["bash", "-c", "lscpu | head"]).splitlines(),
         "loadavg_at_start": _run(["cat", "/proc/loadavg"]),
         "git_head": _run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
-        "git_dirty_lib": _run(["git", "-C", str(REPO), "status", "--short", "cbsflow", "gin"]).splitlines(),
+        "git_dirty_lib": _run(["git", "-C", str(REPO), "status", "--short", "cbsflow", "gin", "benchmarks/gin"]).splitlines(),
         "top_at_start": _run(["bash", "-c", "top -b -n 1 -w 160 | sed -n '7,12p'"]).splitlines(),
         "other_benchmarks_running": [line for line in _run(["pgrep", "-af", r"benchmarks/.*\.py|pytest"]).splitlines()
                                      if not line.startswith(f"{os.getpid()} ")],
@@ -66,7 +66,8 @@ def record_md(rec: dict) -> list[str]:
 
 
 def _contention(rec: dict) -> str:
-    """What was known about other load when the record was taken (older records only checked for splits_toy)."""
+    """What was known about other load when the record was taken (older records only checked for
+    benchmarks/splits_toy.py, since retired)."""
     load = float(rec["loadavg_at_start"].split()[0]) if rec.get("loadavg_at_start") else 0.0
     text = ""
     if "top_at_start" in rec:

@@ -5,8 +5,12 @@
     python benchmarks/splits_cifar10.py --quick           # smoke test (tiny steps, ~2 min)
     python benchmarks/splits_cifar10.py --preset gpu --seeds 0 1 2     # GPU-sized variant (bf16, 40k steps in all)
 
-Every run is `python tools/run.py --gin gin/cifar10_unet.gin --bind ...` (the CLI in cbsflow.cli.main) in its own
-run directory under runs/bench/splits_cifar10/<preset>/seed<k>/<config>:
+Each preset's settings are a gin file, benchmarks/gin/splits_cifar10_<preset>.gin (cpu and gpu include
+gin/cifar10_unet.gin; quick includes cpu). This script keeps only the orchestration numbers (total steps, samples,
+reference images, threads) and binds what varies between runs: DATA_DIR, SEED, N_SEGMENTS, the solver, the steps
+per expert, sample.n_samples and the metrics. Every run is
+`python tools/run.py --gin benchmarks/gin/splits_cifar10_<preset>.gin --bind ...` (the CLI in cbsflow.cli.main) in
+its own run directory under runs/bench/splits_cifar10/<preset>/seed<k>/<config>:
   cbs4      profile (dirichlet monitor on a briefly trained aux UNet) -> split (deboor, N = 4) -> train -> sample -> evaluate
   uniform4  the CBS profile copied in (so split.json reports burdens under it) -> split (uniform, N = 4) -> ...
   n1        one network on [0, 1] (uniform, N = 1) -> ...
@@ -15,13 +19,15 @@ Heun with the same total steps (uniform_steps schedule), so equal NFE. The profi
 Metric: `fd_offline` -> `fd_randconv`, the Fréchet distance in fixed random-conv features against the CIFAR-10 test
 shard. It is NOT FID. FID is added only when the Inception weights exist at the default path. A real-data floor
 (the same metric for real training images) is computed in-process.
-Writes benchmarks/results/splits_cifar10_<preset>.{md,json} (+ the profile plot and sample grids).
+Data: --data-dir, by default ../shared/data/cifar10 beside this checkout.
+Writes benchmarks/results/splits_cifar10_<preset>.{md,json} (+ the profile plot and sample grids), or under --out.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -31,46 +37,45 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchinfo import REPO, machine_record, record_md, run_cli, utc_now, write_json  # noqa: E402
 
-DATA_DIR = "/work/shared/data/cifar10"
+DATA_DIR = REPO.parent / "shared" / "data" / "cifar10"
 INCEPTION = Path("~/.cache/cbsflow/weights-inception-2015-12-05-6726825d.pth").expanduser()
 CONFIGS = ("n1", "uniform4", "cbs4")
 
-# Bindings on top of gin/cifar10_unet.gin. `total_steps` is split equally over the experts of each configuration.
+# The gin settings of each preset live in benchmarks/gin/splits_cifar10_<preset>.gin; here only what orchestrates the
+# runs. `total_steps` is split equally over the experts of each configuration.
 PRESETS = {
-    "cpu": {  # sized for <= 25 min with one thread on this 2-core machine (~0.6-1 s per step of this UNet at batch 32)
-        "total_steps": 400, "n_samples": 500, "n_reference": 2000, "threads": 1,
-        "binds": {
-            "unet.channels": "32", "unet.channel_mult": "(1, 2, 2)", "unet.num_res_blocks": "1",
-            "unet.attention_resolutions": "()", "unet.dropout": "0.0",
-            "aux/unet.channels": "16", "aux/training.steps": "200", "aux/training.batch_size": "32", "aux/training.lr": "1e-3",
-            "aux/training.mixed_precision": "'no'",
-            "profile.n_points": "24", "profile.n_samples": "64", "dirichlet.n_probes": "2",
-            "expert/training.batch_size": "32", "expert/training.lr": "1e-3", "expert/training.warmup_steps": "20", "expert/training.ema_decay": "0.0",
-            "expert/training.mixed_precision": "'no'", "expert/training.checkpoint_every": "0", "expert/training.log_every": "50",
-            "sample.sampler": "@heun", "sample.schedule": "@uniform_steps()", "sample.n_steps": "8",
-            "sample.batch_size": "250",
-        },
-    },
-    "gpu": {
-        "total_steps": 40000, "n_samples": 10000, "n_reference": 10000, "threads": 8,
-        "binds": {
-            "unet.channels": "64", "aux/training.steps": "2000", "profile.n_points": "48", "profile.n_samples": "256",
-            "expert/training.batch_size": "128", "expert/training.lr": "2e-4", "expert/training.warmup_steps": "1000", "expert/training.ema_decay": "0.9995",
-            "expert/training.mixed_precision": "'bf16'", "expert/training.checkpoint_every": "5000", "expert/training.log_every": "500",
-            "sample.sampler": "@heun", "sample.schedule": "@uniform_steps()", "sample.n_steps": "25",
-            "sample.batch_size": "1000",
-        },
-    },
+    "cpu": {"total_steps": 400, "n_samples": 500, "n_reference": 2000, "threads": 1},  # <= 25 min on one thread
+    "gpu": {"total_steps": 40000, "n_samples": 10000, "n_reference": 10000, "threads": 8},
+    "quick": {"total_steps": 40, "n_samples": 100, "n_reference": 200, "threads": 1},
 }
-PRESETS["quick"] = {**PRESETS["cpu"], "total_steps": 40, "n_samples": 100, "n_reference": 200,
-                    "binds": {**PRESETS["cpu"]["binds"], "aux/training.steps": "10", "profile.n_points": "6",
-                              "profile.n_samples": "8", "expert/training.warmup_steps": "5", "expert/training.log_every": "10",
-                              "sample.n_steps": "4", "sample.batch_size": "100"}}
+
+
+def gin_file(name: str) -> str:
+    """The preset's gin file, relative to the repository (where tools/run.py runs)."""
+    return f"benchmarks/gin/splits_cifar10_{name}.gin"
+
+
+def gin_settings(name: str) -> dict:
+    """What the report quotes from the preset's gin file: the training batch and the sampling steps."""
+    import gin
+    from cbsflow import components, config  # noqa: F401  (components registers what the gin file names)
+
+    cwd = os.getcwd()
+    os.chdir(REPO)  # includes such as 'benchmarks/gin/...' resolve from the repository, as in tools/run.py's runs
+    try:
+        config.parse([gin_file(name)], [])
+        settings = {"batch_size": gin.query_parameter("expert/training.batch_size"),
+                    "sampling_steps": gin.query_parameter("sample.n_steps")}
+    finally:
+        gin.clear_config()
+        os.chdir(cwd)
+    return settings
 
 
 def config_binds(preset: dict, config: str, seed: int, data_dir: str) -> dict:
+    """One run's bindings on top of the preset's gin file: what varies between runs."""
     n = 1 if config == "n1" else 4
-    binds = {"DATA_DIR": repr(data_dir), "SEED": str(seed), "N_SEGMENTS": str(n), **preset["binds"],
+    binds = {"DATA_DIR": repr(data_dir), "SEED": str(seed), "N_SEGMENTS": str(n),
              "expert/training.steps": str(preset["total_steps"] // n), "sample.n_samples": str(preset["n_samples"]),
              "fd_offline.n_reference": str(preset["n_reference"])}
     metrics = ["@fd_offline()"] + (["@fid()"] if INCEPTION.is_file() else [])
@@ -83,7 +88,7 @@ def config_binds(preset: dict, config: str, seed: int, data_dir: str) -> dict:
     return binds
 
 
-def run_config(preset: dict, config: str, seed: int, root: Path, data_dir: str, threads: int) -> dict:
+def run_config(preset: dict, gin: str, config: str, seed: int, root: Path, data_dir: str, threads: int) -> dict:
     """Run one configuration's stages (skipping what tools/run.py finds up to date) and collect its artifacts."""
     run_dir = root / config
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -93,7 +98,7 @@ def run_config(preset: dict, config: str, seed: int, root: Path, data_dir: str, 
     else:
         shutil.copy(root / "cbs4" / "profile.json", run_dir / "profile.json")  # burdens under the same profile
         stages = "split,train,sample,evaluate"
-    args = ["--gin", "gin/cifar10_unet.gin", *[a for k, v in binds.items() for a in ("--bind", f"{k} = {v}")],
+    args = ["--gin", gin, *[a for k, v in binds.items() for a in ("--bind", f"{k} = {v}")],
             "--stages", stages, "--run-dir", str(run_dir.relative_to(REPO))]
     out = run_cli(args, threads, log_path=run_dir / "bench_log.txt")
     read = lambda name: json.loads((run_dir / name).read_text())  # noqa: E731
@@ -127,6 +132,17 @@ def real_floor(preset: dict, data_dir: str, n: int) -> float:
     return value
 
 
+def batch_size(res: dict) -> int:
+    """The experts' training batch (older results recorded it among the bindings, earlier still as train.*)."""
+    if "batch_size" in res:
+        return res["batch_size"]
+    return int(res["binds"].get("expert/training.batch_size", res["binds"].get("train.batch_size")))
+
+
+def sampling_steps(res: dict) -> int:
+    return res["sampling_steps"] if "sampling_steps" in res else int(res["binds"]["sample.n_steps"])
+
+
 def reading(res: dict) -> str:
     """One paragraph from the numbers (single seed: say what is and is not resolved)."""
     seeds = sorted(res["runs"])
@@ -142,7 +158,7 @@ def reading(res: dict) -> str:
             f"uniform-4 is {100 * rel['uniform4']:+.1f}% and CBS-4 {100 * rel['cbs4']:+.1f}%. CBS put its boundaries at "
             f"{', '.join(f'{x:.3f}' for x in b[1:-1])}. ")
     per_expert = res["total_steps"] // 4
-    batch = int(res["binds"]["expert/training.batch_size"])
+    batch = batch_size(res)
     gap_cbs = abs(mean["cbs4"] - mean["uniform4"]) / min(mean["cbs4"], mean["uniform4"])
     gap_n = max(mean["uniform4"], mean["cbs4"]) / mean["n1"] if mean["n1"] < min(mean["uniform4"], mean["cbs4"]) else None
     if len(seeds) == 1:
@@ -172,14 +188,15 @@ def write_md(res: dict, path: Path) -> None:
              "", f"Finished {res['finished_utc']}, total wall {res['wall_s'] / 60:.1f} min.", "",
              "## Settings", "",
              f"- budget: equal TOTAL training steps ({res['total_steps']}): N = 1 trains {res['total_steps']} steps, "
-             f"each of the 4 experts {res['total_steps'] // 4}; batch {res['binds']['expert/training.batch_size']}. CBS's profiling "
+             f"each of the 4 experts {res['total_steps'] // 4}; batch {batch_size(res)}. CBS's profiling "
              "(aux net + monitor) is extra and timed below.",
-             f"- sampling: Heun, {res['binds']['sample.n_steps']} steps in total over the segments (uniform_steps), "
+             f"- sampling: Heun, {sampling_steps(res)} steps in total over the segments (uniform_steps), "
              f"{res['n_samples']} samples; metric `fd_offline` (reported as `fd_randconv`): Fréchet distance in fixed "
              f"random-conv features against {res['n_reference']} CIFAR-10 test images — **not FID**. "
              f"FID: {'computed' if res['fid'] else 'not computed (no Inception weights at ' + str(INCEPTION) + ')'}.",
-             "- bindings on gin/cifar10_unet.gin (all configurations): `" + "`, `".join(f"{k} = {v}" for k, v in
-                                                                                     res["binds"].items()) + "`", "",
+             (f"- configuration `{res['gin']}` (on gin/cifar10_unet.gin), with these bindings in all configurations: `"
+              if "gin" in res else "- bindings on gin/cifar10_unet.gin (all configurations): `")
+             + "`, `".join(f"{k} = {v}" for k, v in res["binds"].items()) + "`", "",
              "## Results", "", "| seed | config | boundaries | burden | final loss per expert | NFE | metrics | wall s |",
              "|---|---|---|---|---|---|---|---|"]
     for seed, runs in res["runs"].items():
@@ -207,7 +224,8 @@ def main(argv=None) -> int:
     p.add_argument("--preset", choices=tuple(PRESETS), default="cpu")
     p.add_argument("--quick", action="store_true", help="same as --preset quick")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--data-dir", default=DATA_DIR)
+    p.add_argument("--data-dir", default=str(DATA_DIR),
+                   help="folder of the CIFAR-10 shards (default: ../shared/data/cifar10 beside this checkout)")
     p.add_argument("--threads", type=int, help="OMP threads of each run (default: the preset's)")
     p.add_argument("--fresh", action="store_true", help="delete the preset's run directories first")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
@@ -223,7 +241,8 @@ def main(argv=None) -> int:
         write_md(res, path.with_suffix(".md"))
         print(f"rebuilt {path.with_suffix('.md')} from {path}")
         return 0
-    preset = PRESETS[name]
+    preset, gin = PRESETS[name], gin_file(name)
+    data_dir = str(Path(args.data_dir).resolve())  # the runs work in the repository, the floor here: one folder
     threads = args.threads or preset["threads"]
     import torch
 
@@ -232,17 +251,17 @@ def main(argv=None) -> int:
     if args.fresh:
         shutil.rmtree(root, ignore_errors=True)
     machine, tic = machine_record(), time.time()
-    res = {"preset": name, "machine": machine, "total_steps": preset["total_steps"], "n_samples": preset["n_samples"],
-           "n_reference": preset["n_reference"], "fid": INCEPTION.is_file(),
-           "binds": {k: v for k, v in config_binds(preset, "cbs4", 0, args.data_dir).items()
+    res = {"preset": name, "machine": machine, "gin": gin, **gin_settings(name), "total_steps": preset["total_steps"],
+           "n_samples": preset["n_samples"], "n_reference": preset["n_reference"], "fid": INCEPTION.is_file(),
+           "binds": {k: v for k, v in config_binds(preset, "cbs4", 0, data_dir).items()
                      if k not in ("SEED", "N_SEGMENTS", "split.solver", "uniform.n_segments")}, "runs": {}}
     for seed in args.seeds:
         runs = {}
         for config in ("cbs4", "uniform4", "n1"):
-            runs[config] = run_config(preset, config, seed, root / f"seed{seed}", args.data_dir, threads)
+            runs[config] = run_config(preset, gin, config, seed, root / f"seed{seed}", data_dir, threads)
         runs["cbs4"]["profile"] = json.loads((root / f"seed{seed}" / "cbs4" / "profile.json").read_text())
         res["runs"][str(seed)] = runs
-    res["floor_fd_randconv"] = real_floor(preset, args.data_dir, preset["n_samples"])
+    res["floor_fd_randconv"] = real_floor(preset, data_dir, preset["n_samples"])
     res["wall_s"], res["finished_utc"] = time.time() - tic, utc_now()
     res["reading"] = reading(res)
     print("[reading] " + res["reading"])
