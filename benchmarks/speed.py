@@ -13,8 +13,13 @@ Benchmarks (positional, any subset; default all):
   sampling          seconds per sampling step of cbsflow.segmented.SegmentedVelocity with N = 4 vs N = 1 experts:
                     through cbsflow.samplers.sample_segmented (one expert per segment) and through the routed
                     forward (all t in one segment; t spread over every segment).
+  sampling_nfe      NFE/s (network evaluations of one image per second) of the sample stage's loop
+                    (cbsflow.samplers.generate, Heun) for one SiT-B/2 and for four (N = 4 segmented), eager fp32,
+                    bf16 autocast, and bf16 + torch.compile (sample.mixed_precision / sample.compile); SiT-S/2 at a
+                    small batch on CPU.
   profiling_cost    wall time of the profile + split stages over one expert's training (tools/run.py --segment 0),
-                    for gin/quickstart.gin and for a CPU-sized gin/cifar10_unet.gin.
+                    for gin/quickstart.gin and for a CPU-sized gin/cifar10_unet.gin
+                    (benchmarks/gin/speed_cifar10_cpu.gin).
   quickstart        wall time of `python tools/run.py --gin gin/quickstart.gin --run-dir <fresh tmp dir>`.
 
 Results merge into benchmarks/results/speed_<cpu|cuda>.json (one entry per benchmark, each with its own command,
@@ -37,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # cbsflow from thi
 
 from benchinfo import REPO, machine_record, record_md, run_cli, utc_now, write_json  # noqa: E402
 
-BENCHMARKS = ("train_throughput", "sampling", "profiling_cost", "quickstart")
+BENCHMARKS = ("train_throughput", "sampling", "sampling_nfe", "profiling_cost", "quickstart")
 LATENT, CLASSES = (4, 32, 32), 1000
 H200_REFERENCE = {"SiT-B/2 eager (official SiT code, H200)": 1601, "SiT-B/2 compiled (official SiT code, H200)": 2717,
                   "target SiT-B/2 (cbsflow, H200)": 3400}
@@ -269,21 +274,61 @@ def sampling(args, device: torch.device) -> dict:
                      "Euler with a global uniform grid (uniform_steps) of the given total steps."}
 
 
+def sampling_nfe(args, device: torch.device) -> dict:
+    """NFE/s of the sample stage's loop for N = 1 and N = 4 SiTs, eager fp32, bf16 autocast, bf16 + compile."""
+    import contextlib
+
+    from cbsflow.paths import linear
+    from cbsflow.samplers import generate, heun, uniform_steps
+    from cbsflow.segmented import Expert, SegmentedVelocity
+
+    size, batch, steps = ("B", 256, 16) if device.type == "cuda" else ("S", 8, 4)
+    # On a CPU only eager fp32: bf16 autocast is slower than fp32 there (0.3 against 1.8 NFE/s for SiT-S/2 on the
+    # project's 2-core machine) and inductor's C++ compilation of a SiT took over 20 minutes; both are GPU switches.
+    modes = ("fp32", "bf16", "bf16+compile") if device.type == "cuda" else ("fp32",)
+    rows = []
+    for n in (1, 4):
+        for mode in modes:
+            torch.manual_seed(0)
+            b = torch.linspace(0, 1, n + 1).tolist()
+            experts = [Expert(build_sit(size, device), linear(), (b[k], b[k + 1])) for k in range(n)]
+            model = SegmentedVelocity(experts, b).to(device).eval()
+            if mode.endswith("compile"):
+                for e in model.experts:
+                    e.net = torch.compile(e.net)
+            cast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if mode != "fp32" else contextlib.nullcontext
+            grids = uniform_steps()(model.boundaries.cpu().numpy(), steps)
+
+            def run():
+                return generate(model, heun, grids, LATENT, CLASSES, batch, batch, 0, autocast=cast, path=linear())
+
+            run()  # warm-up (and compilation)
+            seconds = min(timed(run, device) for _ in range(3))
+            nfe = run()[1]
+            rows.append({"model": f"SiT-{size}/2", "experts": n, "mode": mode, "batch": batch, "nfe": nfe,
+                         "seconds": seconds, "nfe_per_s": batch * nfe / seconds})
+            print(f"[sampling_nfe] SiT-{size}/2 N={n} {mode}: {batch * nfe / seconds:,.1f} NFE/s", flush=True)
+    return {"device": "CPU" if device.type == "cpu" else torch.cuda.get_device_name(0), "rows": rows,
+            "notes": f"Heun, {steps} steps in all, batch {batch}, 4x32x32 latents with 1000 classes, best of 3 runs "
+                     f"(modes: {', '.join(modes)}); "
+                     "NFE/s = batch x network evaluations per sample / seconds."}
+
+
+def _md_sampling_nfe(r: dict) -> list[str]:
+    lines = [f"Device: {r['device']}. {r['notes']}", "", "| model | experts | mode | NFE/s | s per run |", "|---|---|---|---|---|"]
+    lines += [f"| {x['model']} | {x['experts']} | {x['mode']} | {x['nfe_per_s']:,.1f} | {x['seconds']:.3f} |" for x in r["rows"]]
+    return lines
+
+
 # ------------------------------------------------------------------------------------------ profiling cost / quickstart
 
-CIFAR_CPU_BINDS = [
-    "N_SEGMENTS = 4", "aux/training.steps = 20", "aux/training.batch_size = 16", "aux/training.mixed_precision = 'no'",
-    "profile.n_points = 12", "profile.n_samples = 32",
-    "unet.channels = 64", "expert/training.steps = 20", "expert/training.batch_size = 16", "expert/training.mixed_precision = 'no'",
-    "expert/training.warmup_steps = 0", "expert/training.log_every = 10",
-]
+CIFAR_CPU_GIN = "benchmarks/gin/speed_cifar10_cpu.gin"  # gin/cifar10_unet.gin at a CPU smoke size
 
 
 def profiling_cost(args, device: torch.device) -> dict:
     """(profile + split) seconds over one expert's train seconds, from the stage times tools/run.py prints."""
     configs = {"quickstart (gin/quickstart.gin)": ["--gin", "gin/quickstart.gin"],
-               "CIFAR-10 UNet, CPU smoke size (gin/cifar10_unet.gin + binds)":
-                   ["--gin", "gin/cifar10_unet.gin"] + [a for b in CIFAR_CPU_BINDS for a in ("--bind", b)]}
+               f"CIFAR-10 UNet, CPU smoke size ({CIFAR_CPU_GIN})": ["--gin", CIFAR_CPU_GIN]}
     rows = []
     for name, cfg in configs.items():
         with tempfile.TemporaryDirectory(dir=REPO / "runs" if (REPO / "runs").is_dir() else None) as tmp:
