@@ -6,6 +6,7 @@
     python benchmarks/evidence.py trained --solvers P@E ...     # chosen variants trained, not interpolated
     python benchmarks/evidence.py regimes                       # N = 1 vs uniform-2 vs best-2 across expert sizes
     python benchmarks/evidence.py search     [--datasets ...]   # N = 4: coordinate search and solvers
+    python benchmarks/evidence.py margin     [--datasets ...]   # N = 2 with every expert trained on [t_k - m, t_k+1 + m]
     python benchmarks/evidence.py report                        # tables and figures -> benchmarks/results/
 
 Every experiment is a call of tools/landscape.py (printed before it runs) on benchmarks/gin/evidence_toy.gin (or
@@ -45,7 +46,7 @@ EXPONENTS = {"e1": 1.0, "e0.5": 0.5, "e0.33": 1 / 3, "log": 0.0}
 PROFILES = ("dirichlet", "dirichlet_x1", "acceleration_fd", "acceleration_exact", "aux_small", "aux_large",
             "closed_form", "capacity_gap")
 # Expert sizes of the regime grid beyond the landscapes' 16 x 1 (whose full landscapes are the grid's first rows).
-SIZES = {"w32d1": ["mlp.width = 32", "mlp.depth = 1"], "w32d2": ["mlp.width = 32", "mlp.depth = 2"]}
+SIZES = {"w32d1": ["mlp.width = 32", "mlp.depth = 1"]}
 
 
 def dataset_bindings(name: str) -> list[str]:
@@ -85,9 +86,13 @@ def wait_all() -> None:
         _RUNNING.pop(0).wait()
 
 
+def grid(args) -> list[str]:
+    return ["--boundaries", *args.boundaries] if args.boundaries else []
+
+
 def run_landscapes(args) -> None:
     for name in args.datasets:
-        extra = ["--n", "2", "--solver", solver("dirichlet", "e0.5")]
+        extra = ["--n", "2", *grid(args), "--solver", solver("dirichlet", "e0.5")]
         landscape(ROOT / "landscape" / name, dataset_bindings(name), extra, args.jobs)
 
 
@@ -95,7 +100,7 @@ def run_variants(args) -> None:
     """Every profile x density, split once per seed and read off the measured N = 2 landscape (--interpolate)."""
     for name in args.datasets:
         extra = ["--n", "2", "--interpolate"]
-        for profile in PROFILES:
+        for profile in args.profiles:
             for exponent in EXPONENTS:
                 extra += ["--solver", solver(profile, exponent)]
         landscape(ROOT / "landscape" / name, dataset_bindings(name), extra, args.jobs, "variants")
@@ -125,21 +130,34 @@ def run_search(args) -> None:
         landscape(ROOT / "search" / name, dataset_bindings(name), extra, args.jobs)
 
 
+def run_margin(args) -> None:
+    """The N = 2 landscape again with every expert trained on its interval widened by ``train.margin`` on each side."""
+    for name in args.datasets:
+        landscape(ROOT / "margin" / name, dataset_bindings(name) + [f"train.margin = {args.margin}"],
+                  ["--n", "2", *(grid(args) or ["--boundaries", "0.3", "0.6", "0.9"])], args.jobs)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["landscapes", "variants", "trained", "regimes", "search", "report"])
+    p.add_argument("what", choices=["landscapes", "variants", "trained", "regimes", "search", "margin", "report"])
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     p.add_argument("--solvers", nargs="+", default=["dirichlet@e0.5"], help="PROFILE@EXPONENT, e.g. capacity_gap@e1")
     p.add_argument("--max-evals", type=int, default=12)
+    p.add_argument("--profiles", nargs="+", default=list(PROFILES), choices=PROFILES,
+                   help="the variants' profiles (every density exponent is scored for each)")
     p.add_argument("--jobs", type=int, default=2, help="landscape calls at a time (each runs one run at a time)")
+    p.add_argument("--seeds", nargs="+", default=SEEDS, help="paired seeds (default 0-4)")
+    p.add_argument("--boundaries", nargs="+", help="N = 2 grid instead of the tool's 0.1, ..., 0.9")
+    p.add_argument("--margin", type=float, default=0.05, help="train.margin of the margin experiment")
     args = p.parse_args(argv)
+    SEEDS[:] = args.seeds
     if args.what == "report":
         sys.path.insert(0, str(REPO / "benchmarks"))
         from evidence_report import main as report  # benchmarks/evidence_report.py
 
         return report()
     {"landscapes": run_landscapes, "variants": run_variants, "trained": run_trained, "regimes": run_regimes,
-     "search": run_search}[args.what](args)
+     "search": run_search, "margin": run_margin}[args.what](args)
     wait_all()
     return 0
 
