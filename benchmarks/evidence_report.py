@@ -181,10 +181,12 @@ def main() -> int:
     md += ["## Every landscape", ""]
     for name, report in {**landscapes, **regimes}.items():
         md += landscape_table(name, report)
-    for name in landscapes:
-        src = ROOT / "landscape" / name / "landscape.png"
-        if src.exists():
-            shutil.copyfile(src, OUT / f"evidence_{name}.png")
+    for name in landscapes:  # figures, and benchmarks/boundary_anatomy.py's tables where it was run
+        for src, dst in (("landscape.png", f"evidence_{name}.png"), ("variants.png", f"evidence_{name}_variants.png"),
+                         ("anatomy.png", f"anatomy_{name}.png"),
+                         ("anatomy.md", f"anatomy_{name}.md")):
+            if (ROOT / "landscape" / name / src).exists():
+                shutil.copyfile(ROOT / "landscape" / name / src, OUT / dst)
     (OUT / "evidence.md").write_text("\n".join(md) + "\n")
     (OUT / "evidence.json").write_text(json.dumps({"landscapes": landscapes, "variants": variants, "trained": trained,
                                                    "regimes": regimes, "search": search,

@@ -418,7 +418,13 @@ def plot(runner: Runner, summary: dict, path: Path) -> None:
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
     fig.suptitle(f"split landscape, N = {runner.args.n}, {len(seeds)} paired seeds (bands: 95 % intervals)")
-    fig.tight_layout()
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    if len(handles) <= 6:  # a few entries fit in the first panel; many (every variant of a study) go beside the grid
+        axes[0, 0].legend(fontsize=7)
+        fig.tight_layout()
+    else:
+        fig.legend(handles, labels, loc="center right", fontsize=6, ncol=-(-len(handles) // 40))
+        fig.tight_layout(rect=(0, 0, 1 - 0.12 * -(-len(handles) // 40), 0.97))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -436,9 +442,10 @@ def _plot_sweep(ax, cfgs: dict, m: str, t95: float) -> None:
             mu, se = c["stats"][m]
             ax.axhline(mu, color="k", ls="--", lw=1, label="one network")
             ax.axhspan(mu - t95 * se, mu + t95 * se, color="k", alpha=0.08)
-    for i, (label, c) in enumerate((lbl, c) for lbl, c in cfgs.items() if c["kind"] == "solver"):
+    solvers = [(lbl, c) for lbl, c in cfgs.items() if c["kind"] == "solver"]
+    for i, (label, c) in enumerate(solvers):
         color = f"C{i + 1}"
-        per_seed = [b[1] for b in c["boundaries"].values() if b]
+        per_seed = [b[1] for b in c["boundaries"].values() if b] if len(solvers) <= 6 else []
         ax.axvline(c["mean_boundaries"][1], color=color, lw=1.2, label=label)
         for b in per_seed:
             ax.axvline(b, color=color, lw=0.5, alpha=0.4)
@@ -447,7 +454,6 @@ def _plot_sweep(ax, cfgs: dict, m: str, t95: float) -> None:
             ax.errorbar([c["mean_boundaries"][1]], [mu], yerr=[t95 * se], fmt="s", color=color, ms=5)
     ax.set_xlabel("boundary t_1 (0 = noise, 1 = data)")
     ax.set_xlim(0, 1)
-    ax.legend(fontsize=7)
 
 
 def _plot_configs(ax, cfgs: dict, m: str, t95: float) -> None:
