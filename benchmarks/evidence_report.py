@@ -73,14 +73,18 @@ def where_it_matters(reports: dict[str, dict]) -> list[str]:
 
 def paired(report: dict, a: str, b: str, metric: str) -> str:
     """a - b, paired by seed, with its 95 % interval (from the per-seed values in the report)."""
-    from cbsflow.compare import paired_difference
-
     configs = report["summary"]["configs"]
     if a not in configs or b not in configs:
         return "—"
     seeds = sorted(configs[a]["values"], key=int)
-    va = [configs[a]["values"][s][metric] for s in seeds]
-    vb = [configs[b]["values"][s][metric] for s in seeds]
+    return paired_text([configs[a]["values"][s][metric] for s in seeds],
+                       [configs[b]["values"][s][metric] for s in seeds])
+
+
+def paired_text(va: list[float], vb: list[float]) -> str:
+    """mean [interval] of the paired differences va - vb, bold when the 95 % interval excludes 0."""
+    from cbsflow.compare import paired_difference
+
     d = paired_difference(va, vb)
     text = f"{d.mean:+.3g} [{d.mean - d.half_width:+.3g}, {d.mean + d.half_width:+.3g}]"
     return f"**{text}**" if d.n >= 2 and (d.mean - d.half_width > 0 or d.mean + d.half_width < 0) else text
@@ -144,11 +148,8 @@ def margin_table(name: str, report: dict, base: dict | None) -> list[str]:
         if label not in b["configs"]:
             continue
         seeds = sorted(set(c["values"]) & set(b["configs"][label]["values"]), key=int)
-        cells = []
-        for m in metrics:
-            one = {"summary": {"configs": {"a": {"values": {k: c["values"][k] for k in seeds}},
-                                           "b": {"values": {k: b["configs"][label]["values"][k] for k in seeds}}}}}
-            cells.append(paired(one, "a", "b", m))
+        cells = [paired_text([c["values"][k][m] for k in seeds], [b["configs"][label]["values"][k][m] for k in seeds])
+                 for m in metrics]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines + [""]
 
