@@ -4,8 +4,12 @@
     python benchmarks/evidence.py landscapes [--datasets ...]   # N = 2 landscapes, the default solver trained
     python benchmarks/evidence.py variants   [--datasets ...]   # every monitor / estimator / density, scored
     python benchmarks/evidence.py trained --solvers P@E ...     # chosen variants trained, not interpolated
+    python benchmarks/evidence.py trained --datasets digits --seeds 0 1 2 3 4 5 6 7 8 9 --boundaries 0.8 \
+        --solvers dirichlet@e0.5 dirichlet@e1 --name seeds10    # two solvers with more (and held-out) seeds
     python benchmarks/evidence.py regimes                       # N = 1 vs uniform-2 vs best-2 across expert sizes
     python benchmarks/evidence.py search     [--datasets ...]   # N = 4: coordinate search and solvers
+    python benchmarks/evidence.py landscapes --datasets checkerboard --seeds 0 1 2 3 4 5 6 7 8 9 --boundaries 0.6 \
+        --name seeds10                                          # more seeds for chosen splits (reuses seeds 0-4)
     python benchmarks/evidence.py margin     [--datasets ...]   # N = 2 with every expert trained on [t_k - m, t_k+1 + m]
     python benchmarks/evidence.py report                        # tables and figures -> benchmarks/results/
 
@@ -30,6 +34,7 @@ STEPS_BINDING = "expert/training.steps"
 VARIANTS = REPO / "benchmarks" / "gin" / "variants"
 ROOT = Path("runs/evidence")
 SEEDS = ["0", "1", "2", "3", "4"]
+NAME = ["landscape"]  # report file names of the experiments that do not fix their own (--name)
 
 # Dataset -> bindings. Checkerboards also report the fraction of samples on the squares.
 DATASETS = {
@@ -64,9 +69,10 @@ def solver(profile: str, exponent: str) -> str:
 _RUNNING: list[subprocess.Popen] = []
 
 
-def landscape(out: Path, bindings: list[str], extra: list[str], parallel: int, name: str = "landscape") -> None:
+def landscape(out: Path, bindings: list[str], extra: list[str], parallel: int, name: str | None = None) -> None:
     """One tools/landscape.py call (runs in its own process, one run at a time); up to ``parallel`` calls at once."""
     gin = GIN_DIGITS if out.name.startswith("digits") else GIN
+    name = name or NAME[0]
     cmd = [sys.executable, "tools/landscape.py", "--gin", gin, "--seeds", *SEEDS, "--out", str(out), "--jobs", "1",
            "--name", name]
     cmd += [a for b in bindings for a in ("--bind", b)] + extra
@@ -99,7 +105,7 @@ def run_landscapes(args) -> None:
 def run_variants(args) -> None:
     """Every profile x density, split once per seed and read off the measured N = 2 landscape (--interpolate)."""
     for name in args.datasets:
-        extra = ["--n", "2", "--interpolate"]
+        extra = ["--n", "2", *grid(args), "--interpolate"]
         for profile in args.profiles:
             for exponent in EXPONENTS:
                 extra += ["--solver", solver(profile, exponent)]
@@ -109,8 +115,9 @@ def run_variants(args) -> None:
 def run_trained(args) -> None:
     """The solvers named by --solvers trained and evaluated directly on the N = 2 landscape (no interpolation)."""
     for name in args.datasets:
-        extra = ["--n", "2"] + [a for s in args.solvers for a in ("--solver", solver(*s.split("@")))]
-        landscape(ROOT / "landscape" / name, dataset_bindings(name), extra, args.jobs, "trained")
+        extra = ["--n", "2", *grid(args)] + [a for s in args.solvers for a in ("--solver", solver(*s.split("@")))]
+        landscape(ROOT / "landscape" / name, dataset_bindings(name), extra, args.jobs,
+                  "trained" if args.name == "landscape" else args.name)
 
 
 def run_regimes(args) -> None:
@@ -149,8 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", nargs="+", default=SEEDS, help="paired seeds (default 0-4)")
     p.add_argument("--boundaries", nargs="+", help="N = 2 grid instead of the tool's 0.1, ..., 0.9")
     p.add_argument("--margin", type=float, default=0.05, help="train.margin of the margin experiment")
+    p.add_argument("--name", default="landscape",
+                   help="report file names (OUT/NAME.json, ...) of landscapes, regimes, search and margin: another "
+                        "name keeps an earlier report beside the new one while sharing its runs")
     args = p.parse_args(argv)
     SEEDS[:] = args.seeds
+    NAME[:] = [args.name]
     if args.what == "report":
         sys.path.insert(0, str(REPO / "benchmarks"))
         from evidence_report import main as report  # benchmarks/evidence_report.py

@@ -23,6 +23,9 @@ class Dataset:
     shape: tuple[int, ...] = ()
     num_classes: int = 0
     pool_size: int | None = None  # how many distinct items the data has, when that is a small finite number
+    # Spacing of the values the data is quantised to (in model space), or None for continuous data: the NLL metric
+    # adds log2(1 / bin_width) to turn nats/dim into bits/dim of the discrete data (no dequantization).
+    bin_width: float | None = None
 
     @property
     def is_image(self) -> bool:

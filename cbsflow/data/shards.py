@@ -244,6 +244,11 @@ class shards(Dataset):
     def is_image(self) -> bool:
         return len(self.shape) == 3 and self.image_keys != ("npy",)  # npy shards hold latents, not pixels
 
+    @property
+    def bin_width(self) -> float | None:
+        """8-bit pixels in [-1, 1] as 256 bins of width 1/128 (the usual bits/dim convention); latents: continuous."""
+        return 1 / 128 if self.is_image else None
+
     def fingerprint(self) -> str:
         """A short hash of the resolved shard paths, their sizes and the sample shape (keys cached statistics)."""
         h = hashlib.sha1(repr(self.shape).encode())
@@ -294,6 +299,7 @@ class digits(Dataset):
         self.x, self.y = x, torch.from_numpy(d.target).long()
         self.pool_size = len(self.x)
         self.shape = (1, int(size), int(size))
+        self.bin_width = 1 / 8 if size == 8 else None  # 17 grey levels 0..16 -> steps of 1/8; resampled: continuous
         self.num_classes = 10 if conditional else 0
         self.flip = flip
 

@@ -94,7 +94,8 @@ def _segments(velocity: Velocity, steps: int) -> list[tuple[Velocity, list[float
 
 @register("metric")
 class nll:
-    """Negative log-likelihood of held-out data (nats/dim; bits/dim for images) by the probability-flow ODE.
+    """Negative log-likelihood of held-out data (nats/dim; also bits/dim for data that declares its quantisation,
+    ``Dataset.bin_width``) by the probability-flow ODE.
 
     Its floor is the data's differential entropy per dimension, when the dataset knows its density (``log_prob``):
     no model can score lower in expectation.
@@ -136,9 +137,11 @@ class nll:
         entropy = data_entropy(dataset, seed)
         if entropy is not None:
             out["nll"]["floor"] = entropy
-        if x.dim() == 4:  # images in [-1, 1] as 256 bins of width 1/128: + log2(128) bits/dim, no dequantization
-            bpd = nll_dim / math.log(2) + 7.0
-            out["bpd"] = {"value": bpd, "settings": settings | {"unit": "bits/dim", "dequantization": "none"}}
+        width = getattr(dataset, "bin_width", None)
+        if width:  # quantised data (8-bit images: bins of width 1/128): + log2(1 / width) bits/dim, no dequantization
+            bpd = nll_dim / math.log(2) - math.log2(width)
+            out["bpd"] = {"value": bpd, "settings": settings | {"unit": "bits/dim", "dequantization": "none",
+                                                                "bin_width": width}}
         return out
 
 

@@ -83,6 +83,38 @@ def test_nll_metric_reports_nats_per_dim(d, divergence):
     assert "bpd" not in out
 
 
+class QuantisedImages(GaussianData):
+    """Gaussian 'images' (1, 2, 2) declaring the spacing of their values, as an image dataset does."""
+
+    def __init__(self, bin_width):
+        super().__init__(torch.zeros(4, dtype=torch.float64), torch.ones(4, dtype=torch.float64))
+        self.bin_width = bin_width
+
+    def sample(self, n, seed=0):
+        x, _ = super().sample(n, seed)
+        return x.reshape(n, 1, 2, 2), None
+
+
+@pytest.mark.parametrize("bin_width, extra_bits", [(1 / 128, 7.0), (1 / 8, 3.0), (None, None)])
+def test_bits_per_dim_follow_the_datas_quantisation(bin_width, extra_bits):
+    """8-bit pixels add log2(128) bits/dim, digits' 17 grey levels log2(8); continuous data (latents) get no bpd."""
+    data = QuantisedImages(bin_width)
+    v = gaussian_velocity(data.mu, data.s)
+    out = nll(n_points=200, steps=20)(samples=None, dataset=data, velocity=lambda x, t: v(x.flatten(1), t).view_as(x),
+                                       seed=0)
+    if extra_bits is None:
+        assert "bpd" not in out
+    else:
+        assert out["bpd"]["value"] == pytest.approx(out["nll"]["value"] / math.log(2) + extra_bits)
+        assert out["bpd"]["settings"]["bin_width"] == bin_width
+
+
+def test_digits_declare_their_bin_width_unless_resampled():
+    from cbsflow.data.shards import digits
+
+    assert digits().bin_width == 1 / 8 and digits(size=16).bin_width is None
+
+
 def test_hutchinson_is_unbiased_for_a_rotated_gaussian():
     """A full covariance makes the Jacobian non-diagonal, so Rademacher probes are actually noisy."""
     mu, s, data = problem(10)
