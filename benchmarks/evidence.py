@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--boundaries", nargs="+", help="N = 2 grid instead of the tool's 0.1, ..., 0.9")
     p.add_argument("--margin", type=float, default=0.05, help="train.margin of the margin experiment")
     p.add_argument("--name", default="landscape",
-                   help="report file names (OUT/NAME.json, ...) of landscapes, regimes, search and margin: another "
+                   help="report file names (OUT/NAME.json, ...) of landscapes, regimes, search, margin and trained: another "
                         "name keeps an earlier report beside the new one while sharing its runs")
     args = p.parse_args(argv)
     SEEDS[:] = args.seeds
