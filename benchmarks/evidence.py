@@ -12,11 +12,15 @@
         --name seeds10                                          # more seeds for chosen splits (reuses seeds 0-4)
     python benchmarks/evidence.py margin     [--datasets ...]   # N = 2 with every expert trained on [t_k - m, t_k+1 + m]
     python benchmarks/evidence.py report                        # tables and figures -> benchmarks/results/
+    python benchmarks/evidence.py restore                       # the committed reports back under runs/evidence/
 
 Every experiment is a call of tools/landscape.py (printed before it runs) on benchmarks/gin/evidence_toy.gin (or
 evidence_digits.gin), with the dataset and expert size bound per call; results land in
 runs/evidence/<experiment>/<dataset>/ and are reused on a rerun. ``report`` reads the landscape reports and writes
-benchmarks/results/evidence.{md,json} and figures.
+benchmarks/results/evidence.{md,json} and figures. ``restore`` writes every report held in the committed
+benchmarks/results/evidence.json back to its place under runs/evidence/ (a fresh clone has no runs/), so that
+``variants --measured``, ``trained --measured`` and ``search --measured`` score new solvers on the landscapes already
+measured, without training them again.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ DATASETS = {
     "checkerboard": ["DATASET = @checkerboard()"],
     "checkerboard_fine": ["DATASET = @checkerboard()", "checkerboard.size = 8"],
     "checkerboard_large": ["DATASET = @checkerboard()", "checkerboard.scale = 2.0"],
+    "checkerboard_small": ["DATASET = @checkerboard()", "checkerboard.scale = 0.5"],
     "rings": ["DATASET = @rings()"],
     "eight_gaussians": ["DATASET = @eight_gaussians()"],
     "digits": [],  # benchmarks/gin/evidence_digits.gin
@@ -48,8 +53,8 @@ DATASETS = {
 METRICS = "[@sliced_wasserstein(), @mmd(), @precision_recall(), @nll()]"
 CHECKERBOARD_METRICS = "[@sliced_wasserstein(), @mmd(), @precision_recall(), @support(), @nll()]"
 EXPONENTS = {"e1": 1.0, "e0.5": 0.5, "e0.33": 1 / 3, "log": 0.0}
-PROFILES = ("dirichlet", "dirichlet_x1", "acceleration_fd", "acceleration_exact", "aux_small", "aux_large",
-            "closed_form", "capacity_gap")
+PROFILES = ("dirichlet", "dirichlet_x1", "dirichlet_centred", "acceleration_fd", "acceleration_exact", "aux_small",
+            "aux_large", "closed_form", "capacity_gap")
 # Expert sizes of the regime grid beyond the landscapes' 16 x 1 (whose full landscapes are the grid's first rows).
 SIZES = {"w32d1": ["mlp.width = 32", "mlp.depth = 1"]}
 
@@ -92,8 +97,14 @@ def wait_all() -> None:
         _RUNNING.pop(0).wait()
 
 
-def grid(args) -> list[str]:
-    return ["--boundaries", *args.boundaries] if args.boundaries else []
+def grid(args, name: str | None = None, report: str = "landscape") -> list[str]:
+    """--boundaries, and with --measured the dataset's earlier report (OUT/REPORT.json, else OUT/landscape.json) that
+    stands in for running the grid and the solvers it already scored."""
+    out = ["--boundaries", *args.boundaries] if args.boundaries else []
+    if name and getattr(args, "measured", False):
+        path = ROOT / "landscape" / name / f"{report}.json"
+        out += ["--measured", str(path if path.exists() else path.with_name("landscape.json"))]
+    return out
 
 
 def run_landscapes(args) -> None:
@@ -105,7 +116,7 @@ def run_landscapes(args) -> None:
 def run_variants(args) -> None:
     """Every profile x density, split once per seed and read off the measured N = 2 landscape (--interpolate)."""
     for name in args.datasets:
-        extra = ["--n", "2", *grid(args), "--interpolate"]
+        extra = ["--n", "2", *grid(args, name, "variants"), "--interpolate"]
         for profile in args.profiles:
             for exponent in EXPONENTS:
                 extra += ["--solver", solver(profile, exponent)]
@@ -115,7 +126,8 @@ def run_variants(args) -> None:
 def run_trained(args) -> None:
     """The solvers named by --solvers trained and evaluated directly on the N = 2 landscape (no interpolation)."""
     for name in args.datasets:
-        extra = ["--n", "2", *grid(args)] + [a for s in args.solvers for a in ("--solver", solver(*s.split("@")))]
+        extra = ["--n", "2", *grid(args, name, "trained" if args.name == "landscape" else args.name)] + [
+            a for s in args.solvers for a in ("--solver", solver(*s.split("@")))]
         landscape(ROOT / "landscape" / name, dataset_bindings(name), extra, args.jobs,
                   "trained" if args.name == "landscape" else args.name)
 
@@ -134,6 +146,8 @@ def run_search(args) -> None:
     for name in args.datasets:
         extra = ["--n", "4", "--search-steps", "0.1", "0.05", "--max-evals", str(args.max_evals)]
         extra += [a for s in args.solvers for a in ("--solver", solver(*s.split("@")))]
+        if args.measured:  # the search replays the earlier report's splits; only new solvers run
+            extra += ["--measured", str(ROOT / "search" / name / f"{args.name}.json")]
         landscape(ROOT / "search" / name, dataset_bindings(name), extra, args.jobs)
 
 
@@ -144,9 +158,26 @@ def run_margin(args) -> None:
                   ["--n", "2", *(grid(args) or ["--boundaries", "0.3", "0.6", "0.9"])], args.jobs)
 
 
+def restore(args) -> None:
+    """Each report in benchmarks/results/evidence.json back to runs/evidence/.../NAME.json (never over a newer one)."""
+    import json
+
+    held = json.loads((REPO / "benchmarks" / "results" / "evidence.json").read_text())
+    for group in held.values():
+        for report in group.values():
+            path = REPO / report["settings"]["out"] / f"{report['settings']['name']}.json"
+            if path.exists():
+                print(f"kept {path.relative_to(REPO)} (already there)")
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(report, indent=1))
+            print(f"restored {path.relative_to(REPO)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["landscapes", "variants", "trained", "regimes", "search", "margin", "report"])
+    p.add_argument("what", choices=["landscapes", "variants", "trained", "regimes", "search", "margin", "report",
+                                         "restore"])
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     p.add_argument("--solvers", nargs="+", default=["dirichlet@e0.5"], help="PROFILE@EXPONENT, e.g. capacity_gap@e1")
     p.add_argument("--max-evals", type=int, default=12)
@@ -156,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", nargs="+", default=SEEDS, help="paired seeds (default 0-4)")
     p.add_argument("--boundaries", nargs="+", help="N = 2 grid instead of the tool's 0.1, ..., 0.9")
     p.add_argument("--margin", type=float, default=0.05, help="train.margin of the margin experiment")
+    p.add_argument("--measured", action="store_true",
+                   help="variants, trained, search: read what the dataset's earlier report measured (N = 1, uniform, "
+                        "the grid or the search's splits, solvers of the same name) instead of running it; pass its "
+                        "--boundaries and --seeds")
     p.add_argument("--name", default="landscape",
                    help="report file names (OUT/NAME.json, ...) of landscapes, regimes, search, margin and trained: another "
                         "name keeps an earlier report beside the new one while sharing its runs")
@@ -168,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return report()
     {"landscapes": run_landscapes, "variants": run_variants, "trained": run_trained, "regimes": run_regimes,
-     "search": run_search, "margin": run_margin}[args.what](args)
+     "search": run_search, "margin": run_margin, "restore": restore}[args.what](args)
     wait_all()
     return 0
 

@@ -57,16 +57,20 @@ class dirichlet:
     """Dirichlet energy D(t) = E ||dv/dx||_F^2 / d by Hutchinson JVPs: ||J||_F^2 = E_z ||J z||^2.
 
     ``target`` measures the Jacobian of another prediction ('x1' or 'eps') instead of the velocity.
+    ``centred=True`` measures only the part of the Jacobian that varies with x, E ||J(x) - E_x J||_F^2 / d: the
+    affine part of the field (all of it for Gaussian data, and most of it while x_t is still mostly noise) costs an
+    expert no capacity. Each probe is then shared by the whole batch, and the batch mean of J z stands for E_x J z
+    (n / (n - 1) corrects the bias of that estimate).
     """
 
     def __init__(self, n_probes: int = 4, probe: str = "rademacher", batch_size: int = 4096, target: str = "velocity",
-                 progress: bool = True):
+                 centred: bool = False, progress: bool = True):
         if probe not in ("rademacher", "gaussian"):
             raise ValueError(f"dirichlet.probe must be 'rademacher' or 'gaussian', got {probe!r}")
         if target not in ("velocity", "x1", "eps"):
             raise ValueError(f"dirichlet.target must be 'velocity', 'x1' or 'eps', got {target!r}")
         self.n_probes, self.probe, self.batch_size, self.target = n_probes, probe, batch_size, target
-        self.progress = progress
+        self.centred, self.progress = centred, progress
 
     def __call__(self, velocity, x1, t, path, y=None, generator=None):
         generator = generator or torch.Generator().manual_seed(0)
@@ -80,11 +84,17 @@ class dirichlet:
             # All probes of all samples in one batch: row p * b + i holds probe p of sample i.
             x_rep = x_t.repeat((self.n_probes,) + (1,) * (x1.dim() - 1))
             y_rep = None if y is None else y.repeat(self.n_probes)
-            z = probes(x_rep.shape, self.probe, generator)
-            sq = torch.cat([_jvp_x(velocity, x_rep[sl], ti, None if y_rep is None else y_rep[sl], z[sl], device)
-                            .reshape(sl.stop - sl.start, -1).pow(2).sum(-1).cpu()
-                            for sl in chunks(len(x_rep), self.batch_size)])
-            per_sample[i] = sq.reshape(self.n_probes, b).mean(0) / d
+            if self.centred:  # one probe per row p, shared by the b samples of that row
+                z = probes((self.n_probes, 1, *x1.shape[1:]), self.probe, generator).expand(
+                    self.n_probes, b, *x1.shape[1:]).reshape(x_rep.shape)
+            else:
+                z = probes(x_rep.shape, self.probe, generator)
+            jz = torch.cat([_jvp_x(velocity, x_rep[sl], ti, None if y_rep is None else y_rep[sl], z[sl], device)
+                            .reshape(sl.stop - sl.start, -1).cpu()
+                            for sl in chunks(len(x_rep), self.batch_size)]).reshape(self.n_probes, b, -1)
+            if self.centred:
+                jz = (jz - jz.mean(dim=1, keepdim=True)) * math.sqrt(b / max(b - 1, 1))
+            per_sample[i] = jz.pow(2).sum(-1).mean(0) / d
         return mean_and_stderr(per_sample)
 
 

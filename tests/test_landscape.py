@@ -83,6 +83,44 @@ def test_landscape_tool_end_to_end(tmp_path, repo_root):
     log = (out / "runs" / "b=0.300" / "seed0" / "landscape.log").read_text()
     assert log.count("up to date") >= 4  # the second call found every stage done
 
+    # --measured: another solver scored on this landscape without running its grid again.
+    scored = tmp_path / "scored"
+    solver = "e1=split.solver = @deboor(); deboor.exponent = 1.0"
+    rescore = list(cmd)
+    rescore[cmd.index("--solver") + 1], rescore[cmd.index("--out") + 1] = solver, str(scored)
+    rescore += ["--interpolate", "--measured", str(out / "landscape.json")]
+    proc = subprocess.run(rescore, cwd=repo_root, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert sorted(p.name for p in (scored / "runs").iterdir()) == ["e1"]  # only the solver's profile and split ran
+    new = json.loads((scored / "landscape.json").read_text())["summary"]["configs"]
+    for label in ("N=1", "uniform", "b=0.300"):
+        assert new[label]["values"] == report["configs"][label]["values"]
+    for seed in ("0", "1"):
+        b = new["e1"]["boundaries"][seed][1]
+        grid = [(0.3, report["configs"]["b=0.300"]["values"][seed]), (0.5, report["configs"]["uniform"]["values"][seed])]
+        expected = ls.interpolate([g[0] for g in grid], [g[1]["sliced_wasserstein"] for g in grid], b)
+        assert new["e1"]["values"][seed]["sliced_wasserstein"] == pytest.approx(expected)
+    again = list(rescore)  # a solver the report already scored is read from it too: nothing runs
+    again[rescore.index("--out") + 1], again[rescore.index("--measured") + 1] = str(tmp_path / "again"), str(
+        scored / "landscape.json")
+    proc = subprocess.run(again, cwd=repo_root, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0 and not (tmp_path / "again" / "runs").exists(), proc.stderr[-2000:]
+    assert json.loads((tmp_path / "again" / "landscape.json").read_text())["summary"]["configs"]["e1"] == new["e1"]
+    other = [*rescore, "--bind", "evaluate.floor_draws = 1"]
+    bad = subprocess.run(other, cwd=repo_root, capture_output=True, text=True, env=env, timeout=600)
+    assert bad.returncode == 2 and "its bind is" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+    # --boundaries with no value: a paired comparison of N = 1, uniform and the solvers only (here all read back).
+    compare = [*cmd[:cmd.index("--boundaries") + 1], *cmd[cmd.index("--boundaries") + 2:]]
+    compare[compare.index("--out") + 1] = str(tmp_path / "compare")
+    proc = subprocess.run([*compare, "--measured", str(out / "landscape.json")], cwd=repo_root, capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert proc.returncode == 0 and not (tmp_path / "compare" / "runs").exists(), proc.stderr[-2000:]
+    assert set(json.loads((tmp_path / "compare" / "landscape.json").read_text())["summary"]["configs"]) == {
+        "N=1", "uniform", "cbs"}
+    bad = subprocess.run([*compare, "--interpolate"], cwd=repo_root, capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "give --boundaries" in bad.stderr
+
 
 def test_search_shares_experts_whose_interval_did_not_change(tmp_path, repo_root):
     """N = 3: a move of one boundary retrains the two experts next to it; the third comes from the expert cache."""
@@ -100,3 +138,11 @@ def test_search_shares_experts_whose_interval_did_not_change(tmp_path, repo_root
     assert np.allclose(b, [0, 1 / 3 + 0.1, 2 / 3, 1], atol=1e-6)
     log = (out / "runs" / moved[0] / "seed0" / "landscape.log").read_text()
     assert "expert 3/3 is complete, skipped" in log and "expert 1/3 is complete" not in log  # shared, not retrained
+    # --measured: the same search replays from the report, running nothing.
+    replay = [*cmd[:cmd.index("--out")], "--out", str(tmp_path / "replay"), *cmd[cmd.index("--out") + 2:],
+              "--measured", str(out / "landscape.json")]
+    proc = subprocess.run(replay, cwd=repo_root, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0 and not (tmp_path / "replay" / "runs").exists(), proc.stderr[-2000:]
+    again = json.loads((tmp_path / "replay" / "landscape.json").read_text())["summary"]
+    assert again["configs"] == report["configs"] and again["best"] == report["best"]

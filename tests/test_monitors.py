@@ -103,3 +103,28 @@ def test_dirichlet_in_x_prediction_space_matches_closed_form():
     tt = torch.full((4,), 0.5)
     expected = mu + 0.5 * s**2 / (0.25 * s**2 + 0.25) * (x - 0.5 * mu)
     torch.testing.assert_close(prediction(field, linear(), "x1")(x, tt), expected)
+
+
+def test_centred_dirichlet_is_zero_for_gaussian_data_whose_field_is_affine():
+    mu, s, field = gaussian_field([0.7, -0.3, 0.0], [0.3, 1.0, 2.0])
+    x1 = mu + s * torch.randn(200, 3, generator=torch.Generator().manual_seed(4))
+    t = torch.tensor([0.0, 0.5, 0.9])
+    plain, _ = dirichlet(n_probes=4)(field, x1, t, path=linear())
+    centred, _ = dirichlet(n_probes=4, centred=True)(field, x1, t, path=linear())
+    assert torch.all(plain > 0.1)
+    np.testing.assert_allclose(centred, 0, atol=1e-5 * plain.max().item())
+
+
+def test_centred_dirichlet_is_the_variance_of_the_jacobian_in_one_dimension():
+    # v(x, t) = sin(3 x): J = 3 cos(3 x), and with +-1 probes (J z - mean J z)^2 = (J - mean J)^2 exactly.
+    field = lambda x, t, y=None: torch.sin(3 * x)  # noqa: E731
+    x1 = torch.randn(300, 1, generator=torch.Generator().manual_seed(5))
+    t = torch.tensor([0.2, 0.7])
+    mean, _ = dirichlet(n_probes=3, centred=True)(field, x1, t, path=linear(), generator=torch.Generator().manual_seed(6))
+    gen = torch.Generator().manual_seed(6)  # the monitor's draws: eps for x_t, then the probes, at each t
+    expected = []
+    for ti in t.tolist():
+        x_t = ti * x1 + (1 - ti) * torch.randn(x1.shape, generator=gen)
+        probes = torch.randint(0, 2, (3, 1, 1), generator=gen)  # noqa: F841 (advance the generator as the monitor does)
+        expected.append(torch.var(3 * torch.cos(3 * x_t[:, 0]), unbiased=True).item())
+    np.testing.assert_allclose(mean, expected, rtol=1e-4)

@@ -14,6 +14,18 @@ evaluated like the others (with --interpolate, N = 2 only: read off the measured
 Every configuration runs the same seeds, so differences are paired. Runs go through tools/run.py (one run directory
 each, under OUT/runs), so an interrupted landscape resumes where it stopped; experts with the same settings, seed
 and interval are trained once and shared (OUT/experts), and so are identical profiles (OUT/profiles).
+To score a new monitor on a landscape measured earlier, pass that report with --measured: N = 1, uniform, the grid (or
+the search's splits) and any solver it already holds (same name and bindings) are read from it, and only the new
+solvers run:
+
+    python tools/landscape.py --gin gin/quickstart.gin --n 2 --seeds 0 1 2 3 4 --out runs/landscape --name mine \\
+        --measured runs/landscape/landscape.json --interpolate --solver 'mine=profile.monitor = @my_monitor()'
+
+--boundaries with no value measures only N = 1, the uniform split and the solvers: a paired comparison, e.g. CBS beside
+uniform and one network where the experts' capacity binds (gin/quickstart_compare.gin, about 5 minutes on 2 cores):
+
+    python tools/landscape.py --gin gin/quickstart_compare.gin --n 2 --boundaries --seeds 0 1 2 3 4 \
+        --solver 'cbs=split.solver = @deboor()' --out runs/quickstart_compare --jobs 2
 
 Writes OUT/landscape.json, OUT/landscape.md (--name changes the file names; tables of every metric, the best split per metric, the regret table, and
 where metrics rank the splits differently) and OUT/landscape.png (each metric against the boundary with its 95 %
@@ -57,7 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="module that registers components (passed on to tools/run.py)")
     p.add_argument("--n", type=int, default=2, help="number of experts: 2 (boundary sweep), 3 or 4 (coordinate search)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="paired seeds (default 0-4)")
-    p.add_argument("--boundaries", type=float, nargs="+", help="N = 2: boundaries to sweep (default 0.1, ..., 0.9)")
+    p.add_argument("--boundaries", type=float, nargs="*",
+                   help="N = 2: boundaries to sweep (default 0.1, ..., 0.9; none: only N = 1, uniform and the solvers)")
     p.add_argument("--solver", action="append", default=[], metavar="NAME=BINDINGS",
                    help="a solver to score, e.g. 'cbs=split.solver = @deboor(); deboor.exponent = 1.0' (repeatable)")
     p.add_argument("--primary", default="sliced_wasserstein", help="metric that picks the best split (default SW)")
@@ -66,6 +79,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-evals", type=int, default=40, help="N >= 3: most splits the search may measure")
     p.add_argument("--interpolate", action="store_true",
                    help="N = 2: score the solvers' splits on the measured landscape instead of training them")
+    p.add_argument("--measured", metavar="REPORT",
+                   help="read N = 1, uniform, the grid (or the search's splits) and every solver of the same name "
+                        "and bindings from REPORT (an earlier landscape's .json with the same gin files and bindings) instead of running "
+                        "them, so that new solvers are scored on a landscape already paid for")
     p.add_argument("--out", required=True, help="output folder (runs, caches and the report)")
     p.add_argument("--name", default="landscape", help="report file names: OUT/NAME.{json,md,png} (default landscape)")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time (one thread each)")
@@ -79,6 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.boundaries = [round(0.1 * k, 3) for k in range(1, 10)]
     if any(not 0 < b < 1 for b in args.boundaries):
         p.error("--boundaries must lie strictly between 0 and 1")
+    if args.interpolate and not args.boundaries:
+        p.error("--interpolate reads the solvers' splits off the N = 2 grid: give --boundaries")
     return args
 
 
@@ -109,6 +128,7 @@ class Runner:
         self.env = dict(os.environ)
         if args.jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
             self.env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.jobs))
+        self.measured = load_measured(args) if args.measured else {}
 
     # ------------------------------------------------------------------------------------------- digests
 
@@ -142,6 +162,8 @@ class Runner:
         for cfg in cfgs:
             self.configs.setdefault(cfg.label, cfg)
             self.results.setdefault(cfg.label, ls.Measured())
+            if cfg.label in self.measured:  # --measured: read from an earlier report, not run
+                self.results[cfg.label] = self.measured[cfg.label]
             for seed in self.args.seeds:
                 if seed in self.results[cfg.label].values:
                     continue
@@ -256,6 +278,42 @@ class Runner:
             if not cached.exists():
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(run_dir / "checkpoints" / f"segment_{k}.pt", cached)
+
+
+def load_measured(args: argparse.Namespace) -> dict[str, ls.Measured]:
+    """What an earlier report (--measured) measured: N = 1, uniform, the grid or the search's splits, and every solver
+    of the same name and bindings as one of this call's; checked against this call's settings and seeds."""
+    path = Path(args.measured)
+    try:
+        report = json.loads(path.read_text())
+        settings, configs = report["settings"], report["summary"]["configs"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UserError(f"--measured {path}: not a landscape report ({err}); give the .json that tools/landscape.py "
+                        "wrote") from None
+    for key in ("gin", "bind", "n"):
+        if settings.get(key) != getattr(args, key):
+            raise UserError(f"--measured {path}: its {key} is {settings.get(key)!r}, this call's {getattr(args, key)!r};"
+                            " score solvers only on a landscape measured with the same settings")
+    if bool(settings.get("interpolate")) != args.interpolate:  # trained and interpolated solvers do not mix
+        configs = {k: c for k, c in configs.items() if c.get("kind") != "solver"}
+    required = [ls.split_label((0.0, 1.0)), "uniform"]  # N = 2 also needs the whole grid of this call
+    required += [ls.split_label((0.0, b, 1.0)) for b in args.boundaries if abs(b - 0.5) > 1e-9] if args.n == 2 else []
+    searched = [label for label, c in configs.items() if c.get("kind") == "search"]  # a search replays them
+    solvers = [cfg.label for cfg in map(parse_solver, args.solver) if cfg.label in configs
+               and configs[cfg.label].get("kind") == "solver"
+               and tuple(configs[cfg.label].get("bindings", ())) == cfg.bindings
+               and tuple(configs[cfg.label].get("gin_files", ())) == cfg.gin_files]
+    out = {}
+    for label in required + searched + solvers:
+        values = configs.get(label, {}).get("values", {})
+        missing = [s for s in args.seeds if str(s) not in values]
+        if missing and label in required:
+            raise UserError(f"--measured {path}: {label} has no seed {missing[0]}; pass the report's --boundaries and "
+                            "--seeds (or a subset of them)")
+        if not missing:
+            out[label] = ls.Measured(values={s: dict(values[str(s)]) for s in args.seeds},
+                                     boundaries={s: list(configs[label]["boundaries"][str(s)]) for s in args.seeds})
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- the experiment

@@ -11,7 +11,6 @@ import functools
 
 import torch
 from einops import rearrange
-from timm.layers import Attention, Mlp, build_sincos2d_pos_embed
 from torch import nn
 
 from cbsflow.backbones.layers import LabelEmbedder, TimestepEmbedder, check_image_shape
@@ -43,6 +42,8 @@ class AdaLNBlock(nn.Module):
     """Transformer block with adaLN-Zero (DiT Sec. 3.2): attention and MLP gated by zero-initialised regressions."""
 
     def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0):
+        from timm.layers import Attention, Mlp  # imported here: timm costs ~2 s of every run's start-up
+
         super().__init__()
         self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(width, num_heads=heads, qkv_bias=True)
@@ -83,6 +84,8 @@ class PatchTransformer(nn.Module):
             raise ValueError(f"width {width} must be divisible by 4 (2-D sin-cos embedding) and by heads={heads}")
         self.data_shape, self.patch, self.grid = (c, hgt, wid), patch, (hgt // patch, wid // patch)
         self.embed = nn.Linear(patch * patch * c, width)
+        from timm.layers import build_sincos2d_pos_embed
+
         pos = build_sincos2d_pos_embed(list(self.grid), dim=width)  # (n, d), fixed
         self.register_buffer("pos", pos[None], persistent=False)
         self.time = TimestepEmbedder(width, scale=time_scale)
