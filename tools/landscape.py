@@ -22,7 +22,7 @@ solvers run:
         --measured runs/landscape/landscape.json --interpolate --solver 'mine=profile.monitor = @my_monitor()'
 
 --boundaries with no value measures only N = 1, the uniform split and the solvers: a paired comparison, e.g. CBS beside
-uniform and one network where the experts' capacity binds (gin/quickstart_compare.gin, about 5 minutes on 2 cores):
+uniform and one network where the experts' capacity binds (gin/quickstart_compare.gin, about 4 minutes on 2 cores):
 
     python tools/landscape.py --gin gin/quickstart_compare.gin --n 2 --boundaries --seeds 0 1 2 3 4 \
         --solver 'cbs=split.solver = @deboor()' --out runs/quickstart_compare --jobs 2
