@@ -101,7 +101,7 @@ def grid(args, name: str | None = None, report: str = "landscape") -> list[str]:
     """--boundaries, and with --measured the dataset's earlier report (OUT/REPORT.json, else OUT/landscape.json) that
     stands in for running the grid and the solvers it already scored."""
     out = ["--boundaries", *args.boundaries] if args.boundaries else []
-    if name and getattr(args, "measured", False):
+    if name and args.measured:
         path = ROOT / "landscape" / name / f"{report}.json"
         out += ["--measured", str(path if path.exists() else path.with_name("landscape.json"))]
     return out
@@ -159,7 +159,7 @@ def run_margin(args) -> None:
 
 
 def restore(args) -> None:
-    """Each report in benchmarks/results/evidence.json back to runs/evidence/.../NAME.json (never over a newer one)."""
+    """Each report in benchmarks/results/evidence.json back to runs/evidence/.../NAME.json (an existing file is kept)."""
     import json
 
     held = json.loads((REPO / "benchmarks" / "results" / "evidence.json").read_text())
@@ -177,7 +177,7 @@ def restore(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("what", choices=["landscapes", "variants", "trained", "regimes", "search", "margin", "report",
-                                         "restore"])
+                                        "restore"])
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     p.add_argument("--solvers", nargs="+", default=["dirichlet@e0.5"], help="PROFILE@EXPONENT, e.g. capacity_gap@e1")
     p.add_argument("--max-evals", type=int, default=12)
