@@ -89,12 +89,14 @@ class dirichlet:
                     self.n_probes, b, *x1.shape[1:]).reshape(x_rep.shape)
             else:
                 z = probes(x_rep.shape, self.probe, generator)
-            jz = torch.cat([_jvp_x(velocity, x_rep[sl], ti, None if y_rep is None else y_rep[sl], z[sl], device)
-                            .reshape(sl.stop - sl.start, -1).cpu()
-                            for sl in chunks(len(x_rep), self.batch_size)]).reshape(self.n_probes, b, -1)
-            if self.centred:
-                jz = (jz - jz.mean(dim=1, keepdim=True)) * math.sqrt(b / max(b - 1, 1))
-            per_sample[i] = jz.pow(2).sum(-1).mean(0) / d
+            jzs = (_jvp_x(velocity, x_rep[sl], ti, None if y_rep is None else y_rep[sl], z[sl], device)
+                   .reshape(sl.stop - sl.start, -1) for sl in chunks(len(x_rep), self.batch_size))
+            if self.centred:  # every J z is needed for the batch mean
+                jz = torch.cat([j.cpu() for j in jzs]).reshape(self.n_probes, b, -1)
+                sq = ((jz - jz.mean(dim=1, keepdim=True)) * math.sqrt(b / max(b - 1, 1))).pow(2).sum(-1)
+            else:  # reduced chunk by chunk: only ||J z||^2 is kept
+                sq = torch.cat([j.pow(2).sum(-1).cpu() for j in jzs]).reshape(self.n_probes, b)
+            per_sample[i] = sq.mean(0) / d
         return mean_and_stderr(per_sample)
 
 
