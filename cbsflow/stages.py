@@ -27,7 +27,8 @@ from cbsflow.training import TrainSettings, process_state
 
 # Parameters that do not change a stage's result (which experts this job trains, logging), left out of the
 # configuration the stage records, wherever in the stage's components they are.
-NOT_IN_DIGEST = {"train": ("segments", "log_every", "checkpoint_every", "log_with")}
+NOT_IN_DIGEST = {"train": ("segments", "log_every", "checkpoint_every", "log_with"), "split": ("figures",),
+                 "sample": ("figures",), "evaluate": ("figures",)}
 
 
 def _record(prov: Provenance | None) -> dict:
@@ -68,8 +69,8 @@ def profile(run_dir, prov=None, /, *, estimator: Instance("estimator") = gin.REQ
 
 @gin.configurable(module="stage")
 def split(run_dir, prov=None, /, *, solver: Instance("partition") = gin.REQUIRED,
-          path: Instance("path") = gin.REQUIRED) -> None:
-    """Choose the boundaries with the partition solver; write split.json and profile.png."""
+          path: Instance("path") = gin.REQUIRED, figures: bool = True) -> None:
+    """Choose the boundaries with the partition solver; write split.json and (``figures``) profile.png."""
     from cbsflow.partition import density
     from cbsflow.plotting import plot_profile
 
@@ -86,8 +87,9 @@ def split(run_dir, prov=None, /, *, solver: Instance("partition") = gin.REQUIRED
               "burden": solver.burden(t, value, boundaries).tolist(), "exponent": solver.exponent,
               "floor": solver.floor, **_record(prov)}
     rundir.write_json(rundir.artifact(run_dir, "split"), result)
-    plot_profile(os.path.join(run_dir, "profile.png"), prof, result,
-                 lambda m: density(m, solver.exponent, solver.floor))
+    if figures:
+        plot_profile(os.path.join(run_dir, "profile.png"), prof, result,
+                     lambda m: density(m, solver.exponent, solver.floor))
 
 
 @gin.configurable(module="stage")
@@ -135,7 +137,7 @@ def sample(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQ
            n_steps: int = 32, n_samples: int = 4096, batch_size: int = 1024, use_ema: bool = True,
            guidance_scale: float = 1.0, guidance_interval: tuple[float, float] = (0.0, 1.0),
            autoencoder: Instance("autoencoder") | None = None, mixed_precision: str = "no", compile: bool = False,
-           seed: int = 0) -> None:
+           seed: int = 0, figures: bool = True) -> None:
     """Generate samples with the segmented model, one expert per segment; write samples.npz + sample.json.
 
     Image data is stored as uint8 (N, C, H, W) under ``images`` with a PNG grid; other data as float32 under ``x``.
@@ -144,6 +146,7 @@ def sample(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQ
     into images before they are stored. Under ``accelerate launch`` every process makes its share of the batches
     (seeded per batch, so the samples do not depend on the number of processes) and the main one gathers them.
     ``mixed_precision = 'bf16'`` samples under bf16 autocast, ``compile`` runs every expert through torch.compile.
+    ``figures = False`` skips samples.png (as tools/landscape.py does for its many runs).
     """
     from cbsflow.samplers import generate
     from cbsflow.segmented import load_segmented
@@ -182,12 +185,15 @@ def sample(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQ
             "processes": state.num_processes, "mixed_precision": mixed_precision, "compile": compile,
             "decoded_by": autoencoder.describe() if autoencoder is not None else None}
     images = dataset.is_image or autoencoder is not None
-    reference, _ = dataset.sample(min(len(samples), 64 if images else 5000), seed=2**31 - 1)  # drawn beside them
     if autoencoder is not None:
-        samples, reference = autoencoder.decode(samples), autoencoder.decode(reference)
+        samples = autoencoder.decode(samples)
     rundir.save_samples(run_dir, samples, labels, images)
-    plot_samples(os.path.join(run_dir, "samples.png"), samples, reference,
-                 f"{model.n_segments} expert(s), NFE {nfe}, {name_of(sampler)}")
+    if figures:
+        reference, _ = dataset.sample(min(len(samples), 64 if images else 5000), seed=2**31 - 1)  # drawn beside them
+        if autoencoder is not None:
+            reference = autoencoder.decode(reference)
+        plot_samples(os.path.join(run_dir, "samples.png"), samples, reference,
+                     f"{model.n_segments} expert(s), NFE {nfe}, {name_of(sampler)}")
     rundir.write_json(rundir.artifact(run_dir, "sample"), {**info, **_record(prov)})
 
 
@@ -212,7 +218,8 @@ def _gathered(batches: list, state) -> tuple[torch.Tensor, torch.Tensor | None]:
 @gin.configurable(module="stage")
 def evaluate(run_dir, prov=None, /, *, dataset: Instance("dataset") = gin.REQUIRED,
              metrics: Instances("metric") = (), backbone: Constructor("backbone") = gin.REQUIRED,
-             path: Instance("path") = gin.REQUIRED, floor_draws: int = 3, reference_seed: int = 2**31 - 1) -> None:
+             path: Instance("path") = gin.REQUIRED, floor_draws: int = 3, reference_seed: int = 2**31 - 1,
+             figures: bool = True) -> None:
     """Score the samples against fresh data with every metric; write metrics.json (+ samples.png with the values).
 
     Every sample metric also gets its *floor*: the same metric of ``floor_draws`` fresh draws of true data of the
@@ -247,6 +254,8 @@ def evaluate(run_dir, prov=None, /, *, dataset: Instance("dataset") = gin.REQUIR
     rundir.write_json(rundir.artifact(run_dir, "evaluate"), {
         "nfe": info["nfe"], "sampling": {**sampling, "steps_per_segment": info.get("steps_per_segment")},
         "metrics": results, **_record(prov)})
+    if not figures:
+        return
     n_experts = len(rundir.read_boundaries(run_dir, "evaluate")) - 1
     reference, _ = dataset.sample(min(len(samples), 64 if samples.dim() == 4 else 5000), seed=reference_seed)
     plot_samples(os.path.join(run_dir, "samples.png"), samples, reference, metrics_title(n_experts, info["nfe"], results))

@@ -146,3 +146,33 @@ def test_search_shares_experts_whose_interval_did_not_change(tmp_path, repo_root
     assert proc.returncode == 0 and not (tmp_path / "replay" / "runs").exists(), proc.stderr[-2000:]
     again = json.loads((tmp_path / "replay" / "landscape.json").read_text())["summary"]
     assert again["configs"] == report["configs"] and again["best"] == report["best"]
+
+
+def test_parallel_runs_are_forked_and_match_serial_ones(tmp_path, repo_root):
+    """--jobs 2 runs each configuration in a child forked from a warm server (cbsflow/workers.py): the same numbers
+    as --jobs 1 in one process, no per-run figures unless --figures, and a failing run is that run's failure."""
+    cmd = [sys.executable, "tools/landscape.py", "--gin", "gin/smoke/toy.gin", "--n", "2", "--boundaries", "--seeds",
+           "0", "--solver", "cbs=split.solver = @deboor()", "--bind", "evaluate.metrics = [@sliced_wasserstein()]",
+           "--bind", "evaluate.floor_draws = 0"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    configs = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"jobs{jobs}"
+        proc = subprocess.run([*cmd, "--out", str(out), "--jobs", jobs], cwd=repo_root, capture_output=True, text=True,
+                              env=env, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        configs[jobs] = json.loads((out / "landscape.json").read_text())["summary"]["configs"]
+        run = out / "runs" / "cbs" / "seed0"
+        assert (run / "metrics.json").exists() and not list(run.glob("*.png"))
+        assert "[evaluate] done" in (run / "landscape.log").read_text()  # the child's output went to its log
+    for label in ("N=1", "uniform", "cbs"):
+        assert configs["2"][label]["values"] == configs["1"][label]["values"]
+        assert configs["2"][label]["boundaries"] == configs["1"][label]["boundaries"]
+
+    bad = tmp_path / "bad"
+    proc = subprocess.run([*cmd, "--out", str(bad), "--jobs", "2", "--figures", "--bind", "sample.n_steps = 0"],
+                          cwd=repo_root, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode != 0
+    log = (bad / "runs" / "uniform" / "seed0" / "landscape.log").read_text()
+    assert "sample: n_steps, n_samples and batch_size must be >= 1" in log
+    assert (bad / "runs" / "cbs" / "seed0" / "profile.png").exists()  # --figures: each run draws its own

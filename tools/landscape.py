@@ -22,10 +22,13 @@ solvers run:
         --measured runs/landscape/landscape.json --interpolate --solver 'mine=profile.monitor = @my_monitor()'
 
 --boundaries with no value measures only N = 1, the uniform split and the solvers: a paired comparison, e.g. CBS beside
-uniform and one network where the experts' capacity binds (gin/quickstart_compare.gin, about 4 minutes on 2 cores):
+uniform and one network where the experts' capacity binds (gin/quickstart_compare.gin, under 3 minutes on 2 cores):
 
     python tools/landscape.py --gin gin/quickstart_compare.gin --n 2 --boundaries --seeds 0 1 2 3 4 \
         --solver 'cbs=split.solver = @deboor()' --out runs/quickstart_compare --jobs 2
+
+With --jobs > 1 every run is a child process forked from a server that has imported cbsflow once
+(cbsflow/workers.py), so runs do not pay ~2 s of start-up each; runs draw no figures of their own unless --figures.
 
 Writes OUT/landscape.json, OUT/landscape.md (--name changes the file names; tables of every metric, the best split per metric, the regret table, and
 where metrics rank the splits differently) and OUT/landscape.png (each metric against the boundary with its 95 %
@@ -54,6 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from cbsflow import landscape as ls  # noqa: E402
+from cbsflow import workers  # noqa: E402
 from cbsflow.compare import t_quantile  # noqa: E402
 from cbsflow.errors import UserError  # noqa: E402
 
@@ -85,7 +89,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "them, so that new solvers are scored on a landscape already paid for")
     p.add_argument("--out", required=True, help="output folder (runs, caches and the report)")
     p.add_argument("--name", default="landscape", help="report file names: OUT/NAME.{json,md,png} (default landscape)")
-    p.add_argument("--jobs", type=int, default=1, help="runs at a time (one thread each)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time (each a child process, sharing the cores)")
+    p.add_argument("--figures", action="store_true",
+                   help="also draw each run's profile.png and samples.png (off: about 1.5 s a run)")
     p.add_argument("--dry-run", action="store_true", help="print the run commands of the fixed splits and stop")
     args = p.parse_args(argv)
     if not 2 <= args.n <= 4:
@@ -125,9 +131,12 @@ class Runner:
         self.failures: list[str] = []
         self.lock = threading.Lock()
         os.environ["TQDM_DISABLE"] = "1"  # no progress bars, here or in the runs
-        self.env = dict(os.environ)
-        if args.jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
-            self.env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.jobs))
+        if args.jobs > 1 and "OMP_NUM_THREADS" not in os.environ:  # the cores shared out between parallel runs
+            os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.jobs))
+        threads = os.environ.get("OMP_NUM_THREADS", "")
+        self.threads = int(threads) if args.jobs > 1 and threads.isdigit() else 0
+        if args.jobs <= 1:  # the runs happen in this process
+            workers.keep_freed_memory()
         self.measured = load_measured(args) if args.measured else {}
 
     # ------------------------------------------------------------------------------------------- digests
@@ -149,7 +158,8 @@ class Runner:
             split = ["split.solver = @manual()", f"manual.boundaries = {list(cfg.boundaries)}"]
         else:
             split = [f"N_SEGMENTS = {self.args.n}"]
-        return [*self.args.bind, *cfg.bindings, *split, f"SEED = {seed}"]
+        figures = [] if self.args.figures else [f"{stage}.figures = False" for stage in ("split", "sample", "evaluate")]
+        return [*self.args.bind, *cfg.bindings, *split, f"SEED = {seed}", *figures]
 
     def run_dir(self, cfg: ls.Config, seed: int) -> Path:
         return self.out / "runs" / re.sub(r"[^A-Za-z0-9._=,-]+", "_", cfg.label) / f"seed{seed}"
@@ -169,6 +179,9 @@ class Runner:
                     continue
                 binds = self.bindings(cfg, seed)
                 jobs.append((cfg, seed, binds, self.digests(cfg, binds)))  # gin is not thread-safe: digests here
+        # Longest first, so that parallel jobs end together: solvers (profile, split and N experts), then more experts
+        # before fewer (sorted() is stable, so the order is otherwise the given one).
+        jobs = sorted(jobs, key=lambda job: (job[0].boundaries is not None, -len(job[0].boundaries or (0.0, 0.0, 1.0))))
         if self.args.jobs <= 1:
             for job in jobs:
                 self._one(*job)
@@ -203,7 +216,8 @@ class Runner:
             print(f"  {cfg.label} seed {seed}: FAILED, see {run_dir}/landscape.log", flush=True)
 
     def _run(self, cfg: ls.Config, binds: list[str], stages: str, run_dir: Path) -> None:
-        """tools/run.py on these bindings: in this process with --jobs 1 (no start-up cost), else a subprocess."""
+        """tools/run.py on these bindings: in this process with --jobs 1, else in a child process forked with
+        everything imported (cbsflow/workers.py)."""
         argv = [*[a for f in self.gin_files(cfg) for a in ("--gin", f)], *[a for m in self.args.imports for a in
                 ("--import", m)], *[a for b in binds for a in ("--bind", b)], "--stages", stages, "--run-dir", str(run_dir)]
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -211,7 +225,9 @@ class Runner:
             log.write("$ " + shlex.join([*RUN, *argv]) + "\n")
             log.flush()
             if self.args.jobs > 1:
-                subprocess.run([*RUN, *argv], check=True, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+                code = workers.run(argv, str(run_dir / "landscape.log"), self.threads)
+                if code != 0:
+                    raise subprocess.CalledProcessError(code, "tools/run.py")
                 return
             from cbsflow.cli import main as run_main
 

@@ -19,22 +19,20 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
-import torch.nn.functional as F
-import torch_fidelity
-from torch import nn
-from torch_fidelity import FeatureExtractorBase, register_feature_extractor
-from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
-from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
-from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
-from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
-from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
-from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
 from cbsflow.data.base import dataset_fingerprint
 from cbsflow.errors import UserError
 from cbsflow.registry import register
+
+if TYPE_CHECKING:
+    from torch_fidelity import FeatureExtractorBase
+
+# torch-fidelity (and the torchvision/dynamo stack it pulls in, ~1.5 s) is imported only when a metric of this module is
+# built or computes, so that runs without image metrics start without it.
 
 INCEPTION = "inception-v3-compat"
 INCEPTION_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
@@ -43,56 +41,14 @@ DEFAULT_WEIGHTS_PATH = f"~/.cache/cbsflow/{INCEPTION_WEIGHTS}"
 DEFAULT_CACHE_ROOT = "~/.cache/cbsflow/fidelity"
 
 
-class RandConvFeatures(FeatureExtractorBase):
-    """Fixed random-weight conv net (He-normal, seed 0): weights-free features; distances in them are NOT FID."""
-
-    RESOLUTION = 32
-    WIDTHS = (3, 32, 64, 128)
-    NUM_LOGITS = 10
-
-    def __init__(self, name: str, features_list: list[str], **kwargs: Any):
-        super().__init__(name, features_list)
-        generator = torch.Generator().manual_seed(0)
-        convs = []
-        for c_in, c_out in zip(self.WIDTHS[:-1], self.WIDTHS[1:]):
-            conv = nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)
-            conv.weight.data = torch.randn(conv.weight.shape, generator=generator) * (2 / (c_in * 9)) ** 0.5
-            conv.bias.data.zero_()
-            convs.append(conv)
-        self.convs = nn.ModuleList(convs)
-        self.head = nn.Linear(self.WIDTHS[-1], self.NUM_LOGITS)
-        self.head.weight.data = torch.randn(self.head.weight.shape, generator=generator) / self.WIDTHS[-1] ** 0.5
-        self.head.bias.data.zero_()
-
-    @staticmethod
-    def get_provided_features_list() -> tuple[str, ...]:
-        return "128", "logits"
-
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric: str) -> str:
-        return {"isc": "logits", "fid": "128", "kid": "128", "prc": "128"}[metric]
-
-    @staticmethod
-    def can_be_compiled() -> bool:
-        return False
-
-    @staticmethod
-    def get_dummy_input_for_compile() -> torch.Tensor:
-        return torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        h = x.float() / 127.5 - 1  # (b, 3, h, w) in [-1, 1]
-        h = F.interpolate(h, size=(self.RESOLUTION, self.RESOLUTION), mode="bilinear", antialias=True)
-        for conv in self.convs:
-            h = F.relu(conv(h))
-        pooled = h.mean(dim=(2, 3))  # (b, 128)
-        features = {"128": pooled, "logits": self.head(pooled)}
-        return tuple(features[name] for name in self.features_list)
-
-
 def register_offline_extractor() -> None:
     """Register ``cbsflow-randconv`` with torch-fidelity once (a second registration would raise); called when a
     metric is built, not at import."""
+    from torch_fidelity import register_feature_extractor
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    from cbsflow.metrics.randconv import RandConvFeatures
+
     if OFFLINE_EXTRACTOR not in FEATURE_EXTRACTORS_REGISTRY:
         register_feature_extractor(OFFLINE_EXTRACTOR, RandConvFeatures)
 
@@ -126,6 +82,8 @@ def extract_features(
 ) -> torch.Tensor:
     """Features (n, f) of uint8 images from a one-layer torch-fidelity extractor. Under ``accelerate launch`` every
     process extracts a contiguous share and all of them receive the features of all images, in order."""
+    from torch_fidelity.utils import get_featuresdict_from_dataset
+
     from cbsflow.training import process_state
 
     (layer,) = extractor.get_requested_features_list()
@@ -152,6 +110,8 @@ def _single_threaded_blas() -> contextlib.AbstractContextManager:
 
 def frechet_distance(features: torch.Tensor, reference: dict[str, Any]) -> float:
     """Fréchet distance between Gaussians fitted to ``features`` and to reference statistics (mu, sigma)."""
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
+
     stats = fid_features_to_statistics(features.float())
     with _single_threaded_blas():
         return fid_statistics_to_metric(stats, reference, verbose=False)[KEY_METRIC_FID]
@@ -188,6 +148,8 @@ class _FidelityMetric:
         batch_size: int = 64,
         reference_npz: str | None = None,
     ):
+        from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
         register_offline_extractor()
         if feature_extractor not in FEATURE_EXTRACTORS_REGISTRY:
             raise UserError(
@@ -223,6 +185,8 @@ class _FidelityMetric:
     def extractor(self) -> FeatureExtractorBase:
         """The torch-fidelity extractor for this metric's layer (fp32), checking local weights first."""
         if self._extractor is None:
+            from torch_fidelity.utils import create_feature_extractor
+
             kwargs: dict[str, Any] = {"verbose": False, "feature_extractor_internal_dtype": "float32"}
             if not self.offline:
                 kwargs["feature_extractor_weights_path"] = str(self._weights_file())
@@ -266,6 +230,8 @@ class _FidelityMetric:
         With ``reference_npz`` the reference images are the file's ``arr_0`` and, for FID, its ``mu``/``sigma``
         replace the statistics of those features (as ADM's evaluation does with its reference batches).
         """
+        from torch_fidelity.metric_fid import fid_features_to_statistics
+
         if self.reference_npz:
             return self._npz_reference(), False
         fingerprint = dataset_fingerprint(dataset)
@@ -299,6 +265,8 @@ class _FidelityMetric:
         return entry, False
 
     def _npz_reference(self) -> dict[str, Any]:
+        from torch_fidelity.metric_fid import fid_features_to_statistics
+
         kinds = self._reference_file()
         entry: dict[str, Any] = {"features": torch.empty(0, 0)}
         with np.load(self.reference_npz) as f:
@@ -313,6 +281,8 @@ class _FidelityMetric:
         return entry
 
     def __call__(self, *, samples: torch.Tensor, dataset: Any, velocity: Any = None, seed: int = 0) -> dict[str, dict]:
+        import torch_fidelity
+
         features = extract_features(self.extractor(), to_uint8_images(samples), self.batch_size, self.cuda)
         settings: dict[str, Any] = {
             "n_samples": int(samples.shape[0]),
@@ -361,6 +331,8 @@ class isc(_FidelityMetric):
     needs_reference = False
 
     def compute(self, features, reference, seed):
+        from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
+
         out = isc_features_to_metric(features, splits=10, shuffle=True, rng_seed=seed)
         extra = {"splits": 10, "split_std": out[KEY_METRIC_ISC_STD], "rng_seed": seed}
         return {self.name("is", "isc"): (out[KEY_METRIC_ISC_MEAN], extra)}
@@ -373,6 +345,8 @@ class kid(_FidelityMetric):
     metric = "kid"
 
     def compute(self, features, reference, seed):
+        from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
+
         real = reference["features"]
         subset = min(1000, features.shape[0], real.shape[0])
         out = kid_features_to_metric(
@@ -389,6 +363,8 @@ class prc(_FidelityMetric):
     metric = "prc"
 
     def compute(self, features, reference, seed):
+        from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
+
         out = prc_features_to_metric(
             features, reference["features"], prc_neighborhood=3, save_cpu_ram=False, verbose=False
         )
