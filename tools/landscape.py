@@ -61,7 +61,7 @@ from cbsflow import workers  # noqa: E402
 from cbsflow.compare import t_quantile  # noqa: E402
 from cbsflow.errors import UserError  # noqa: E402
 
-RUN = [sys.executable, str(ROOT / "tools" / "run.py")]
+RUN = [sys.executable, workers.RUN_SCRIPT]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
