@@ -75,3 +75,19 @@ def test_metrics_carry_their_floor_and_the_data_entropy(tmp_path):
     assert metrics["sliced_wasserstein"]["floor"]["value"] < metrics["sliced_wasserstein"]["value"]
     entropy = metrics["nll"]["floor"]
     assert entropy["value"] == pytest.approx(np.log(8) / 2) and entropy["unit"] == "nats/dim"  # uniform on 8 unit squares
+
+
+def test_figures_switches_skip_the_pngs_and_leave_a_run_up_to_date(tmp_path, capsys):
+    """split/sample/evaluate.figures = False draw nothing, and are not part of the stages' settings: a run made with
+    figures is up to date without them (nothing reruns), so tools/landscape.py can turn them off on old runs."""
+    run_dir = tmp_path / "run"
+    args = ["--gin", "gin/smoke/toy.gin", *ORACLE, "--run-dir", str(run_dir), "--stages", "split,train,sample,evaluate"]
+    assert main(args) == 0
+    assert (run_dir / "profile.png").exists() and (run_dir / "samples.png").exists()
+    capsys.readouterr()
+    off = [a for stage in ("split", "sample", "evaluate") for a in ("--bind", f"{stage}.figures = False")]
+    assert main([*args, *off]) == 0
+    assert capsys.readouterr().out.count("up to date") == 4
+    fresh = tmp_path / "fresh"
+    assert main([*args[:-4], "--run-dir", str(fresh), "--stages", "split,train,sample,evaluate", *off]) == 0
+    assert not list(fresh.glob("*.png")) and (fresh / "metrics.json").exists()
