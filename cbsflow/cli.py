@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -10,8 +11,8 @@ import time
 
 import gin
 
-from cbsflow import config, registry, rundir
-from cbsflow.errors import UserError
+from cbsflow import config, locks, registry, rundir
+from cbsflow.errors import EXIT_PREEMPTED, Preempted, UserError
 from cbsflow.rundir import STAGE_ORDER
 
 # Stages that run on every process of `accelerate launch` (training, sampling and feature extraction are shared;
@@ -40,7 +41,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="gin binding, e.g. 'split.solver = @uniform()' (repeatable, applied after the files)")
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                    help="import a module that registers components (repeatable)")
-    p.add_argument("--stages", default=",".join(STAGE_ORDER), help="comma-separated subset of " + ",".join(STAGE_ORDER))
+    p.add_argument("--stages", default=None,
+                   help="comma-separated subset of " + ",".join(STAGE_ORDER) + " (default: all of them, but profile "
+                        "only when the split's solver reads a profile)")
     p.add_argument("--run-dir", help="run directory (default: runs/<name of the last gin file>)")
     p.add_argument("--segment", type=int, action="append", metavar="K",
                    help="train only expert K (repeatable): one job per expert on a cluster")
@@ -177,6 +180,26 @@ def _needed(chosen: list[str], configs: dict) -> set[str]:
     return needed
 
 
+def default_stages() -> tuple[list[str], str | None]:
+    """Every stage, except profile when the split's solver does not read a profile (uniform, manual, logsnr); and
+    the line that says so."""
+    solver = _bound_solver()
+    if solver is not None and not getattr(solver, "needs_profile", True):
+        return ([s for s in STAGE_ORDER if s != "profile"],
+                f"[profile] skipped: split.solver {solver.__name__} needs no profile (--stages profile,... runs it)")
+    return list(STAGE_ORDER), None
+
+
+def _bound_solver():
+    """The class of the partition solver bound to split.solver, or None when it is not bound or not known."""
+    split = next(config.walk(f"{config.STAGE_MODULE}.split"))
+    ref = split.bound.get("solver")
+    try:
+        return registry.get(ref.configurable.name).obj
+    except (AttributeError, KeyError):
+        return None
+
+
 def _solver_needs_profile(configs: dict) -> bool:
     solver = str(configs["split"].get("split.solver", "")).lstrip("@").split("(")[0].split("/")[-1]
     try:
@@ -199,7 +222,10 @@ def run(args: argparse.Namespace) -> None:
         raise UserError("--force redoes stages and --no-rerun forbids it: choose one")
     segments = [f"train.segments = {args.segment}"] if args.segment else []
     config.parse(args.gin, args.bind + segments)
-    chosen = select_stages(args.stages)
+    chosen, skipped = (select_stages(args.stages), None) if args.stages else default_stages()
+    config.check_required_macros(chosen, args.gin)  # the data a user must name, before anything else
+    if skipped:
+        print(skipped)
     for name in STAGE_ORDER:  # every binding against its annotation, before anything is built or written
         config.check(name, required=name in chosen)
     for name in chosen:  # build every chosen stage's components: their own checks run now, too
@@ -242,12 +268,20 @@ def _run_stages(run_dir: str, chosen: list[str], configs: dict, reasons: dict, p
         if stale is None and reasons[name] != "--force" and not (name == "train" and per_segment):
             state.print(f"[{name}] up to date in {run_dir}, skipped (--force redoes it)")
             continue
-        if stale and rundir.exists(rundir.artifact(run_dir, name)):
-            state.print(f"[{name}] redoing: {stale}")
         start = time.time()
-        prov = rundir.provenance(run_dir, name, configs[name])
-        if name in DISTRIBUTED_STAGES or state.is_main_process:
-            _call(stages.STAGES[name], run_dir, prov)
+        # One job per stage of a run directory (the train stage locks each expert instead, so --segment jobs run
+        # side by side); a job that finds the stage finished by another one once it holds the lock skips it.
+        guard = contextlib.nullcontext() if name == "train" else locks.held(locks.stage_lock(run_dir, name), state)
+        with guard:
+            if (name != "train" and reasons[name] != "--force"
+                    and rundir.why_stale(run_dir, name, configs[name]) is None):
+                state.print(f"[{name}] finished by another job meanwhile, skipped")
+                continue
+            if stale and rundir.exists(rundir.artifact(run_dir, name)):
+                state.print(f"[{name}] redoing: {stale}")
+            prov = rundir.provenance(run_dir, name, configs[name])
+            if name in DISTRIBUTED_STAGES or state.is_main_process:
+                _call(stages.STAGES[name], run_dir, prov)
         seconds[name] = round(time.time() - start, 3)
         state.print(f"[{name}] done in {seconds[name]:.1f} s")
     state.wait_for_everyone()
@@ -295,6 +329,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         run(args)
+    except Preempted as err:
+        print(f"stopped: {_first_line(err)}", file=sys.stderr)
+        return EXIT_PREEMPTED
     except UserError as err:
         print(f"error: {_first_line(err)}", file=sys.stderr)
         return 2

@@ -153,42 +153,11 @@ def mean_se(values: Sequence[float]) -> Stat:
     return Stat(mean, math.sqrt(var / n), n)
 
 
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta I_x(a, b) by Lentz's continued fraction (Numerical Recipes 6.4)."""
-    if x <= 0 or x >= 1:
-        return 0.0 if x <= 0 else 1.0
-    if x > (a + 1) / (a + b + 2):
-        return 1.0 - _betainc(b, a, 1.0 - x)
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)) / a
-    tiny, c, d, f = 1e-300, 1.0, 0.0, 1.0
-    for i in range(400):
-        m = i // 2
-        if i == 0:
-            num = 1.0
-        elif i % 2 == 0:
-            num = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
-        else:
-            num = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
-        d = 1.0 + num * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + num / c
-        c = c if abs(c) > tiny else tiny
-        f *= c * d
-        if abs(1.0 - c * d) < 1e-15:
-            break
-    return front * (f - 1.0)
-
-
 def t_quantile(p: float, dof: float) -> float:
-    """Quantile of Student's t distribution (p in (0.5, 1)), by bisection on its CDF."""
-    cdf = lambda t: 1.0 - 0.5 * _betainc(dof / 2, 0.5, dof / (dof + t * t))  # noqa: E731
-    lo, hi = 0.0, 1.0
-    while cdf(hi) < p:
-        hi *= 2
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
-    return (lo + hi) / 2
+    """Quantile of Student's t distribution with ``dof`` degrees of freedom (scipy's)."""
+    from scipy.stats import t
+
+    return float(t.ppf(p, dof))
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float]) -> Diff:

@@ -280,6 +280,43 @@ def check(stage: str, required: bool = True) -> None:
                                 "the header of the gin file says what it is)")
 
 
+def missing_macros(stages: list[str]) -> dict[str, str]:
+    """Macros still %gin.REQUIRED that the given stages read: {macro: the first binding it sets}."""
+    missing: dict[str, str] = {}
+    for stage in stages:
+        for node in walk(f"{STAGE_MODULE}.{stage}"):
+            for pname, value in node.bound.items():
+                for item in _flatten(value):
+                    if isinstance(item, MissingMacro):
+                        missing.setdefault(item.name, f"{node.selector}.{pname}")
+    return missing
+
+
+def check_required_macros(stages: list[str], files: list[str]) -> None:
+    """One error naming every unset REQUIRED macro (data folders, weights) before anything else is checked."""
+    missing = missing_macros(stages)
+    if not missing:
+        return
+    names = ", ".join(missing)
+    binds = " ".join(f'--bind "{m} = ..."' for m in missing)
+    where = f"the header of {files[-1]}" if files else "the gin file's header"
+    raise UserError(f"this configuration needs {names}: "
+                    f"add {binds} ({where} says what each is)")
+
+
+def _flatten(value: Any) -> Iterator[Any]:
+    if isinstance(value, MissingMacro):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _flatten(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _flatten(v)
+    else:
+        yield value
+
+
 def _slot_example(hint: Any) -> str:
     slot = slot_of(hint)
     names = [e.name for e in registry.entries(slot.kind)] if slot else []

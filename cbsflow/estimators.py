@@ -122,7 +122,8 @@ class aux_net:
     """A small backbone trained briefly on the data with the velocity loss (the paper's auxiliary model).
 
     ``settings`` is a training configuration of its own (gin: ``aux_net.settings = @aux/training()``); None trains
-    with the defaults of ``cbsflow.training.TrainSettings``.
+    with the defaults of ``cbsflow.training.TrainSettings``. With ``aux/training.ema_decay`` > 0 the field profiled
+    is the EMA of the weights, as for the experts.
     """
 
     def __init__(self, backbone: Constructor("backbone"), settings: TrainSettings | None = None):
@@ -134,8 +135,8 @@ class aux_net:
 
         torch.manual_seed(seed)
         net = Expert(build_network(self.backbone, dataset), path)
-        fit(net, dataset, path, (0.0, 1.0), self.settings or TrainSettings(), seed=seed, desc="aux net")
-        return net.eval()
+        out = fit(net, dataset, path, (0.0, 1.0), self.settings or TrainSettings(), seed=seed, desc="aux net")
+        return (out["ema"] if out["ema"] is not None else net).eval()
 
 
 @register("estimator")

@@ -11,7 +11,7 @@ import math
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from tqdm.auto import tqdm
+from cbsflow.progress import progress
 
 from cbsflow.registry import register
 
@@ -59,45 +59,64 @@ class dirichlet:
     ``target`` measures the Jacobian of another prediction ('x1' or 'eps') instead of the velocity.
     ``centred=True`` measures only the part of the Jacobian that varies with x, E ||J(x) - E_x J||_F^2 / d: the
     affine part of the field (all of it for Gaussian data, and most of it while x_t is still mostly noise) costs an
-    expert no capacity. Each probe is then shared by the whole batch, and the batch mean of J z stands for E_x J z
-    (n / (n - 1) corrects the bias of that estimate).
+    expert no capacity. The batch is then cut into groups of about ``group_size`` samples; each group has probes of
+    its own, shared by its samples, and the group mean of J z stands for E_x J z (m / (m - 1) makes each group's
+    value unbiased). The groups are independent, so the standard error is that of the mean over groups: it counts
+    the probes' variance, which a probe shared by the whole batch would hide (docs/math.md).
     """
 
     def __init__(self, n_probes: int = 4, probe: str = "rademacher", batch_size: int = 4096, target: str = "velocity",
-                 centred: bool = False, progress: bool = True):
+                 centred: bool = False, group_size: int = 16, progress: bool = True):
         if probe not in ("rademacher", "gaussian"):
             raise ValueError(f"dirichlet.probe must be 'rademacher' or 'gaussian', got {probe!r}")
         if target not in ("velocity", "x1", "eps"):
             raise ValueError(f"dirichlet.target must be 'velocity', 'x1' or 'eps', got {target!r}")
+        if group_size < 2:
+            raise ValueError(f"dirichlet.group_size must be at least 2 (a group's mean needs two samples), got {group_size}")
         self.n_probes, self.probe, self.batch_size, self.target = n_probes, probe, batch_size, target
-        self.centred, self.progress = centred, progress
+        self.centred, self.group_size, self.progress = centred, int(group_size), progress
 
     def __call__(self, velocity, x1, t, path, y=None, generator=None):
         generator = generator or torch.Generator().manual_seed(0)
         device = _device(velocity)
         velocity = prediction(velocity, path, self.target)
         b, d = x1.shape[0], x1[0].numel()
-        per_sample = torch.zeros(len(t), b)
-        for i, ti in enumerate(tqdm(t.tolist(), desc="dirichlet", leave=False, mininterval=1.0, disable=not self.progress)):
+        if self.centred and b < 2:
+            raise ValueError("dirichlet(centred=True) needs at least 2 samples (profile.n_samples)")
+        # Centred: sample i belongs to group[i]; the groups (sizes group_size or one more) are the independent units.
+        n_groups = max(min(2, b // 2), b // self.group_size) if self.centred else b  # two groups at least: an error
+        group = torch.arange(b) * n_groups // b
+        per_unit = torch.zeros(len(t), n_groups)
+        for i, ti in enumerate(progress(t.tolist(), "dirichlet", disable=not self.progress)):
             eps = torch.randn(x1.shape, generator=generator)
             x_t, _ = path.interpolate(x1, eps, torch.full((b,), ti))
             # All probes of all samples in one batch: row p * b + i holds probe p of sample i.
             x_rep = x_t.repeat((self.n_probes,) + (1,) * (x1.dim() - 1))
             y_rep = None if y is None else y.repeat(self.n_probes)
-            if self.centred:  # one probe per row p, shared by the b samples of that row
-                z = probes((self.n_probes, 1, *x1.shape[1:]), self.probe, generator).expand(
-                    self.n_probes, b, *x1.shape[1:]).reshape(x_rep.shape)
+            if self.centred:  # probe p of group g, shared by the samples of that group
+                z = probes((self.n_probes, n_groups, *x1.shape[1:]), self.probe, generator)[:, group].reshape(x_rep.shape)
             else:
                 z = probes(x_rep.shape, self.probe, generator)
             jzs = (_jvp_x(velocity, x_rep[sl], ti, None if y_rep is None else y_rep[sl], z[sl], device)
                    .reshape(sl.stop - sl.start, -1) for sl in chunks(len(x_rep), self.batch_size))
-            if self.centred:  # every J z is needed for the batch mean
-                jz = torch.cat([j.cpu() for j in jzs]).reshape(self.n_probes, b, -1)
-                sq = ((jz - jz.mean(dim=1, keepdim=True)) * math.sqrt(b / max(b - 1, 1))).pow(2).sum(-1)
+            if self.centred:  # every J z is needed for the group means
+                jz = torch.cat([j.cpu() for j in jzs]).reshape(self.n_probes, b, -1).double()
+                per_unit[i] = _centred_groups(jz, group, n_groups).mean(0).float() / d
             else:  # reduced chunk by chunk: only ||J z||^2 is kept
-                sq = torch.cat([j.pow(2).sum(-1).cpu() for j in jzs]).reshape(self.n_probes, b)
-            per_sample[i] = sq.mean(0) / d
-        return mean_and_stderr(per_sample)
+                per_unit[i] = torch.cat([j.pow(2).sum(-1).cpu() for j in jzs]).reshape(self.n_probes, b).mean(0) / d
+        return mean_and_stderr(per_unit)
+
+
+def _centred_groups(jz: torch.Tensor, group: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """(probes, b, d) products J z -> (probes, groups): per group, sum over dimensions of the unbiased variance of
+    J z across its samples, m / (m - 1) * mean_i ||J z_i - mean_group J z||^2."""
+    size = torch.bincount(group, minlength=n_groups).to(jz.dtype)  # (groups,)
+    index = group.view(1, -1, 1).expand_as(jz)
+    sums = torch.zeros(jz.shape[0], n_groups, jz.shape[2], dtype=jz.dtype).scatter_add_(1, index, jz)
+    centred = jz - (sums / size[None, :, None]).gather(1, index)
+    sq = torch.zeros(jz.shape[0], n_groups, dtype=jz.dtype).scatter_add_(1, group.expand(jz.shape[0], -1),
+                                                                       centred.pow(2).sum(-1))
+    return sq / (size - 1).clamp(min=1)
 
 
 @register("monitor")
@@ -167,7 +186,7 @@ class acceleration:
         d, b = x1[0].numel(), x1.shape[0]
         x = _integrate(velocity, x, 0.0, float(t[0]), self.substeps * 4, y) if t[0] > 0 else x
         vs, accs = [], []
-        for i in tqdm(range(len(t)), desc="acceleration", leave=False, mininterval=1.0, disable=not self.progress):
+        for i in progress(range(len(t)), "acceleration", disable=not self.progress):
             ti = float(t[i])
             if self.method == "exact":
                 v, acc = _total_derivative(velocity, x, ti, y)

@@ -68,14 +68,25 @@ def exists(path: str) -> bool:
 # ----------------------------------------------------------------------------------------------- writers
 
 def _atomic(path: str, write) -> None:
-    """Write through a temporary file in the same folder and rename it, so a killed run never leaves half a file."""
+    """Write through a temporary file in the same folder, flush it to disk and rename it, so that a killed run never
+    leaves half a file; a failed write (a full disk) leaves the previous file as it was and raises one user error."""
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # torch.save reports a failed write as a RuntimeError
+        reason = getattr(err, "strerror", None) or (str(err).strip().splitlines() or [type(err).__name__])[-1]
+        raise UserError(f"cannot write {path} ({reason}); "
+                        f"{'the previous file is intact' if os.path.exists(path) else 'nothing was written'}: "
+                        "free space (or fix the permissions) and rerun") from err
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -85,6 +96,14 @@ def write_json(path: str, data: dict) -> None:
     def write(tmp):
         with open(tmp, "w") as f:
             json.dump(data, f, indent=1)
+
+    _atomic(path, write)
+
+
+def write_text(path: str, text: str) -> None:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
 
     _atomic(path, write)
 

@@ -7,12 +7,16 @@ import numpy as np
 from cbsflow.registry import register
 
 
+def _window(n: int, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end (exclusive) of the centred window at each of n grid points, cut short at the ends."""
+    half, idx = window // 2, np.arange(n)
+    return np.maximum(idx - half, 0), np.minimum(idx + half + 1, n)
+
+
 def moving_average(values: np.ndarray, window: int) -> np.ndarray:
     """Centred moving average with the window shrunk at the ends (no padding bias)."""
-    half = window // 2
     c = np.concatenate([[0.0], np.cumsum(values)])
-    idx = np.arange(len(values))
-    lo, hi = np.maximum(idx - half, 0), np.minimum(idx + half + 1, len(values))
+    lo, hi = _window(len(values), window)
     return (c[hi] - c[lo]) / (hi - lo)
 
 
@@ -26,5 +30,9 @@ class log_moving_average:
     def __call__(self, t: np.ndarray, value: np.ndarray, stderr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         tiny = 1e-30
         smooth = np.exp(moving_average(np.log(np.maximum(value, tiny)), self.window))
-        relative = moving_average(stderr / np.maximum(value, tiny), self.window) / np.sqrt(self.window)
+        # se(log m) at point j is about r_j = se_j / m_j; the mean of w' independent ones has sqrt(sum r_j^2) / w',
+        # w' being the points the window really holds (fewer at the ends).
+        lo, hi = _window(len(value), self.window)
+        r2 = (stderr / np.maximum(value, tiny)) ** 2
+        relative = np.sqrt(moving_average(r2, self.window) / (hi - lo))
         return smooth, relative * smooth

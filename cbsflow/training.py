@@ -2,13 +2,19 @@
 
 `fit` is the whole loop for one network (an expert, the shared base or an auxiliary net) on Accelerate:
 mixed precision, gradient accumulation, clipping, LR warm-up, EMA, a JSON-lines log and, when given a
-state directory, resumable checkpoints: Accelerate's state (model, optimizer, scheduler, RNG, EMA, step)
-is written to a temporary folder and renamed into place, so a killed run restarts from its last complete
-checkpoint at that exact step.
+state directory, resumable checkpoints: Accelerate's state (model, optimizer, RNG, EMA, step and the noise
+generator's state) is written to a temporary folder, flushed to disk and renamed into place, so a killed run
+restarts from its last complete checkpoint at that exact step. A resumed run is bit-identical to one that was
+never interrupted: the data stream is replayed to the checkpoint's step (``batches_from``), the noise stream is
+restored, and the learning rate and EMA decay are functions of the optimizer step alone. Every per-step quantity
+counts optimizer steps, whatever the number of processes (Accelerate's prepared schedulers step once per process,
+so none is used). SIGTERM or SIGUSR1 (a cluster's warning before it stops a job) writes a checkpoint after the
+current step and exits with ``EXIT_PREEMPTED``; an unreadable newest checkpoint falls back to the one before it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -16,17 +22,21 @@ import math
 import os
 import re
 import shutil
+import signal
+import threading
 import time
 import typing
+import warnings
 
 import gin
 import numpy as np
 import torch
 from accelerate import Accelerator
-from tqdm.auto import tqdm
 from torch import nn
 
-from cbsflow.errors import UserError
+from cbsflow.data.base import batches_from
+from cbsflow.errors import EXIT_PREEMPTED, Preempted, UserError  # noqa: F401 -- EXIT_PREEMPTED re-exported
+from cbsflow.progress import progress as progress_bar
 from cbsflow.registry import Instance
 from cbsflow.seeding import derive_seed
 from cbsflow.timesampling import uniform_time
@@ -51,7 +61,7 @@ def ema_update(ema: nn.Module, net: nn.Module, decay: float, step: int) -> None:
 @torch.no_grad()
 def _ema_step(targets: list, sources: list, buffers: list, decay: float, step: int) -> None:
     """``ema_update`` on lists collected once (walking the module tree every step costs more than a tiny net)."""
-    decay = min(decay, (1 + step) / (10 + step))
+    decay = ema_decay_at(decay, step)
     if targets:
         # One call for all tensors (many small ones on a CPU).
         torch._foreach_lerp_(targets, [p.detach().to(q.dtype) for p, q in zip(sources, targets)], 1 - decay)
@@ -67,17 +77,51 @@ def drop_labels(y, num_classes: int, p: float, generator: torch.Generator):
     return torch.where(drop.to(y.device), torch.full_like(y, num_classes), y)
 
 
-class Progress:
-    """The loop's step counter, saved with Accelerate's state."""
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """The learning rate's share at optimizer step ``step`` (0-based): linear warm-up over ``warmup_steps``."""
+    return min(1.0, (step + 1) / max(1, warmup_steps))
 
-    def __init__(self):
-        self.step = 0
+
+def ema_decay_at(decay: float, step: int) -> float:
+    """The EMA decay used at optimizer step ``step``: min(decay, (1 + step) / (10 + step))."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+class Progress:
+    """The loop's step counter and the state of its noise generator, saved with Accelerate's state."""
+
+    def __init__(self, generator: torch.Generator | None = None):
+        self.step, self.generator = 0, generator
 
     def state_dict(self):
-        return {"step": self.step}
+        state = {"step": self.step}
+        if self.generator is not None:
+            state["generator"] = self.generator.get_state()
+        return state
 
     def load_state_dict(self, state):
         self.step = int(state["step"])
+        if self.generator is not None and "generator" in state:
+            self.generator.set_state(state["generator"])
+
+
+@contextlib.contextmanager
+def stop_requests():
+    """While training, SIGTERM and SIGUSR1 set a flag (read after every step) instead of ending the process."""
+    caught: dict[str, int | None] = {"signal": None}
+    if threading.current_thread() is not threading.main_thread():  # handlers can only be set from the main thread
+        yield caught
+        return
+
+    def handler(signum, frame):
+        caught["signal"] = signum
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        yield caught
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 class TrainingDiverged(UserError):
@@ -103,28 +147,89 @@ def make_accelerator(mixed_precision: str = "no", grad_accum: int = 1, log_with:
                        cpu=not torch.cuda.is_available(), log_with=log_with, project_dir=project_dir)
 
 
-def latest_state(state_dir: str | None) -> str | None:
-    """The newest complete checkpoint folder (step_XXXXXXXX) in state_dir, or None."""
+def complete_states(state_dir: str | None) -> list[str]:
+    """Complete checkpoint folders (step_XXXXXXXX) in state_dir, oldest first."""
     if not state_dir or not os.path.isdir(state_dir):
-        return None
-    done = sorted(d for d in os.listdir(state_dir) if d.startswith("step_") and not d.endswith(".tmp"))
-    return os.path.join(state_dir, done[-1]) if done else None
+        return []
+    done = sorted(d for d in os.listdir(state_dir) if re.fullmatch(r"step_\d{8}", d))
+    return [os.path.join(state_dir, d) for d in done]
+
+
+def latest_state(state_dir: str | None) -> str | None:
+    """The newest complete checkpoint folder in state_dir, or None."""
+    states = complete_states(state_dir)
+    return states[-1] if states else None
+
+
+def _fsync_tree(folder: str) -> None:
+    """Flush every file under ``folder`` and the folder itself to disk (a rename is durable only after this)."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(root)
+
+
+def fsync_dir(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems do not sync folders
+        pass
+    finally:
+        os.close(fd)
 
 
 def save_state(accelerator: Accelerator, state_dir: str, step: int, keep: int = 2) -> None:
-    """Write Accelerate's state atomically (temporary folder, then rename) and keep the newest ``keep``."""
+    """Write Accelerate's state atomically (temporary folder, flushed, then renamed) and keep the newest ``keep``.
+
+    A failed write (a full disk) removes the temporary folder and raises one error; earlier checkpoints stay.
+    """
     final = os.path.join(state_dir, f"step_{step:08d}")
     tmp = final + ".tmp"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(output_dir=tmp)
+    try:
+        accelerator.save_state(output_dir=tmp)
+        if accelerator.is_main_process:
+            _fsync_tree(tmp)
+    except (OSError, RuntimeError) as err:  # torch.save reports a failed write as a RuntimeError
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = getattr(err, "strerror", None) or (str(err).strip().splitlines() or [type(err).__name__])[-1]
+        raise UserError(f"cannot write the checkpoint {final} ({reason}); the previous checkpoint "
+                        f"({latest_state(state_dir) or 'none'}) is intact: free space and rerun the same command")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         os.replace(tmp, final)
-        for old in sorted(d for d in os.listdir(state_dir) if d.startswith("step_") and not d.endswith(".tmp"))[:-keep]:
-            shutil.rmtree(os.path.join(state_dir, old), ignore_errors=True)
+        fsync_dir(state_dir)
+        for old in complete_states(state_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
+
+
+def _restore(accelerator: Accelerator, state_dir: str | None, desc: str) -> str | None:
+    """Load the newest checkpoint that reads; an unreadable one (a node crash mid-write) is set aside with a warning
+    and the one before it is used. Returns the folder loaded, or None when there is none."""
+    states = complete_states(state_dir)
+    for resume in reversed(states):
+        try:
+            accelerator.load_state(resume)
+            return resume
+        except Exception as err:  # noqa: BLE001 -- truncated safetensors, pickle or zip files raise many kinds
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            warnings.warn(f"{desc}: checkpoint {resume} is unreadable ({type(err).__name__}: {first}); falling back "
+                          "to the one before it", RuntimeWarning, stacklevel=2)
+            if accelerator.is_main_process:
+                os.replace(resume, os.path.join(os.path.dirname(resume), "unreadable_" + os.path.basename(resume)))
+            accelerator.wait_for_everyone()
+    if states:
+        raise UserError(f"{desc}: no checkpoint in {state_dir} can be read (each was set aside as unreadable_step_*); "
+                        "delete the folder to train this network from the start")
+    return None
 
 
 @gin.configurable("training", module="settings")
@@ -132,7 +237,9 @@ def save_state(accelerator: Accelerator, state_dir: str, step: int, keep: int = 
 class TrainSettings:
     """How one network is trained: the experts, the shared base and the auxiliary nets each get one (gin name
     ``training``; scope it per use, e.g. ``expert/training.steps = 2000`` and ``aux/training.steps = 1500``, while
-    unscoped ``training.*`` bindings are shared by all)."""
+    unscoped ``training.*`` bindings are shared by all). ``batch_size`` is per process (the global batch is
+    processes × batch_size × grad_accum); ``steps``, ``warmup_steps``, ``log_every`` and ``checkpoint_every`` count
+    optimizer steps."""
 
     steps: int = 1000
     batch_size: int = 256
@@ -176,18 +283,19 @@ def _check_tracker(name: str) -> None:
 
 
 class _Loop(typing.NamedTuple):
-    """What the training loop holds: the prepared model, optimizer and schedule, and the optional EMA copy."""
+    """What the training loop holds: the prepared model and optimizer, the optional EMA copy, the step counter and
+    the noise generator (restored with the checkpoint)."""
 
     accelerator: Accelerator
     model: nn.Module
     opt: typing.Any
-    sched: typing.Any
     ema: nn.Module | None
     progress: "Progress"
+    resumed_from: str | None
 
 
-def _prepare(net: nn.Module, settings: TrainSettings, state_dir: str | None, desc: str) -> _Loop:
-    """Accelerator, AdamW with linear warm-up, EMA, and the latest complete checkpoint restored if there is one."""
+def _prepare(net: nn.Module, settings: TrainSettings, state_dir: str | None, desc: str, seed: int) -> _Loop:
+    """Accelerator, AdamW, EMA, the noise generator, and the newest readable checkpoint restored if there is one."""
     tracking = os.path.join(state_dir, "tracking") if state_dir and settings.log_with else None
     accelerator = make_accelerator(settings.mixed_precision, settings.grad_accum, tracking and settings.log_with, tracking)
     if tracking:
@@ -198,82 +306,134 @@ def _prepare(net: nn.Module, settings: TrainSettings, state_dir: str | None, des
     fused = torch.cuda.is_available()
     opt = torch.optim.AdamW(net.parameters(), lr=settings.lr, betas=tuple(settings.betas),
                             weight_decay=settings.weight_decay, fused=fused, foreach=None if fused else True)
-    warmup = max(1, settings.warmup_steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
     ema = copy.deepcopy(net).requires_grad_(False) if settings.ema_decay > 0 else None
-    model, opt, sched = accelerator.prepare(net, opt, sched)
-    progress = Progress()
+    model, opt = accelerator.prepare(net, opt)
+    # Noise, times and dropped labels: one stream per process, never the data's seed; its state is checkpointed.
+    gen = torch.Generator(device=accelerator.device).manual_seed(derive_seed(seed, accelerator.process_index, 0, 1))
+    progress = Progress(gen)
     accelerator.register_for_checkpointing(progress)
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
-    resume = latest_state(state_dir)
+    resume = _restore(accelerator, state_dir, desc)
     if resume:
-        accelerator.load_state(resume)
         accelerator.print(f"{desc}: resuming from {resume} at step {progress.step}")
-    return _Loop(accelerator, model, opt, sched, ema, progress)
+    return _Loop(accelerator, model, opt, ema, progress, resume)
 
 
 def fit(net: nn.Module, dataset, path, interval: tuple[float, float], settings: TrainSettings, seed: int = 0,
-        state_dir: str | None = None, desc: str = "train") -> dict:
+        state_dir: str | None = None, desc: str = "train", stop_at: int | None = None) -> dict:
     """Train ``net`` in place on t drawn inside ``interval``; returns {'ema': EMA copy or None, 'loss': last loss}.
 
     With a ``state_dir``, Accelerate's state is saved every ``settings.checkpoint_every`` steps and the loop resumes
-    from the latest complete one; every ``log_every`` steps a line goes to ``state_dir/log.jsonl``.
+    from the newest readable one; every ``log_every`` steps a line goes to ``state_dir/log.jsonl``. ``stop_at`` < steps
+    ends this call after that many steps with a checkpoint, so that a later call (possibly on another interval)
+    continues the same run: the learning rate, EMA and data and noise streams go on as if it had never stopped.
     """
-    loop = _prepare(net, settings, state_dir, desc)
-    accelerator, model, opt, sched, ema, progress = loop
+    accelerator, model, opt, ema, progress, resumed = _prepare(net, settings, state_dir, desc, seed)
     rank, start = accelerator.process_index, progress.step
-    # Data and noise streams are reproducible functions of (seed, rank, start step); noise never shares the data's seed.
-    batches = dataset.batches(settings.batch_size, seed=derive_seed(seed, rank, start, 0))
-    gen = torch.Generator(device=accelerator.device).manual_seed(derive_seed(seed, rank, start, 1))
+    end = settings.steps if stop_at is None else min(int(stop_at), settings.steps)
+    # The data stream of this process, replayed up to the step the run resumes at.
+    batches = batches_from(dataset, settings.batch_size, derive_seed(seed, rank, 0, 0), start * settings.grad_accum)
     t_sampler = settings.t_sampler or uniform_time()
     if state_dir and accelerator.is_main_process:
         os.makedirs(state_dir, exist_ok=True)
+        if resumed:
+            _truncate_log(os.path.join(state_dir, "log.jsonl"), start)
     log = open(os.path.join(state_dir, "log.jsonl"), "a") if state_dir and accelerator.is_main_process else None
-    bar = tqdm(range(start, settings.steps), desc=desc, leave=False, mininterval=1.0,
-               disable=not accelerator.is_main_process or os.environ.get("TQDM_DISABLE") == "1")
+    bar = progress_bar(range(start, end), desc, disable=not accelerator.is_main_process)
     loss_value, tic = math.nan, time.time()
     params = list(model.parameters())
     if ema is not None:
         unwrapped = accelerator.unwrap_model(model)
         ema_lists = (list(ema.parameters()), list(unwrapped.parameters()), list(zip(ema.buffers(), unwrapped.buffers())))
-    for step in bar:
-        for _ in range(settings.grad_accum):
-            with accelerator.accumulate(model):
-                loss = _micro_step(model, accelerator, path, batches, gen, t_sampler, interval, settings.class_dropout,
-                                   dataset.num_classes)
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"{desc}: loss became {loss.item()} at step {step}; the last good checkpoint "
-                        f"({latest_state(state_dir) or 'none'}) is kept; lower the learning rate or check the data")
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and settings.grad_clip:
-                    accelerator.unscale_gradients()  # a no-op without fp16 loss scaling
-                    torch.nn.utils.clip_grad_norm_(params, settings.grad_clip, foreach=True)
-                _optimizer_step(opt, accelerator)
-                sched.step()
-                opt.zero_grad(set_to_none=True)
-        if ema is not None:
-            _ema_step(*ema_lists, settings.ema_decay, step)
-        progress.step = step + 1
-        if progress.step % settings.log_every == 0 or progress.step == settings.steps:
-            loss_value = loss.item()
-            bar.set_postfix(loss=f"{loss_value:.4f}")
-            _log(log, accelerator, progress.step, loss_value, sched.get_last_lr()[0], time.time() - tic)
-        if state_dir and settings.checkpoint_every and progress.step % settings.checkpoint_every == 0 \
-                and progress.step < settings.steps:
-            save_state(accelerator, state_dir, progress.step)
+    with stop_requests() as caught:
+        for step in bar:
+            lr = settings.lr * warmup_factor(step, settings.warmup_steps)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            for _ in range(settings.grad_accum):
+                with accelerator.accumulate(model):
+                    loss = _micro_step(model, accelerator, path, batches, progress.generator, t_sampler, interval,
+                                       settings.class_dropout, dataset.num_classes)
+                    if not torch.isfinite(loss):
+                        raise TrainingDiverged(
+                            f"{desc}: loss became {loss.item()} at step {step}; the last good checkpoint "
+                            f"({latest_state(state_dir) or 'none'}) is kept; lower the learning rate or check the data")
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and settings.grad_clip:
+                        accelerator.unscale_gradients()  # a no-op without fp16 loss scaling
+                        torch.nn.utils.clip_grad_norm_(params, settings.grad_clip, foreach=True)
+                    _optimizer_step(opt, accelerator)
+                    opt.zero_grad(set_to_none=True)
+            if ema is not None:
+                _ema_step(*ema_lists, settings.ema_decay, step)
+            progress.step = step + 1
+            if progress.step % settings.log_every == 0 or progress.step == settings.steps:
+                loss_value = loss.item()
+                bar.set_postfix(loss=f"{loss_value:.4f}")
+                _log(log, accelerator, progress.step, loss_value, lr,
+                     ema_decay_at(settings.ema_decay, step) if ema is not None else None, time.time() - tic)
+            if _stop_everywhere(accelerator, caught):
+                if log:
+                    log.close()
+                _preempted(accelerator, state_dir, progress.step, desc, caught["signal"])
+            if state_dir and settings.checkpoint_every and progress.step % settings.checkpoint_every == 0 \
+                    and progress.step < end:
+                save_state(accelerator, state_dir, progress.step)
+    if state_dir and end < settings.steps and progress.step == end and latest_state(state_dir) != _state_name(
+            state_dir, end):
+        save_state(accelerator, state_dir, end)
     if log:
         log.close()
     if settings.log_with and state_dir:
         accelerator.end_training()
-    return {"ema": ema, "loss": loss_value}
+    return {"ema": ema, "loss": loss_value, "step": progress.step}
 
 
-def _log(log, accelerator: Accelerator, step: int, loss: float, lr: float, seconds: float) -> None:
+def _state_name(state_dir: str, step: int) -> str:
+    return os.path.join(state_dir, f"step_{step:08d}")
+
+
+def _stop_everywhere(accelerator: Accelerator, caught: dict) -> bool:
+    """Whether any process was asked to stop (all of them then stop at the same step)."""
+    asked = caught["signal"] is not None
+    if accelerator.num_processes == 1:
+        return asked
+    flag = torch.tensor([float(asked)], device=accelerator.device)
+    return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+
+
+def _preempted(accelerator: Accelerator, state_dir: str | None, step: int, desc: str, signum: int | None) -> None:
+    name = signal.Signals(signum).name if signum else "a stop request on another process"
+    if state_dir:
+        save_state(accelerator, state_dir, step)
+        raise Preempted(f"{desc}: stopped by {name} after step {step}; checkpoint {_state_name(state_dir, step)} "
+                        "written, rerun the same command to resume")
+    raise Preempted(f"{desc}: stopped by {name} after step {step}; this network keeps no checkpoint and is trained "
+                    "again when the same command is rerun")
+
+
+def _truncate_log(path: str, step: int) -> None:
+    """Drop log lines past the step a run resumes at (written after its last checkpoint, before it was killed)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = [line for line in f if line.strip()]
+    keep = [line for line in lines if json.loads(line).get("step", 0) <= step]
+    if len(keep) != len(lines):
+        from cbsflow.rundir import write_text
+
+        write_text(path, "".join(keep))
+
+
+def _log(log, accelerator: Accelerator, step: int, loss: float, lr: float, ema_decay: float | None,
+         seconds: float) -> None:
     """One JSON line per logging step, and the same numbers to Accelerate's trackers (if any)."""
+    record = {"step": step, "loss": loss, "lr": lr, "seconds": round(seconds, 3)}
+    if ema_decay is not None:
+        record["ema_decay"] = ema_decay
     if log:
-        log.write(json.dumps({"step": step, "loss": loss, "lr": lr, "seconds": round(seconds, 3)}) + "\n")
+        log.write(json.dumps(record) + "\n")
         log.flush()
     if accelerator.trackers:
         accelerator.log({"loss": loss, "lr": lr}, step=step)
@@ -318,6 +478,13 @@ class TrainingRun:
                 and state.get("steps") == steps and state.get("config_digest") == self.config_digest)
 
     def expert(self, k: int, boundaries: np.ndarray, base: dict | None) -> None:
+        """Train expert k unless it is complete; a lock per expert keeps two jobs from training the same one."""
+        from cbsflow import locks
+
+        with locks.held(locks.expert_lock(self.run_dir, k), process_state()):
+            self._expert(k, boundaries, base)
+
+    def _expert(self, k: int, boundaries: np.ndarray, base: dict | None) -> None:
         from cbsflow import rundir
         from cbsflow.segmented import Expert, build_network
 
@@ -343,7 +510,14 @@ class TrainingRun:
                 "local_time": self.local_time, "loss": out["loss"], "config_digest": self.config_digest})
 
     def shared_base(self, steps: int) -> dict:
-        """Weights of a base network trained on all of [0, 1] (trained once, then read from checkpoints/base.pt)."""
+        """Weights of a base network trained on all of [0, 1] (trained once, then read from checkpoints/base.pt);
+        concurrent --segment jobs wait for the one that trains it instead of training it again."""
+        from cbsflow import locks
+
+        with locks.held(locks.expert_lock(self.run_dir, "base"), process_state(), wait=float("inf")):
+            return self._shared_base(steps)
+
+    def _shared_base(self, steps: int) -> dict:
         from cbsflow import rundir
         from cbsflow.segmented import Expert, build_network
 

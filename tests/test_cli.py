@@ -409,3 +409,27 @@ def test_help_shows_examples_and_list_shows_one_components_parameters(capsys):
     assert "deboor.n_segments = 4" in out and "deboor.exponent = 0.5" in out
     assert main(["--list", "sample"]) == 0
     assert "sample.sampler (required)   [a sampler]" in capsys.readouterr().out
+
+
+def test_a_split_that_needs_no_profile_skips_the_profile_stage_and_says_so(tmp_path, capsys):
+    assert main(["--gin", SMOKE, "--run-dir", str(tmp_path), "--bind", "split.solver = @uniform()",
+                 "--bind", "uniform.n_segments = 2"]) == 0
+    out = capsys.readouterr().out
+    assert "[profile] skipped: split.solver uniform needs no profile" in out
+    assert not (tmp_path / "profile.json").exists() and not (tmp_path / "aux").exists()
+    assert (tmp_path / "metrics.json").exists()
+    # Asked for by name, profile still runs.
+    assert main(["--gin", SMOKE, "--run-dir", str(tmp_path), "--bind", "split.solver = @uniform()",
+                 "--bind", "uniform.n_segments = 2", "--stages", "profile"]) == 0
+    assert (tmp_path / "profile.json").exists()
+
+
+def test_unset_required_macros_are_named_before_anything_else(tmp_path, capsys):
+    """gin/smoke/latent.gin's header names DATA_DIR, VAE_PATH and IMAGES_DIR: all three are reported, in one line."""
+    assert main(["--gin", "gin/smoke/latent.gin", "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: this configuration needs DATA_DIR, VAE_PATH, IMAGES_DIR: add --bind \"DATA_DIR = ...\"")
+    assert "profile.estimator" not in err and not (tmp_path / "run").exists()
+    # Only what the chosen stages read: training needs the data, not the evaluation's images.
+    assert main(["--gin", "gin/smoke/latent.gin", "--run-dir", str(tmp_path / "run"), "--stages", "split,train"]) == 2
+    assert "needs DATA_DIR: add" in capsys.readouterr().err

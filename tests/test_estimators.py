@@ -113,6 +113,27 @@ def test_aux_net_learns_the_gaussian_velocity():
     assert err < 0.1
 
 
+def test_aux_net_profiles_its_ema_when_one_is_trained(monkeypatch):
+    """With aux/training.ema_decay > 0 the field returned is the EMA of the weights, not the last iterate."""
+    from cbsflow import training
+    from cbsflow.backbones.mlp import mlp
+
+    seen = {}
+    fit = training.fit
+
+    def spy(net, *a, **kw):
+        out = fit(net, *a, **kw)
+        seen.update(last=net, ema=out["ema"])
+        return out
+
+    monkeypatch.setattr(training, "fit", spy)
+    data = gaussian(mean=[1.0, -1.0], std=[0.5, 0.5])
+    net = aux_net(backbone=lambda **kw: mlp(width=16, depth=1, **kw),
+                  settings=TrainSettings(steps=30, batch_size=64, lr=3e-3, ema_decay=0.9))(data, linear())
+    assert net is seen["ema"] and net is not seen["last"]
+    assert not all(torch.equal(a, b) for a, b in zip(net.parameters(), seen["last"].parameters()))
+
+
 def test_checkpoint_missing_path_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         checkpoint(path=str(tmp_path / "nope.pt"), backbone=None)(gaussian(), linear())

@@ -54,11 +54,12 @@ def test_class_dropout_uses_the_null_class():
     assert set(dropped.unique().tolist()) == {0, 10} and abs((dropped == 10).float().mean() - 0.1) < 0.02
 
 
-def test_resume_after_sigkill_ends_at_the_configured_step(tmp_path, repo_root):
+def test_resume_after_sigkill_is_bit_identical_to_an_uninterrupted_run(tmp_path, repo_root):
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "tools/run.py", "--gin", SMOKE, *ONE_EXPERT, "--stages", "split,train",
            "--bind", "expert/training.steps = 3000", "--bind", "expert/training.checkpoint_every = 100",
-           "--bind", "expert/training.log_every = 100", "--run-dir", str(run_dir)]
+           "--bind", "expert/training.log_every = 100", "--bind", "expert/training.ema_decay = 0.99",
+           "--run-dir", str(run_dir)]
     env = dict(os.environ, OMP_NUM_THREADS="1")  # tiny ops: one thread, immune to a busy machine
     proc = subprocess.Popen(cmd, cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
     state = run_dir / "checkpoints" / "segment_0"
@@ -79,6 +80,17 @@ def test_resume_after_sigkill_ends_at_the_configured_step(tmp_path, repo_root):
     steps = [json.loads(line)["step"] for line in open(state / "log.jsonl")]
     assert steps[-1] == 3000 and resumed_at + 100 in steps  # the log continues after the resume point
     assert (run_dir / "checkpoints" / "train.json").exists()
+    # Bit-identical to a run that was never interrupted: weights, EMA and the loss log.
+    straight = tmp_path / "straight"
+    out = subprocess.run(cmd[:-1] + [str(straight)], cwd=repo_root, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    other = torch.load(straight / "checkpoints" / "segment_0.pt", weights_only=True)
+    for key in ("state_dict", "ema"):
+        for name, value in final[key].items():
+            assert torch.equal(value, other[key][name]), (key, name)
+    logs = [[{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in open(d / "log.jsonl")]
+            for d in (state, straight / "checkpoints" / "segment_0")]
+    assert logs[0] == logs[1]
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
@@ -115,6 +127,10 @@ def test_one_expert_per_job_then_train_json_when_all_are_done(tmp_path, capsys):
     assert "outside 0..1" in capsys.readouterr().err
 
 
+SCHEDULES = ["--bind", "expert/training.warmup_steps = 10", "--bind", "expert/training.ema_decay = 0.99",
+             "--bind", "expert/training.log_every = 1", "--bind", "expert/training.lr = 1e-3"]
+
+
 def test_same_command_runs_under_accelerate_launch_with_two_processes(tmp_path, repo_root):
     """Two gloo processes on a CPU: profile, train and sample run data-parallel, split on the main process; the
     samples are those of one process (seeded per batch), gathered into one samples.npz."""
@@ -125,16 +141,22 @@ def test_same_command_runs_under_accelerate_launch_with_two_processes(tmp_path, 
     out = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "tools/run.py",
                           "--gin", SMOKE, "--run-dir", str(tmp_path), "--bind", "expert/training.checkpoint_every = 10",
-                          "--bind", "sample.batch_size = 64"],
+                          "--bind", "sample.batch_size = 64", *SCHEDULES],
                          cwd=repo_root, capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
+    # The warm-up and the EMA decay count optimizer steps: two processes follow one process's sequences.
+    assert main(["--gin", SMOKE, *ONE_EXPERT, "--run-dir", str(tmp_path / "one"), "--stages", "split,train", *SCHEDULES]) == 0
+    two_log, one_log = ([json.loads(line) for line in open(d / "checkpoints" / "segment_0" / "log.jsonl")]
+                        for d in (tmp_path, tmp_path / "one"))
+    assert [(r["step"], r["lr"], r["ema_decay"]) for r in two_log] == [(r["step"], r["lr"], r["ema_decay"]) for r in one_log]
+    assert two_log[9]["lr"] == pytest.approx(1e-3) and two_log[4]["lr"] == pytest.approx(0.5e-3)
     assert out.stdout.count("[train] done") == 1  # printed once, by the main process
     assert (tmp_path / "metrics.json").exists() and (tmp_path / "checkpoints" / "train.json").exists()
     assert (tmp_path / "checkpoints" / "segment_0" / "step_00000010").is_dir()
     assert json.loads((tmp_path / "sample.json").read_text())["processes"] == 2
     two = np.load(tmp_path / "samples.npz")["x"]
     assert main(["--gin", SMOKE, "--run-dir", str(tmp_path), "--stages", "sample", "--force",
-                 "--bind", "sample.batch_size = 64"]) == 0
+                 "--bind", "sample.batch_size = 64", *SCHEDULES]) == 0
     assert np.array_equal(two, np.load(tmp_path / "samples.npz")["x"])  # one process makes the same samples
 
 

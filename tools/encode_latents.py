@@ -132,7 +132,7 @@ def encode_shard(vae, source, target: str, args, seed: int) -> tuple[int, list[i
 def main(argv=None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, os.path.join(ROOT, "tools"))
-    from tqdm import tqdm
+    from cbsflow.progress import progress as progress_bar
 
     from cbsflow.autoencoders import vae as autoencoder
     from cbsflow.seeding import derive_seed
@@ -146,7 +146,7 @@ def main(argv=None) -> int:
         os.makedirs(args.out, exist_ok=True)
         mine = [(i, name, src) for i, (name, src) in enumerate(sources) if i % state.num_processes == state.process_index]
         shape = None
-        for i, name, src in tqdm(mine, desc="encoding shards", disable=args.quiet or not state.is_main_process):
+        for i, name, src in progress_bar(mine, "encoding shards", disable=args.quiet or not state.is_main_process):
             target = os.path.join(args.out, name)
             if os.path.exists(target):
                 continue  # finished by an earlier run

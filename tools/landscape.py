@@ -73,6 +73,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="module that registers components (passed on to tools/run.py)")
     p.add_argument("--n", type=int, default=2, help="number of experts: 2 (boundary sweep), 3 or 4 (coordinate search)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="paired seeds (default 0-4)")
+    p.add_argument("--select-seeds", type=int, nargs="+", metavar="SEED",
+                   help="the seeds that choose the best split; the regret is scored on the other seeds (default: the "
+                        "first half of --seeds once there are 4 or more; fewer give an in-sample regret, so labelled)")
     p.add_argument("--boundaries", type=float, nargs="*",
                    help="N = 2: boundaries to sweep (default 0.1, ..., 0.9; none: only N = 1, uniform and the solvers)")
     p.add_argument("--solver", action="append", default=[], metavar="NAME=BINDINGS",
@@ -102,6 +105,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.boundaries = [round(0.1 * k, 3) for k in range(1, 10)]
     if any(not 0 < b < 1 for b in args.boundaries):
         p.error("--boundaries must lie strictly between 0 and 1")
+    if args.select_seeds and (set(args.select_seeds) - set(args.seeds) or set(args.select_seeds) >= set(args.seeds)):
+        p.error("--select-seeds must be some of --seeds, leaving at least one to score the regret on")
     if args.interpolate and not args.boundaries:
         p.error("--interpolate reads the solvers' splits off the N = 2 grid: give --boundaries")
     return args
@@ -138,19 +143,24 @@ class Runner:
         if args.jobs <= 1:  # the runs happen in this process
             workers.keep_freed_memory()
         self.measured = load_measured(args) if args.measured else {}
+        self.code = ls.source_digest(args.imports)
 
     # ------------------------------------------------------------------------------------------- digests
 
     def gin_files(self, cfg: ls.Config) -> list[str]:
         return [*self.args.gin, *cfg.gin_files]
 
-    def digests(self, cfg: ls.Config, bindings: list[str]) -> dict[str, str]:
-        """Configuration digests of the profile and train stages for these bindings (what the caches key on)."""
+    def digests(self, cfg: ls.Config, bindings: list[str]) -> dict:
+        """Digests of the profile and train stages for these bindings (what the caches key on), and whether the
+        split's solver reads a profile."""
         from cbsflow import cli, config, rundir
 
         cli.import_modules(self.args.imports)
         config.parse(self.gin_files(cfg), bindings)
-        return {s: rundir.config_digest(cli.stage_config(s)) for s in ("profile", "train")}
+        solver = cli._bound_solver()
+        # The caches key on the configuration and on the code (an edited cbsflow or --import module trains anew).
+        digests = {s: f"{rundir.config_digest(cli.stage_config(s))}-{self.code}" for s in ("profile", "train")}
+        return {**digests, "needs_profile": solver is None or getattr(solver, "needs_profile", True)}
 
     def bindings(self, cfg: ls.Config, seed: int) -> list[str]:
         """A fixed split through the manual solver; a solver's own bindings with N_SEGMENTS = --n (gin/base.gin)."""
@@ -195,9 +205,12 @@ class Runner:
         start = time.time()
         try:
             if cfg.boundaries is None:  # a solver: its own profile and split first
-                self._prefill_profile(run_dir, digests["profile"])
-                self._run(cfg, binds, "profile,split", run_dir)
-                self._share_profile(run_dir, digests["profile"])
+                if digests["needs_profile"]:
+                    self._prefill_profile(run_dir, digests["profile"])
+                    self._run(cfg, binds, "profile,split", run_dir)
+                    self._share_profile(run_dir, digests["profile"])
+                else:  # uniform, manual, logsnr: no profile to make
+                    self._run(cfg, binds, "split", run_dir)
                 self._check_segments(cfg, run_dir)
                 if self.args.interpolate:  # scored on the landscape, not trained
                     self._record(cfg, seed, run_dir, metrics=False)
@@ -413,11 +426,19 @@ def summarise(runner: Runner) -> dict:
             "mean_boundaries": [float(sum(c) / len(c)) for c in zip(*[measured.boundaries[s] for s in seeds])],
             "values": {str(s): measured.values[s] for s in seeds},
             "stats": {m: ls.stat(runner.results, label, m, seeds) for m in metrics}}
+    select = list(args.select_seeds) if args.select_seeds else ls.default_selection(seeds)
+    scored = [s for s in seeds if s not in select] if select else list(seeds)
+    summary["regret_method"] = ls.held_out_method(select, scored) if select else ls.IN_SAMPLE
     for m in metrics:
-        best = ls.best_config(runner.results, m, seeds, splits)
+        if select:
+            regrets = {label: ls.held_out_regret(runner.results, label, m, seeds, splits, select) for label in labels}
+            best = next(iter(regrets.values()))[1] if regrets else None
+            summary["regret"][m] = {label: dataclass_dict(r) for label, (r, _) in regrets.items()}
+        else:
+            best = ls.best_config(runner.results, m, seeds, splits)
+            summary["regret"][m] = {label: dataclass_dict(ls.regret(runner.results, label, best, m, seeds))
+                                    for label in labels}
         summary["best"][m] = best
-        summary["regret"][m] = {label: dataclass_dict(ls.regret(runner.results, label, best, m, seeds))
-                                for label in labels}
     order = ls.rankings(runner.results, metrics, seeds, splits)
     summary["rankings"] = order
     summary["disagreements"] = ls.disagreements(order, args.primary) if args.primary in order else []
@@ -428,7 +449,7 @@ def summarise(runner: Runner) -> dict:
 
 def dataclass_dict(obj):
     return None if obj is None else {"mean": obj.mean, "half_width": obj.half_width, "n": obj.n,
-                                     "resolved": obj.resolved}
+                                     "resolved": obj.resolved, "method": obj.method}
 
 
 def fmt(x: float | None, digits: int = 4) -> str:
@@ -443,7 +464,8 @@ def write_markdown(runner: Runner, summary: dict, path: Path, command: str) -> N
              f"{datetime.date.today().isoformat()}, gin {', '.join(args.gin)}, bindings {args.bind or 'none'}, "
              f"paired seeds {seeds}; primary metric `{args.primary}`. Values are means ± standard errors over seeds;"
              " regrets are paired differences to the best split found, with 95 % t-intervals"
-             " (positive = worse; **bold** = resolved).", ""]
+             " (positive = worse; **bold** = resolved).", "",
+             f"Regret: {summary['regret_method']}.", ""]
     if args.interpolate:
         lines += ["Solver rows are **interpolated** on the measured N = 2 landscape at each seed's boundary, not "
                   "trained.", ""]

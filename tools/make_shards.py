@@ -251,7 +251,7 @@ def write_shards(samples: Iterator[Sample], out: str, prefix: str = "shard", max
                  gzip: bool = True, force: bool = False, total: int | None = None, progress: bool = True) -> Summary:
     """Write samples to ``out/prefix-%06d.tar[.gz]``, ``maxcount`` per shard; refuses to overwrite unless ``force``."""
     import webdataset as wds
-    from tqdm import tqdm
+    from cbsflow.progress import progress as progress_bar
 
     if maxcount < 1:
         raise UserError(f"make_shards: --maxcount must be at least 1 (got {maxcount})")
@@ -262,7 +262,7 @@ def write_shards(samples: Iterator[Sample], out: str, prefix: str = "shard", max
     pattern = os.path.join(out, f"{prefix}-%06d.tar" + (".gz" if gzip else ""))
     n = 0
     with wds.ShardWriter(pattern, maxcount=maxcount, verbose=0) as sink:
-        for sample in tqdm(samples, total=total, desc=f"writing {prefix}", unit="sample", disable=not progress):
+        for sample in progress_bar(samples, f"writing {prefix}", total=total, disable=not progress):
             sink.write(sample)
             n += 1
     written = existing_shards(out, prefix)

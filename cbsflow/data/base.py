@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import itertools
 from typing import Iterator
 
 import torch
@@ -48,3 +50,13 @@ class Dataset:
         x = torch.cat(xs)[:n]
         y = None if ys[0] is None else torch.cat(ys)[:n]
         return x, y
+
+
+def batches_from(dataset, batch_size: int, seed: int, start: int = 0) -> Iterator:
+    """``dataset.batches(batch_size, seed)`` without its first ``start`` batches, exactly as if they had been drawn: a
+    resumed run replays its data stream to the step it stopped at. A dataset whose ``batches`` takes ``start`` skips
+    them itself (shards skip without decoding); others draw them and drop them (cheap for in-memory data)."""
+    if start and "start" in inspect.signature(dataset.batches).parameters:
+        return iter(dataset.batches(batch_size, seed=seed, start=start))
+    stream = iter(dataset.batches(batch_size, seed=seed))
+    return itertools.islice(stream, start, None) if start else stream

@@ -15,7 +15,6 @@ import braceexpand
 import numpy as np
 import torch
 import torch.nn.functional as F
-import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
@@ -162,15 +161,23 @@ def _rank_world() -> tuple[int, int]:
 class _ShardStream(IterableDataset):
     """Endless batches from one process's shards: per-epoch seeded shard order, split across DataLoader workers.
 
-    Yields ``(x, y, worker, skipped)`` where ``skipped`` counts this worker's unusable samples so far.
+    Yields ``(x, y, worker, skipped)`` where ``skipped`` counts this worker's unusable samples so far. ``start``
+    batches of the whole stream are passed over first without decoding (a resumed run). That replay is exact unless
+    a passed-over sample is unusable (it is then counted as if it had been usable).
     """
 
-    def __init__(self, ds: "shards", paths: list[str], batch_size: int, seed: int, rank: int):
+    def __init__(self, ds: "shards", paths: list[str], batch_size: int, seed: int, rank: int, start: int = 0):
         self.ds, self.paths, self.batch_size, self.seed, self.rank = ds, paths, batch_size, seed, rank
+        self.start = start
 
     def __iter__(self):
         info = get_worker_info()
-        worker = info.id if info is not None else 0
+        n_workers = info.num_workers if info is not None else 1
+        # The DataLoader takes batch i from worker i mod W. Resumed at batch `start`, loader worker j plays the part
+        # of the uninterrupted run's worker (j + start) mod W (its shards and its generator) and passes over the
+        # batches that one had made before `start`.
+        worker = ((info.id if info is not None else 0) + self.start) % n_workers
+        pass_over = max(0, -(-(self.start - worker) // n_workers)) * self.batch_size  # samples, not decoded
         skipped, reason = 0, ""
         xs: list[torch.Tensor] = []
         ys: list[int] = []
@@ -185,11 +192,17 @@ class _ShardStream(IterableDataset):
             if self.ds.resampled:
                 order = torch.randperm(len(order), generator=torch.Generator().manual_seed(
                     derive_seed(self.seed, self.rank, epoch))).tolist()
-            urls = wds.split_by_worker([{"url": self.paths[i]} for i in order])
+            urls = [{"url": self.paths[i]} for i in order][worker::n_workers]  # this worker's share
             gen = torch.Generator().manual_seed(derive_seed(self.seed, self.rank, epoch, worker + 1))
             raw = group_by_keys(tar_file_expander(_open_shards(urls, on_error), handler=on_error), handler=on_error)
             good = 0
             for sample in buffer_shuffle(raw, self.ds.shuffle_buffer, gen):
+                if pass_over:
+                    pass_over, good = pass_over - 1, good + 1
+                    key = next((k for k in self.ds.image_keys if k in sample), "npy")
+                    if self.ds.flip and key != "npy":
+                        torch.rand((), generator=gen)  # the flip draw a decoded image would have taken
+                    continue
                 try:
                     x, label, is_image = decode_sample(sample, self.ds.shape, self.ds.num_classes, self.ds.image_keys)
                 except Exception as exc:  # noqa: BLE001 -- any undecodable sample is skipped and counted
@@ -246,8 +259,8 @@ class shards(Dataset):
 
     @property
     def bin_width(self) -> float | None:
-        """8-bit pixels in [-1, 1] as 256 bins of width 1/128 (the usual bits/dim convention); latents: continuous."""
-        return 1 / 128 if self.is_image else None
+        """8-bit pixels decoded as v / 127.5 - 1: 256 levels 2/255 apart in [-1, 1]; latents: continuous."""
+        return 2 / 255 if self.is_image else None
 
     def fingerprint(self) -> str:
         """A short hash of the resolved shard paths, their sizes and the sample shape (keys cached statistics)."""
@@ -256,12 +269,13 @@ class shards(Dataset):
             h.update(f"{p}\0{os.path.getsize(p)}\n".encode())
         return h.hexdigest()[:16]
 
-    def batches(self, batch_size: int, seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        """Endless batches, reproducible for a seed (and process count); each process reads its own shards."""
+    def batches(self, batch_size: int, seed: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Endless batches, reproducible for a seed (and process count); each process reads its own shards. The first
+        ``start`` batches are passed over without decoding them (a resumed run replays its stream to where it was)."""
         rank, world = _rank_world()
         paths = shards_for_rank(self.paths, rank, world)
-        stream = _ShardStream(self, paths, batch_size, seed, rank)
         workers = min(self.num_workers, len(paths))  # an idle worker would never yield
+        stream = _ShardStream(self, paths, batch_size, seed, rank, start)
         return self._count_skips(DataLoader(stream, batch_size=None, num_workers=workers,
                                             collate_fn=_collate_one, persistent_workers=False))
 

@@ -138,7 +138,7 @@ class nll:
         if entropy is not None:
             out["nll"]["floor"] = entropy
         width = getattr(dataset, "bin_width", None)
-        if width:  # quantised data (8-bit images: bins of width 1/128): + log2(1 / width) bits/dim, no dequantization
+        if width:  # quantised data (8-bit images: bins of width 2/255): + log2(1 / width) bits/dim, no dequantization
             bpd = nll_dim / math.log(2) - math.log2(width)
             out["bpd"] = {"value": bpd, "settings": settings | {"unit": "bits/dim", "dequantization": "none",
                                                                 "bin_width": width}}

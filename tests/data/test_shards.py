@@ -330,3 +330,24 @@ def test_imagenet_npz_bad_input_is_one_line(tmp_path, capsys):
     np.savez(tmp_path / "bad.npz", data=np.zeros((2, 12288), np.uint8), labels=[0, 5])
     assert ms.main(["--from-imagenet-npz", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "o")]) == 2
     assert "1..1000" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_resumed_stream_passes_over_its_first_batches_exactly(digit_shards, workers):
+    """batches(start=k) is the stream without its first k batches (flips included): a resumed run sees what an
+    uninterrupted one would have seen from that step on."""
+    ds = shards(str(digit_shards), shape=(1, 8, 8), num_classes=10, num_workers=workers, shuffle_buffer=100)
+    whole = take(iter(ds.batches(64, seed=5)), 9)[5:]
+    resumed = take(iter(ds.batches(64, seed=5, start=5)), 4)
+    for (x, y), (x2, y2) in zip(whole, resumed):
+        assert torch.equal(x, x2) and torch.equal(y, y2)
+
+
+def test_the_bin_width_of_8_bit_shards_is_their_decoded_pixel_spacing(digit_shards):
+    """bits/dim use the spacing of the decoded values: 8-bit pixels v / 127.5 - 1 are 2/255 apart."""
+    ds = shards(str(digit_shards), shape=(1, 8, 8), num_classes=10, flip=False)
+    x, _ = next(iter(ds.batches(512, seed=0)))
+    levels = torch.unique(x.double())
+    steps = torch.round((levels - levels[0]) / ds.bin_width)
+    assert torch.allclose(levels - levels[0], steps * ds.bin_width, atol=1e-6)  # every value sits on the 2/255 grid
+    assert ds.bin_width == pytest.approx(2 / 255)

@@ -95,9 +95,9 @@ class QuantisedImages(GaussianData):
         return x.reshape(n, 1, 2, 2), None
 
 
-@pytest.mark.parametrize("bin_width, extra_bits", [(1 / 128, 7.0), (1 / 8, 3.0), (None, None)])
+@pytest.mark.parametrize("bin_width, extra_bits", [(2 / 255, math.log2(127.5)), (1 / 8, 3.0), (None, None)])
 def test_bits_per_dim_follow_the_datas_quantisation(bin_width, extra_bits):
-    """8-bit pixels add log2(128) bits/dim, digits' 17 grey levels log2(8); continuous data (latents) get no bpd."""
+    """8-bit pixels (256 levels 2/255 apart in [-1, 1]) add log2(127.5) bits/dim, digits' 17 grey levels log2(8); continuous data (latents) get no bpd."""
     data = QuantisedImages(bin_width)
     v = gaussian_velocity(data.mu, data.s)
     out = nll(n_points=200, steps=20)(samples=None, dataset=data, velocity=lambda x, t: v(x.flatten(1), t).view_as(x),
