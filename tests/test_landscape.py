@@ -208,3 +208,14 @@ def test_parallel_runs_are_forked_and_match_serial_ones(tmp_path, repo_root):
     log = (bad / "runs" / "uniform" / "seed0" / "landscape.log").read_text()
     assert "sample: n_steps, n_samples and batch_size must be >= 1" in log
     assert (bad / "runs" / "cbs" / "seed0" / "profile.png").exists()  # --figures: each run draws its own
+
+
+def test_the_shared_caches_key_on_the_code_too(tmp_path, monkeypatch):
+    """An edit of cbsflow or of an --import module changes the digest the shared profiles and experts are keyed on."""
+    module = tmp_path / "my_monitor_mod.py"
+    module.write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before, plain = ls.source_digest(["my_monitor_mod"]), ls.source_digest()
+    assert before != plain and ls.source_digest(["my_monitor_mod"]) == before
+    module.write_text("X = 2\n")
+    assert ls.source_digest(["my_monitor_mod"]) != before and ls.source_digest() == plain
