@@ -1,5 +1,6 @@
 """Import every module that registers components, so all of them are known to gin and `--list`."""
 
+import cbsflow.adaptation  # noqa: F401
 import cbsflow.autoencoders  # noqa: F401
 import cbsflow.backbones.mlp  # noqa: F401
 import cbsflow.data.toy  # noqa: F401

@@ -29,6 +29,7 @@ KINDS = (
     "dataset",
     "metric",
     "autoencoder",
+    "adaptation",
 )
 # Names taken by the pipeline stages (gin configurables); components may not reuse them.
 RESERVED = STAGE_ORDER

@@ -27,7 +27,7 @@ from cbsflow.training import TrainSettings, process_state
 
 # Parameters that do not change a stage's result (which experts this job trains, logging), left out of the
 # configuration the stage records, wherever in the stage's components they are.
-NOT_IN_DIGEST = {"train": ("segments", "log_every", "checkpoint_every", "log_with"), "split": ("figures",),
+NOT_IN_DIGEST = {"train": ("segments", "log_every", "checkpoint_every", "log_with", "figures"), "split": ("figures",),
                  "sample": ("figures",), "evaluate": ("figures",)}
 
 
@@ -96,7 +96,8 @@ def split(run_dir, prov=None, /, *, solver: Instance("partition") = gin.REQUIRED
 def train(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQUIRED,
           dataset: Instance("dataset") = gin.REQUIRED, path: Instance("path") = gin.REQUIRED,
           settings: TrainSettings = gin.REQUIRED, shared_init_steps: int = 0, local_time: bool = False,
-          margin: float = 0.0, segments: list[int] | None = None, seed: int = 0) -> None:
+          margin: float = 0.0, segments: list[int] | None = None, seed: int = 0,
+          adaptation: Instance("adaptation") | None = None, figures: bool = True) -> None:
     """Train one expert per segment on t drawn inside its interval; write checkpoints/segment_k.pt.
 
     ``settings`` (``@expert/training()`` in gin/base.gin) says how each expert is trained. ``shared_init_steps`` > 0
@@ -104,6 +105,10 @@ def train(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQU
     on its interval widened by that much on both sides (within [0, 1]); it still owns, and samples, only its own
     interval. ``segments`` (e.g. [2], set by ``tools/run.py --segment 2``) trains only those experts, so a cluster
     can train them as independent jobs; checkpoints/train.json is written once every expert is complete.
+    ``adaptation`` (``@moving_mesh()``, ``@successive_halving()``) moves the boundaries while the experts train,
+    starting from the split's; the final boundaries go back into split.json (the split's own stay there as
+    ``initial_boundaries``) and every move into checkpoints/adaptation.json (and adaptation.png unless
+    ``figures = False``).
     """
     from cbsflow.training import TrainingRun
 
@@ -112,8 +117,15 @@ def train(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQU
     if local_time and shared_init_steps > 0:
         raise UserError("train: local_time=True rescales t per expert, so a base network trained on global t "
                         "cannot initialise the experts; set train.shared_init_steps = 0")
+    if adaptation is not None and (segments is not None or local_time):
+        raise UserError("train.adaptation moves every expert's interval together: it cannot train one expert per job "
+                        "(--segment) nor rescale t per interval (local_time); drop one of them")
     if run_dir is None:
         return
+    if adaptation is not None:
+        return _adapt(run_dir, prov, adaptation, figures, TrainingRun(
+            run_dir, backbone, dataset, path, settings, local_time, seed,
+            prov.config_digest if prov is not None else None, margin), shared_init_steps)
     boundaries = rundir.read_boundaries(run_dir, "train")
     n = len(boundaries) - 1
     todo = list(range(n)) if segments is None else [int(k) for k in segments]
@@ -128,6 +140,32 @@ def train(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQU
         rundir.write_json(rundir.artifact(run_dir, "train"), {
             "n_segments": n, "boundaries": boundaries.tolist(), "final_loss": job.final_losses(n),
             "steps_per_segment": settings.steps, "local_time": local_time, **_record(prov)})
+
+
+def _adapt(run_dir, prov, adaptation, figures: bool, job, shared_init_steps: int) -> None:
+    """The train stage with moving boundaries: train, then publish the final split and train.json."""
+    from cbsflow.adaptation import _plot
+
+    path = rundir.artifact(run_dir, "split")
+    split = rundir.read_json(path, "train")
+    initial = rundir.check_boundaries(split.get("initial_boundaries", split.get("boundaries")), path)
+    base = job.shared_base(shared_init_steps) if shared_init_steps else None
+    final = np.asarray(adaptation(job, initial, base), dtype=float)
+    if not process_state().is_main_process:
+        return
+    # split.json keeps its own provenance (so the split stage stays up to date) and now holds the trained split.
+    rundir.write_json(path, {**{k: v for k, v in split.items() if k != "burden"}, "boundaries": final.tolist(),
+                             "initial_boundaries": initial.tolist(),
+                             "adapted_by": name_of(adaptation)})
+    record = rundir.read_json(os.path.join(run_dir, "checkpoints", "adaptation.json"), "adaptation")
+    if figures:
+        _plot(run_dir, record, job.settings.steps)
+    n = len(final) - 1
+    rundir.write_json(rundir.artifact(run_dir, "train"), {
+        "n_segments": n, "boundaries": final.tolist(), "initial_boundaries": initial.tolist(),
+        "adaptation": name_of(adaptation), "extra_compute": record.get("extra_compute"),
+        "final_loss": job.final_losses(n), "steps_per_segment": job.settings.steps, "local_time": False,
+        **_record(prov), "input_digest": rundir.digest(path)})
 
 
 @gin.configurable(module="stage")

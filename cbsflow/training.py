@@ -460,6 +460,11 @@ def _micro_step(model, accelerator, path, batches, gen, t_sampler, interval, cla
         return velocity_loss(model, path, x1, y, t, eps)
 
 
+def widened(interval, margin: float) -> tuple[float, float]:
+    """An interval widened by ``margin`` on each side, within [0, 1]."""
+    return max(0.0, interval[0] - margin), min(1.0, interval[1] + margin)
+
+
 class TrainingRun:
     """The experts of one run directory: trains expert k (from the shared base if any) unless a finished checkpoint
     for exactly its interval, step count and settings exists, and says when all of them are complete."""
@@ -486,27 +491,45 @@ class TrainingRun:
 
     def _expert(self, k: int, boundaries: np.ndarray, base: dict | None) -> None:
         from cbsflow import rundir
-        from cbsflow.segmented import Expert, build_network
 
         n, interval = len(boundaries) - 1, (float(boundaries[k]), float(boundaries[k + 1]))
         path = rundir.checkpoint_path(self.run_dir, k)
         if self.complete(path, interval, self.settings.steps):
             print(f"[train] expert {k + 1}/{n} is complete, skipped")
             return
+        expert = self.new_expert(k, interval, base)
+        # With a margin the expert also learns a little on each side of the interval it owns (it samples only its own).
+        seen = widened(interval, self.margin)
+        out = self.fit_expert(k, n, expert, seen)
+        self.save_expert(k, expert, out, seen)
+
+    def new_expert(self, k: int, interval, base: dict | None):
+        """Expert k's network, freshly initialised (seed + k) or from the shared base."""
+        from cbsflow.segmented import Expert, build_network
+
         torch.manual_seed(self.seed + k)
         net = build_network(self.backbone, self.dataset)
         if base is not None:
             net.load_state_dict(base)
-        expert = Expert(net, self.path, interval, self.local_time)
-        # With a margin the expert also learns a little on each side of the interval it owns (it samples only its own).
-        seen = (max(0.0, interval[0] - self.margin), min(1.0, interval[1] + self.margin))
-        out = fit(expert, self.dataset, self.path, seen, self.settings, seed=self.seed + 1000 * (k + 1),
-                  state_dir=rundir.state_dir(self.run_dir, f"segment_{k}"),
-                  desc=f"expert {k + 1}/{n} [{interval[0]:.3f}, {interval[1]:.3f})")
+        return Expert(net, self.path, interval, self.local_time)
+
+    def fit_expert(self, k: int, n: int, expert, seen, stop_at: int | None = None, state: str | None = None) -> dict:
+        """Train expert k on t in ``seen`` (to ``stop_at`` steps, resumable from its state folder)."""
+        from cbsflow import rundir
+
+        a, b = expert.interval
+        return fit(expert, self.dataset, self.path, seen, self.settings, seed=self.seed + 1000 * (k + 1),
+                   state_dir=rundir.state_dir(self.run_dir, state or f"segment_{k}"),
+                   desc=f"expert {k + 1}/{n} [{a:.3f}, {b:.3f})", stop_at=stop_at)
+
+    def save_expert(self, k: int, expert, out: dict, seen) -> None:
+        """checkpoints/segment_k.pt: the weights, their EMA, the interval owned and the one trained on."""
+        from cbsflow import rundir
+
         if process_state().is_main_process:
-            rundir.save_checkpoint(path, {
-                "state_dict": net.state_dict(), "ema": out["ema"] and out["ema"].net.state_dict(),
-                "interval": list(interval), "train_interval": list(seen), "steps": self.settings.steps,
+            rundir.save_checkpoint(rundir.checkpoint_path(self.run_dir, k), {
+                "state_dict": expert.net.state_dict(), "ema": out["ema"] and out["ema"].net.state_dict(),
+                "interval": list(expert.interval), "train_interval": list(seen), "steps": self.settings.steps,
                 "local_time": self.local_time, "loss": out["loss"], "config_digest": self.config_digest})
 
     def shared_base(self, steps: int) -> dict:

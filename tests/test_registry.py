@@ -11,7 +11,8 @@ import torch
 
 from cbsflow import registry
 from cbsflow.paths import cosine, linear
-from cbsflow.registry import register
+from cbsflow.registry import get, register
+from cbsflow.training import TrainSettings
 
 
 def test_duplicate_name_fails_loudly_even_across_kinds():
@@ -235,6 +236,22 @@ def test_every_autoencoder_round_trips_image_shapes(entry, tmp_path, tiny_vae):
 
 # Every kind of component has a test above that runs each registered component of that kind (derived from the
 # registry, so a new component is tested without a new test).
+@pytest.mark.parametrize("entry", registry.entries("adaptation"), ids=lambda e: e.name)
+def test_every_adaptation_returns_a_valid_split_and_saves_every_expert(entry, tmp_path):
+    """Started from a uniform N = 3 split, each returns N + 1 increasing boundaries from 0 to 1, with a checkpoint
+    per expert for exactly its final interval."""
+    from cbsflow.backbones.mlp import mlp
+    from cbsflow.training import TrainingRun
+
+    job = TrainingRun(str(tmp_path), lambda **kw: mlp(width=8, depth=1, **kw), get("gaussian").obj(), get("linear").obj(),
+                      TrainSettings(steps=40, batch_size=32), local_time=False, seed=0, config_digest=None)
+    b = np.asarray(entry.obj()(job, np.array([0.0, 1 / 3, 2 / 3, 1.0]), None))
+    assert len(b) == 4 and b[0] == 0 and b[-1] == 1 and np.all(np.diff(b) > 0)
+    for k in range(3):
+        ckpt = torch.load(tmp_path / "checkpoints" / f"segment_{k}.pt", weights_only=True)
+        np.testing.assert_allclose(ckpt["interval"], b[k:k + 2])
+
+
 KIND_TESTS = {
     "backbone": test_every_backbone_maps_x_t_y_to_x_shape, "path": test_every_path_goes_from_noise_to_data,
     "monitor": test_every_monitor_returns_mean_and_stderr_per_t, "smoother": test_every_smoother_keeps_the_grid_and_positivity,
@@ -245,6 +262,7 @@ KIND_TESTS = {
     "dataset": test_every_builtin_dataset_samples_its_shape_reproducibly,
     "metric": test_every_metric_returns_named_finite_values_with_settings,
     "autoencoder": test_every_autoencoder_round_trips_image_shapes,
+    "adaptation": test_every_adaptation_returns_a_valid_split_and_saves_every_expert,
 }
 
 

@@ -73,6 +73,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="module that registers components (passed on to tools/run.py)")
     p.add_argument("--n", type=int, default=2, help="number of experts: 2 (boundary sweep), 3 or 4 (coordinate search)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="paired seeds (default 0-4)")
+    p.add_argument("--baseline", action="append", default=[], metavar="NAME=BINDING[; BINDING...]",
+                   help="another one-network baseline, e.g. 'N=1 2x steps=expert/training.steps = 8000' (repeatable): "
+                        "a claim that a split beats one network should say which one")
     p.add_argument("--select-seeds", type=int, nargs="+", metavar="SEED",
                    help="the seeds that choose the best split; the regret is scored on the other seeds (default: the "
                         "first half of --seeds once there are 4 or more; fewer give an in-sample regret, so labelled)")
@@ -168,7 +171,7 @@ class Runner:
             split = ["split.solver = @manual()", f"manual.boundaries = {list(cfg.boundaries)}"]
         else:
             split = [f"N_SEGMENTS = {self.args.n}"]
-        figures = [] if self.args.figures else [f"{stage}.figures = False" for stage in ("split", "sample", "evaluate")]
+        figures = [] if self.args.figures else [f"{stage}.figures = False" for stage in ("split", "train", "sample", "evaluate")]
         return [*self.args.bind, *cfg.bindings, *split, f"SEED = {seed}", *figures]
 
     def run_dir(self, cfg: ls.Config, seed: int) -> Path:
@@ -347,6 +350,12 @@ def load_measured(args: argparse.Namespace) -> dict[str, ls.Measured]:
 
 # ----------------------------------------------------------------------------------------------- the experiment
 
+def parse_baseline(spec: str) -> ls.Config:
+    """'NAME=BINDING; ...': one network (no split) trained with these bindings, e.g. twice the steps or width."""
+    cfg = parse_solver(spec)
+    return ls.Config(cfg.label, "single", (0.0, 1.0), cfg.bindings, cfg.gin_files)
+
+
 def fixed(boundaries, kind: str = "grid", label: str | None = None) -> ls.Config:
     b = tuple(float(x) for x in boundaries)
     return ls.Config(label or ls.split_label(b), kind, b)
@@ -359,6 +368,7 @@ def sweep(runner: Runner) -> None:
     if n == 2:
         configs += [fixed((0.0, b, 1.0)) for b in args.boundaries if abs(b - 0.5) > 1e-9]
     configs += [parse_solver(spec) for spec in args.solver]
+    configs += [parse_baseline(spec) for spec in args.baseline]
     if args.dry_run:
         for cfg in configs:
             if cfg.boundaries is not None:
@@ -536,7 +546,8 @@ def _plot_sweep(ax, cfgs: dict, m: str, t95: float) -> None:
     for label, c in cfgs.items():
         if c["kind"] == "single" and c["stats"][m]:
             mu, se = c["stats"][m]
-            ax.axhline(mu, color="k", ls="--", lw=1, label="one network")
+            ax.axhline(mu, color="k", ls="--" if label == "N=1" else ":", lw=1,
+                       label="one network" if label == "N=1" else label)
             ax.axhspan(mu - t95 * se, mu + t95 * se, color="k", alpha=0.08)
     solvers = [(lbl, c) for lbl, c in cfgs.items() if c["kind"] == "solver"]
     for i, (label, c) in enumerate(solvers):

@@ -28,21 +28,29 @@ class mlp(nn.Module):
     example = ((2,), 0)  # data shape and classes for which `--list` counts parameters
 
     def __init__(self, data_shape: tuple[int, ...], num_classes: int = 0, width: int = 256, depth: int = 3,
-                 time_scale: float = 1000.0):
-        """``time_scale`` multiplies t before the sinusoidal embedding: lower values give a smoother t-dependence."""
+                 time_scale: float = 1000.0, time_input: str = "sinusoidal"):
+        """``time_scale`` multiplies t before the sinusoidal embedding: lower values give a smoother t-dependence.
+        ``time_input = 'raw'`` instead feeds t itself as one more input beside x (no embedding): a network that
+        sees t only through its first layer, as many simple flow-matching MLPs do."""
         super().__init__()
-        self.data_shape = tuple(data_shape)
+        if time_input not in ("sinusoidal", "raw"):
+            raise ValueError(f"mlp.time_input must be 'sinusoidal' or 'raw', got {time_input!r}")
+        self.data_shape, self.raw_time = tuple(data_shape), time_input == "raw"
         dim = math.prod(self.data_shape)
-        self.inp = nn.Linear(dim, width)
-        self.time = TimestepEmbedder(width, scale=time_scale)
+        self.inp = nn.Linear(dim + self.raw_time, width)
+        self.time = None if self.raw_time else TimestepEmbedder(width, scale=time_scale)
         self.label = LabelEmbedder(num_classes, width) if num_classes else None
         self.blocks = nn.ModuleList(ResidualBlock(width) for _ in range(depth))
         self.out = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, dim))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         b = x.shape[0]
-        h = self.inp(x.reshape(b, -1))  # (b, width)
-        emb = self.time(t)
+        flat = x.reshape(b, -1)
+        if self.raw_time:
+            h = self.inp(torch.cat([flat, t.to(flat.dtype).expand(b)[:, None]], dim=1))  # (b, width)
+            emb = torch.zeros_like(h)
+        else:
+            h, emb = self.inp(flat), self.time(t)
         if self.label is not None:
             emb = emb + self.label(y, b, x.device)
         for block in self.blocks:

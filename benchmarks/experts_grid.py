@@ -1,0 +1,109 @@
+"""The regime grid over experts: N = 2 landscapes on three boards x four expert architectures (issue 20, point 1).
+
+Boards: the 4x4 checkerboard, the same at half its scale (its squares form late in t) and at twice its scale (they
+form early). Experts: 16x1 MLPs with the sinusoidal time embedding (the evidence's default), 32x1 (width), 16x2
+(depth) and 16x1 seeing t as a raw input (`mlp.time_input = 'raw'`). Every landscape: boundaries 0.2, ..., 0.8, the
+uniform split, one network, 5 paired seeds, 4,000 steps per expert (benchmarks/gin/evidence_toy.gin).
+
+    python benchmarks/experts_grid.py grid                  # runs/experts/<board>-<expert>/landscape.json
+    python benchmarks/experts_grid.py methods               # adds the split methods, reading the grid (--measured)
+    python benchmarks/experts_grid.py report                # benchmarks/results/experts_grid.{md,json,png}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+GIN = "benchmarks/gin/evidence_toy.gin"
+ROOT = Path("runs/experts")
+SEEDS = ["0", "1", "2", "3", "4"]
+BOUNDARIES = ["0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8"]
+METRICS = "[@sliced_wasserstein(), @mmd(), @nll()]"
+BOARDS = {
+    "board": ["DATASET = @checkerboard()"],
+    "board_late": ["DATASET = @checkerboard()", "checkerboard.scale = 0.5"],
+    "board_early": ["DATASET = @checkerboard()", "checkerboard.scale = 2.0"],
+}
+EXPERTS = {
+    "w16d1": ["mlp.width = 16", "mlp.depth = 1"],
+    "w32d1": ["mlp.width = 32", "mlp.depth = 1"],
+    "w16d2": ["mlp.width = 16", "mlp.depth = 2"],
+    "w16d1raw": ["mlp.width = 16", "mlp.depth = 1", "mlp.time_input = 'raw'"],
+}
+# One network with about twice an expert's parameters (widths found by counting parameters, the time embedding
+# included): the fair "one network" of point 6, beside one network trained twice as long.
+WIDE = {"w16d1": 29, "w32d1": 54, "w16d2": 28, "w16d1raw": 24}
+STEPS = 4000  # per expert (benchmarks/gin/evidence_toy.gin)
+# Split methods scored on the grid: name -> the bindings that select it (see docs/math.md).
+METHODS = {
+    "centred_default": ["dirichlet.centred = True", "deboor.exponent = 0.5"],  # the shipped default of 2026-12-02
+    "moving_mesh": ["gin/splits/moving_mesh.gin"],
+    "successive_halving": ["gin/splits/successive_halving.gin"],
+    "expert_gap": ["gin/splits/expert_gap.gin"],
+}
+_RUNNING: list[subprocess.Popen] = []
+
+
+def landscape(out: Path, bindings: list[str], extra: list[str], parallel: int, name: str) -> None:
+    cmd = [sys.executable, "tools/landscape.py", "--gin", GIN, "--seeds", *SEEDS, "--out", str(out), "--jobs", "1",
+           "--name", name, "--n", "2", "--primary", "sliced_wasserstein"]
+    cmd += [a for b in bindings for a in ("--bind", b)] + extra
+    print("$ " + shlex.join(cmd), flush=True)
+    while len(_RUNNING) >= parallel:
+        _RUNNING.pop(0).wait()
+    out.mkdir(parents=True, exist_ok=True)
+    log = open(out / f"{name}.log", "w")
+    _RUNNING.append(subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "OMP_NUM_THREADS": "1"}))
+
+
+def regimes(args):
+    for expert in args.experts:
+        for board in args.boards:
+            yield board, expert, BOARDS[board] + EXPERTS[expert] + [f"evaluate.metrics = {METRICS}"]
+
+
+def run_grid(args) -> None:
+    for board, expert, binds in regimes(args):
+        landscape(ROOT / f"{board}-{expert}", binds, ["--boundaries", *BOUNDARIES], args.jobs, "landscape")
+
+
+def run_methods(args) -> None:
+    for board, expert, binds in regimes(args):
+        out = ROOT / f"{board}-{expert}"
+        extra = ["--boundaries", *BOUNDARIES, "--measured", str(out / "landscape.json")]
+        for method in args.methods:
+            extra += ["--solver", f"{method}=" + "; ".join(METHODS[method])]
+        extra += ["--baseline", f"N=1 2x steps=expert/training.steps = {2 * STEPS}",
+                  "--baseline", f"N=1 2x params=mlp.width = {WIDE[expert]}"]
+        landscape(out, binds, extra, args.jobs, "methods")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("what", choices=["grid", "methods", "report"])
+    p.add_argument("--boards", nargs="+", default=list(BOARDS), choices=list(BOARDS))
+    p.add_argument("--experts", nargs="+", default=list(EXPERTS), choices=list(EXPERTS))
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--jobs", type=int, default=2, help="landscapes at a time (each runs one run at a time)")
+    args = p.parse_args(argv)
+    if args.what == "report":
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        from experts_report import main as report
+
+        return report(args)
+    {"grid": run_grid, "methods": run_methods}[args.what](args)
+    while _RUNNING:
+        _RUNNING.pop(0).wait()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

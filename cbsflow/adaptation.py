@@ -1,0 +1,271 @@
+"""Splits that follow the experts: boundaries moved during training by what the current experts find hard.
+
+A component of kind ``adaptation`` is bound as ``train.adaptation = @moving_mesh()`` (or ``@successive_halving()``).
+The train stage then hands it the split's boundaries as a starting point; it trains the experts, moves the
+boundaries, and returns the ones the experts were finally trained for, which the train stage writes back into
+``split.json`` (the starting split is kept there as ``initial_boundaries``), so sampling, evaluation and the
+staleness checks read the final split as for any other. Each keeps a record of every move in
+``checkpoints/adaptation.json`` and draws it (``adaptation.png``: boundaries against training progress).
+
+``moving_mesh`` — de Boor's equidistribution applied to the error of the current approximation, as in moving-mesh
+methods. After a share of the training budget, at each boundary b between experts k and k + 1, both experts are
+scored on the same draws (x1, eps, t) with t in a window around b: the indicator is the mean paired difference of
+their flow-matching losses, D = E[L_k - L_{k+1}]. The irreducible part of the loss (the conditional variance of the
+target) is the same for both and cancels. Under the load model e_k(t) = rho(t) g(M_k) — an expert's excess error at t
+is the local difficulty times a function of how much difficulty M_k its interval holds — equal loads M_k (de Boor's
+condition) is the same as e_k(b) = e_{k+1}(b) at every boundary; D > 0 says expert k carries too much, so b moves
+towards it. A move happens only when D is resolved (|D| > z se) and by a step that shrinks at each stage; the experts
+continue from their weights on their new intervals, within the same total steps as a fixed split. During the
+adaptive stages each expert trains on its interval widened by ``overlap``, so that both know the window around a
+boundary. Extra compute: the indicator's forward passes only (reported as a fraction of one fixed-split training).
+
+``successive_halving`` — the honest comparator: every candidate split trains its experts briefly, the half with the
+lowest validation flow-matching loss of the whole segmented model (on draws shared by all candidates) goes on, and so
+on; the winner's experts continue to the full budget from their weights. Its cost is every loser's steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from cbsflow import rundir
+from cbsflow.errors import UserError
+from cbsflow.monitors import _device
+from cbsflow.registry import register
+from cbsflow.seeding import derive_seed
+from cbsflow.training import process_state, widened
+
+
+def _record_path(run_dir: str) -> str:
+    return os.path.join(run_dir, "checkpoints", "adaptation.json")
+
+
+def _load_record(job, method: str, initial: np.ndarray) -> dict:
+    """The moves made so far by the same method, start and training configuration (a resumed run continues from
+    them), or a new record."""
+    path = _record_path(job.run_dir)
+    if os.path.exists(path):
+        record = rundir.read_json(path, "adaptation")
+        if (record.get("method") == method and record.get("config_digest") == job.config_digest
+                and np.allclose(record.get("initial_boundaries", []), initial)):
+            return record
+    return {"method": method, "config_digest": job.config_digest, "initial_boundaries": initial.tolist(),
+            "history": [], "done": False}
+
+
+def _save_record(run_dir: str, record: dict) -> None:
+    if process_state().is_main_process:
+        rundir.write_json(_record_path(run_dir), record)
+
+
+@torch.no_grad()
+def paired_losses(nets: Sequence, path, x1: torch.Tensor, y, eps: torch.Tensor, t: torch.Tensor,
+                  batch_size: int = 4096) -> torch.Tensor:
+    """(len(nets), n) per-sample flow-matching losses of each network on the same draws."""
+    out = torch.zeros(len(nets), x1.shape[0])
+    for sl in (slice(i, min(i + batch_size, x1.shape[0])) for i in range(0, x1.shape[0], batch_size)):
+        x_t, target = path.interpolate(x1[sl], eps[sl], t[sl])
+        for j, net in enumerate(nets):
+            device = _device(net)
+            yy = None if y is None else y[sl].to(device)
+            v = net(x_t.to(device), t[sl].to(device), yy).float().cpu()
+            out[j, sl] = (v - target.float()).pow(2).flatten(1).mean(1)
+    return out
+
+
+def _draws(dataset, n: int, seed: int, tag: int):
+    """n data samples and noise from their own seeds (never the training streams')."""
+    x1, y = dataset.sample(n, seed=derive_seed(seed, 9, tag))
+    gen = torch.Generator().manual_seed(derive_seed(seed, 9, tag, 1))
+    return x1, y, torch.randn(x1.shape, generator=gen), gen
+
+
+def _plot(run_dir: str, record: dict, steps: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    hist = record["history"]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    xs = [0] + [h["step"] for h in hist] + [steps]
+    bs = [record["initial_boundaries"]] + [h["boundaries"] for h in hist] + [record["final_boundaries"]]
+    for j in range(1, len(bs[0]) - 1):
+        ax.step(xs, [b[j] for b in bs], where="post", marker="o", label=f"b{j}")
+    ax.set_xlabel("optimizer steps per expert")
+    ax.set_ylabel("boundary t")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{record['method']}: boundaries during training", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(run_dir, "adaptation.png"), dpi=110)
+    plt.close(fig)
+
+
+@register("adaptation")
+class moving_mesh:
+    """Move the boundaries during training to equalise the current experts' errors at each boundary.
+
+    ``at``: the shares of the training budget after which boundaries may move; ``steps``: how far a resolved move
+    goes at each of them (shrinking, so the boundaries settle); ``window``: the t-window around a boundary the
+    indicator is measured on; ``overlap``: how far each expert trains beyond its interval before the last move;
+    ``n_eval``: paired draws per boundary; ``z``: how many standard errors make a difference resolved;
+    ``min_width``: the narrowest interval allowed.
+    """
+
+    def __init__(self, at: Sequence[float] = (0.25, 0.45, 0.65), steps: Sequence[float] = (0.15, 0.1, 0.05),
+                 window: float = 0.1, overlap: float = 0.05, n_eval: int = 8192, z: float = 2.0,
+                 min_width: float = 0.05):
+        if len(at) != len(steps) or not all(0 < a < 1 for a in at) or list(at) != sorted(at):
+            raise UserError(f"moving_mesh: 'at' must be increasing shares in (0, 1), one per step; got at={list(at)}, "
+                            f"steps={list(steps)}")
+        if not 0 < window <= 0.5 or overlap < 0 or n_eval < 2 or min_width <= 0:
+            raise UserError(f"moving_mesh: need 0 < window <= 0.5, overlap >= 0, n_eval >= 2, min_width > 0 (got "
+                            f"window={window}, overlap={overlap}, n_eval={n_eval}, min_width={min_width})")
+        self.at, self.steps = [float(a) for a in at], [float(s) for s in steps]
+        self.window, self.overlap, self.n_eval, self.z, self.min_width = window, overlap, int(n_eval), z, min_width
+
+    def indicator(self, experts, b: np.ndarray, job, tag: int) -> list[dict]:
+        """At each inner boundary: mean and standard error of L_k - L_{k+1} on shared draws near it."""
+        out = []
+        for j in range(1, len(b) - 1):
+            x1, y, eps, gen = _draws(job.dataset, self.n_eval, job.seed, 100 * tag + j)
+            half = self.window / 2
+            lo, hi = max(b[j] - half, b[j - 1]), min(b[j] + half, b[j + 1])
+            t = lo + (hi - lo) * torch.rand(self.n_eval, generator=gen)
+            left, right = experts[j - 1], experts[j]
+            loss = paired_losses([left, right], job.path, x1, y, eps, t)
+            d = (loss[0] - loss[1]).double()
+            out.append({"mean": float(d.mean()), "se": float(d.std() / math.sqrt(len(d)))})
+        return out
+
+    def move(self, b: np.ndarray, ind: list[dict], step: float) -> np.ndarray:
+        new = b.copy()
+        for j, d in enumerate(ind, start=1):
+            if abs(d["mean"]) > self.z * d["se"]:
+                new[j] = b[j] - step * math.copysign(1.0, d["mean"])
+        # Keep the order and the narrowest width: clip each boundary between its neighbours.
+        for j in range(1, len(new) - 1):
+            new[j] = min(max(new[j], new[j - 1] + self.min_width), 1.0 - self.min_width * (len(new) - 1 - j))
+        return new
+
+    def __call__(self, job, initial: np.ndarray, base: dict | None) -> np.ndarray:
+        settings, n = job.settings, len(initial) - 1
+        record = _load_record(job, "moving_mesh", initial)
+        b = np.array(record["history"][-1]["boundaries"] if record["history"] else initial, dtype=float)
+        experts = [job.new_expert(k, (b[k], b[k + 1]), base) for k in range(n)]
+        stops = [max(1, int(round(a * settings.steps))) for a in self.at]
+        outs = [None] * n
+        for stage, stop in enumerate(stops + [settings.steps]):
+            last = stage == len(stops)
+            for k, expert in enumerate(experts):
+                expert.interval = (float(b[k]), float(b[k + 1]))
+                seen = widened(expert.interval, job.margin if last else max(self.overlap, job.margin))
+                outs[k] = job.fit_expert(k, n, expert, seen, stop_at=None if last else stop)
+            if last or stage < len(record["history"]):
+                continue  # a resumed run: this move was made (and recorded) before
+            ind = self.indicator([o["ema"] or e for o, e in zip(outs, experts)], b, job, stage)
+            new = self.move(b, ind, self.steps[stage])
+            record["history"].append({"step": stop, "boundaries": new.tolist(), "indicator": ind,
+                                      "moved": bool(np.any(new != b))})
+            print(f"[train] moving_mesh after {stop} steps: boundaries {np.round(b[1:-1], 3).tolist()} -> "
+                  f"{np.round(new[1:-1], 3).tolist()} (L_left - L_right: "
+                  + ", ".join(f"{d['mean']:+.4f} ± {d['se']:.4f}" for d in ind) + ")", flush=True)
+            b = new
+            _save_record(job.run_dir, record)
+        for k, expert in enumerate(experts):
+            job.save_expert(k, expert, outs[k], widened(expert.interval, job.margin))
+        record.update(final_boundaries=b.tolist(), done=True, extra_compute=self.extra_compute(n, settings))
+        _save_record(job.run_dir, record)
+        return b
+
+    def extra_compute(self, n: int, settings) -> float:
+        """Forward passes of the indicator, as a share of one fixed-split training (forward + backward ~ 3 passes
+        per sample)."""
+        evals = len(self.at) * (n - 1) * 2 * self.n_eval
+        return evals / (3.0 * n * settings.steps * settings.batch_size * settings.grad_accum)
+
+
+def default_candidates(n: int) -> list[list[float]]:
+    """N = 2: boundaries 0.2, ..., 0.8; N > 2: uniform boundaries warped by t -> t^p for a few p."""
+    if n == 2:
+        return [[0.0, round(0.1 * k, 3), 1.0] for k in range(2, 9)]
+    return [[(k / n) ** p for k in range(n + 1)] for p in (0.5, 0.7, 1.0, 1.4, 2.0)]
+
+
+@register("adaptation")
+class successive_halving:
+    """Train every candidate split briefly, keep the best half by validation loss, repeat; finish the winner.
+
+    ``candidates``: inner boundaries per candidate (e.g. [[0.3], [0.5], [0.7]]), None for ``default_candidates``;
+    ``rungs``: the shares of the budget at which candidates are compared; ``keep``: the share kept at each rung;
+    ``n_eval``: validation draws (t uniform on [0, 1], shared by every candidate).
+    """
+
+    def __init__(self, candidates: Sequence[Sequence[float]] | None = None,
+                 rungs: Sequence[float] = (0.025, 0.05, 0.1), keep: float = 0.5, n_eval: int = 16384):
+        if not rungs or list(rungs) != sorted(rungs) or not all(0 < r < 1 for r in rungs) or not 0 < keep < 1:
+            raise UserError(f"successive_halving: rungs must be increasing shares in (0, 1) and 0 < keep < 1; got "
+                            f"rungs={list(rungs)}, keep={keep}")
+        self.candidates = None if candidates is None else [[float(x) for x in c] for c in candidates]
+        self.rungs, self.keep, self.n_eval = [float(r) for r in rungs], keep, int(n_eval)
+
+    def _candidates(self, n: int) -> list[np.ndarray]:
+        if self.candidates is None:
+            return [np.array(c) for c in default_candidates(n)]
+        out = [np.array([0.0, *c, 1.0]) for c in self.candidates]
+        for c in out:
+            if len(c) != n + 1 or np.any(np.diff(c) <= 0):
+                raise UserError(f"successive_halving.candidates: {c[1:-1].tolist()} is not {n - 1} increasing "
+                                "boundaries inside (0, 1)")
+        return out
+
+    def score(self, experts, b: np.ndarray, job) -> float:
+        """Validation flow-matching loss of the segmented model on draws shared by every candidate."""
+        x1, y, eps, gen = _draws(job.dataset, self.n_eval, job.seed, 7)
+        t = torch.rand(self.n_eval, generator=gen)
+        owner = torch.as_tensor(np.searchsorted(b[1:-1], t.numpy(), side="right"))
+        loss = paired_losses(experts, job.path, x1, y, eps, t)
+        return float(loss.gather(0, owner[None]).mean())
+
+    def __call__(self, job, initial: np.ndarray, base: dict | None) -> np.ndarray:
+        settings, n = job.settings, len(initial) - 1
+        cands = self._candidates(n)
+        record = _load_record(job, "successive_halving", initial)
+        record.setdefault("candidates", [c.tolist() for c in cands])
+        alive = list(range(len(cands)))
+        experts = {i: [job.new_expert(k, (c[k], c[k + 1]), base) for k in range(n)] for i, c in enumerate(cands)}
+        spent = 0
+        for r, share in enumerate(self.rungs):
+            stop = max(1, int(round(share * settings.steps)))
+            scores = {}
+            for i in alive:
+                outs = [job.fit_expert(k, n, e, widened(e.interval, job.margin), stop_at=stop,
+                                       state=f"halving/c{i}/segment_{k}") for k, e in enumerate(experts[i])]
+                scores[i] = self.score([e for e in experts[i]], cands[i], job)
+            previous = 0 if r == 0 else int(round(self.rungs[r - 1] * settings.steps))
+            spent += len(alive) * n * (stop - previous)
+            ranked = sorted(alive, key=scores.get)
+            kept = ranked[:max(1, math.ceil(self.keep * len(alive)))] if r < len(self.rungs) - 1 else ranked[:1]
+            record["history"].append({"step": stop, "scores": {str(i): scores[i] for i in alive},
+                                      "kept": kept, "boundaries": cands[ranked[0]].tolist()})
+            print(f"[train] successive_halving after {stop} steps: " + ", ".join(
+                f"{np.round(cands[i][1:-1], 3).tolist()} {scores[i]:.4f}" for i in ranked) + f"; {len(kept)} go on",
+                flush=True)
+            alive = kept
+            _save_record(job.run_dir, record)
+        win = alive[0]
+        b = cands[win]
+        for k, expert in enumerate(experts[win]):
+            out = job.fit_expert(k, n, expert, widened(expert.interval, job.margin), state=f"halving/c{win}/segment_{k}")
+            job.save_expert(k, expert, out, widened(expert.interval, job.margin))
+        spent += n * (settings.steps - int(round(self.rungs[-1] * settings.steps)))
+        record.update(final_boundaries=b.tolist(), done=True, extra_compute=spent / (n * settings.steps) - 1.0)
+        _save_record(job.run_dir, record)
+        return b

@@ -1,0 +1,110 @@
+"""Adaptive splits: the moving-mesh indicator and moves, successive halving, and both through tools/run.py."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cbsflow.adaptation import moving_mesh, paired_losses, successive_halving
+from cbsflow.cli import main
+from cbsflow.data.toy import gaussian
+from cbsflow.errors import UserError
+from cbsflow.estimators import closed_form
+from cbsflow.paths import linear
+
+SMOKE = "gin/smoke/toy.gin"
+UNIFORM2 = ["--bind", "split.solver = @uniform()", "--bind", "uniform.n_segments = 2"]
+
+
+@pytest.fixture(autouse=True)
+def in_repo(repo_root, monkeypatch):
+    monkeypatch.chdir(repo_root)
+
+
+def test_a_resolved_difference_moves_the_boundary_towards_the_worse_expert():
+    mm = moving_mesh()
+    b = np.array([0.0, 0.5, 1.0])
+    np.testing.assert_allclose(mm.move(b, [{"mean": 0.3, "se": 0.01}], 0.1), [0, 0.4, 1])  # left worse: shrink it
+    np.testing.assert_allclose(mm.move(b, [{"mean": -0.3, "se": 0.01}], 0.1), [0, 0.6, 1])
+    np.testing.assert_allclose(mm.move(b, [{"mean": 0.01, "se": 0.01}], 0.1), b)  # not resolved: stays
+    three = mm.move(np.array([0.0, 0.1, 0.15, 1.0]), [{"mean": 1, "se": 0.1}, {"mean": 1, "se": 0.1}], 0.15)
+    assert np.all(np.diff(three) >= mm.min_width - 1e-12)  # order and the narrowest width are kept
+
+
+class Job:
+    """What the indicator reads of a TrainingRun."""
+
+    def __init__(self, dataset, path):
+        self.dataset, self.path, self.seed = dataset, path, 0
+
+
+def test_the_indicator_compares_the_two_experts_on_shared_draws():
+    data, path = gaussian(mean=[1.0, -1.0], std=[0.5, 0.5]), linear()
+    exact = closed_form()(data, path)
+    bad = lambda x, t, y=None: torch.zeros_like(x)  # noqa: E731  (an expert that learned nothing)
+    mm = moving_mesh(n_eval=2048)
+    (d,) = mm.indicator([bad, exact], np.array([0.0, 0.5, 1.0]), Job(data, path), 0)
+    assert d["mean"] > 10 * d["se"] > 0  # the left expert is the worse one
+    (same,) = mm.indicator([exact, exact], np.array([0.0, 0.5, 1.0]), Job(data, path), 0)
+    assert same["mean"] == 0 and same["se"] == 0  # the same draws for both: identical experts differ by nothing
+
+
+def test_paired_losses_are_per_sample_flow_matching_losses():
+    data, path = gaussian(mean=[0.0, 0.0], std=[1.0, 1.0]), linear()
+    exact = closed_form()(data, path)
+    x1, _ = data.sample(4096, seed=1)
+    eps, t = torch.randn(4096, 2), torch.rand(4096)
+    loss = paired_losses([exact], path, x1, None, eps, t)
+    # For N(0, I) data the exact field leaves the conditional variance of x1 - eps: E over t of 2 ... bounded by 2.
+    assert loss.shape == (1, 4096) and 0 < loss.mean() < 2
+
+
+def test_moving_mesh_runs_through_the_stages_and_publishes_the_final_split(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["--gin", SMOKE, *UNIFORM2, "--bind", "train.adaptation = @moving_mesh()",
+            "--bind", "expert/training.steps = 120", "--run-dir", str(run)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "[profile] skipped" in out and out.count("[train] moving_mesh after") == 3
+    split = json.loads((run / "split.json").read_text())
+    record = json.loads((run / "checkpoints" / "adaptation.json").read_text())
+    train = json.loads((run / "checkpoints" / "train.json").read_text())
+    assert split["initial_boundaries"] == [0.0, 0.5, 1.0] and split["adapted_by"] == "moving_mesh"
+    assert split["boundaries"] == record["final_boundaries"] == train["boundaries"]
+    assert [h["step"] for h in record["history"]] == [30, 54, 78]
+    # The indicator's forward passes against forward + backward of 2 experts x 120 steps x 128 samples.
+    assert train["extra_compute"] == pytest.approx(3 * 2 * 8192 / (3 * 2 * 120 * 128)) and (run / "adaptation.png").exists()
+    for k in range(2):  # every expert was trained for the interval it owns in the final split
+        ckpt = torch.load(run / "checkpoints" / f"segment_{k}.pt", weights_only=True)
+        assert ckpt["interval"] == split["boundaries"][k:k + 2] and ckpt["steps"] == 120
+    assert main(args) == 0  # the rewritten split.json leaves every stage up to date
+    assert capsys.readouterr().out.count("up to date") == 4
+
+
+def test_adaptation_cannot_train_one_expert_per_job(tmp_path, capsys):
+    assert main(["--gin", SMOKE, *UNIFORM2, "--bind", "train.adaptation = @moving_mesh()", "--stages", "split,train",
+                 "--segment", "0", "--run-dir", str(tmp_path)]) == 2
+    assert "cannot train one expert per job (--segment)" in capsys.readouterr().err
+
+
+def test_successive_halving_keeps_the_best_candidate_and_counts_its_cost(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["--gin", SMOKE, *UNIFORM2, "--bind", "train.adaptation = @successive_halving()",
+                 "--bind", "successive_halving.candidates = [[0.3], [0.5], [0.7]]",
+                 "--bind", "successive_halving.rungs = [0.1, 0.2]", "--bind", "expert/training.steps = 100",
+                 "--stages", "split,train", "--run-dir", str(run)]) == 0
+    record = json.loads((run / "checkpoints" / "adaptation.json").read_text())
+    first, second = record["history"]
+    assert len(first["kept"]) == 2 and len(second["kept"]) == 1
+    winner = record["candidates"][second["kept"][0]]
+    assert record["final_boundaries"] == winner == json.loads((run / "split.json").read_text())["boundaries"]
+    # 3 candidates to 10 steps, 2 on to 20, the winner on to 100: (30 + 20 + 80) / 100 - 1 of one training.
+    assert record["extra_compute"] == pytest.approx(0.3)
+
+
+def test_bad_adaptation_settings_are_one_clear_error():
+    with pytest.raises(UserError, match="'at' must be increasing shares"):
+        moving_mesh(at=(0.5, 0.2), steps=(0.1, 0.1))
+    with pytest.raises(UserError, match="rungs must be increasing shares"):
+        successive_halving(rungs=(0.2, 0.1))
