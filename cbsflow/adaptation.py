@@ -26,7 +26,6 @@ on; the winner's experts continue to the full budget from their weights. Its cos
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Sequence
@@ -246,9 +245,9 @@ class successive_halving:
             stop = max(1, int(round(share * settings.steps)))
             scores = {}
             for i in alive:
-                outs = [job.fit_expert(k, n, e, widened(e.interval, job.margin), stop_at=stop,
-                                       state=f"halving/c{i}/segment_{k}") for k, e in enumerate(experts[i])]
-                scores[i] = self.score([e for e in experts[i]], cands[i], job)
+                for k, e in enumerate(experts[i]):
+                    job.fit_expert(k, n, e, widened(e.interval, job.margin), stop_at=stop, state=f"halving/c{i}/segment_{k}")
+                scores[i] = self.score(experts[i], cands[i], job)
             previous = 0 if r == 0 else int(round(self.rungs[r - 1] * settings.steps))
             spent += len(alive) * n * (stop - previous)
             ranked = sorted(alive, key=scores.get)

@@ -242,7 +242,41 @@ def run(args: argparse.Namespace) -> None:
         _report_plan(run_dir, reasons, refuse=args.no_rerun and not args.dry_run)
         if args.dry_run:
             return
-    _run_stages(run_dir, chosen, configs, reasons, args.segment is not None, process_state())
+    state = process_state()
+    warn_unused_processes(state)
+    _run_stages(run_dir, chosen, configs, reasons, args.segment is not None, state)
+
+
+def launcher_process_count() -> int | None:
+    """The --num_processes that `accelerate launch` (this process's parent) was given, or None."""
+    if "ACCELERATE_MIXED_PRECISION" not in os.environ:  # not started by accelerate launch
+        return None
+    pid = os.getppid()
+    for _ in range(3):  # the launcher, or its parent (torchrun's elastic agent sits in between)
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+            with open(f"/proc/{pid}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
+        for i, arg in enumerate(argv):
+            value = arg.split("=", 1)[1] if arg.startswith("--num_processes=") else (
+                argv[i + 1] if arg == "--num_processes" and i + 1 < len(argv) else None)
+            if value is not None:
+                return int(value) if value.isdigit() else None
+        pid = parent
+    return None
+
+
+def warn_unused_processes(state) -> None:
+    """One warning line when `accelerate launch --num_processes N` started fewer processes than asked for (on a CPU
+    that happens unless --multi_gpu is given too)."""
+    asked = launcher_process_count()
+    if asked and asked != state.num_processes and state.is_main_process:
+        print(f"warning: accelerate launch asked for {asked} processes but this run has {state.num_processes}; on a "
+              "CPU add --multi_gpu (it starts gloo workers): accelerate launch --multi_gpu --num_processes "
+              f"{asked} --mixed_precision no tools/run.py ...", file=sys.stderr)
 
 
 def _report_plan(run_dir: str, reasons: dict, refuse: bool) -> None:

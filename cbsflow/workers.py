@@ -19,6 +19,8 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import threading
+import time
 
 RUN_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "run.py")
 
@@ -67,17 +69,55 @@ def _child(argv: list[str], log_path: str, threads: int) -> None:
     sys.exit(code)
 
 
+_LIVE: set = set()  # the runs in flight (multiprocessing.Process or subprocess.Popen), for stop_all
+_LIVE_LOCK = threading.Lock()
+_STOPPING = threading.Event()
+
+
 def run(argv: list[str], log_path: str, threads: int = 0) -> int:
     """``tools/run.py argv`` with its output appended to ``log_path``, in a forked child (else a fresh interpreter);
     returns its exit code. ``threads`` > 0 sets torch's intra-op threads (and OMP_NUM_THREADS for a fresh one)."""
+    if _STOPPING.is_set():
+        return 130
     ctx = _context()
     if ctx is None:
         env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
         env.update({f"MALLOC_{name[2:]}_": str(value) for name, (_, value) in _MALLOPT.items()})
         with open(log_path, "a") as log:
-            return subprocess.run([sys.executable, RUN_SCRIPT, *argv], stdout=log, stderr=subprocess.STDOUT,
-                                  env=env).returncode
+            process = subprocess.Popen([sys.executable, RUN_SCRIPT, *argv], stdout=log, stderr=subprocess.STDOUT,
+                                       env=env)
+            with _LIVE_LOCK:
+                _LIVE.add(process)
+            try:
+                return process.wait()
+            finally:
+                with _LIVE_LOCK:
+                    _LIVE.discard(process)
     process = ctx.Process(target=_child, args=(list(argv), str(log_path), threads))
     process.start()
-    process.join()
+    with _LIVE_LOCK:
+        _LIVE.add(process)
+    try:
+        process.join()
+    finally:
+        with _LIVE_LOCK:
+            _LIVE.discard(process)
     return process.exitcode
+
+
+def stop_all(grace: float = 60.0) -> int:
+    """Stop every run in flight and start no more: SIGTERM first (a training run then writes a checkpoint and
+    exits, so a rerun resumes it), SIGKILL for any still alive after ``grace`` seconds. Returns how many it stopped."""
+    _STOPPING.set()
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for p in live:
+        p.terminate()
+    deadline = time.time() + grace
+    for p in live:
+        alive = (lambda: p.poll() is None) if isinstance(p, subprocess.Popen) else p.is_alive
+        while alive() and time.time() < deadline:
+            time.sleep(0.1)
+        if alive():
+            p.kill()
+    return len(live)

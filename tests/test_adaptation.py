@@ -108,3 +108,10 @@ def test_bad_adaptation_settings_are_one_clear_error():
         moving_mesh(at=(0.5, 0.2), steps=(0.1, 0.1))
     with pytest.raises(UserError, match="rungs must be increasing shares"):
         successive_halving(rungs=(0.2, 0.1))
+
+
+def test_moving_mesh_runs_end_to_end_on_an_image_smoke_configuration(tmp_path):
+    """gin/smoke/jit.gin with gin/splits/moving_mesh.gin: the adaptive split through every stage on images."""
+    assert main(["--gin", "gin/smoke/jit.gin", "--gin", "gin/splits/moving_mesh.gin", "--run-dir", str(tmp_path)]) == 0
+    split = json.loads((tmp_path / "split.json").read_text())
+    assert split["adapted_by"] == "moving_mesh" and (tmp_path / "metrics.json").exists()

@@ -433,3 +433,14 @@ def test_unset_required_macros_are_named_before_anything_else(tmp_path, capsys):
     # Only what the chosen stages read: training needs the data, not the evaluation's images.
     assert main(["--gin", "gin/smoke/latent.gin", "--run-dir", str(tmp_path / "run"), "--stages", "split,train"]) == 2
     assert "needs DATA_DIR: add" in capsys.readouterr().err
+
+
+def test_a_launch_that_starts_fewer_processes_than_asked_warns_once(tmp_path, repo_root):
+    """`accelerate launch --cpu --num_processes 2` runs one process: one warning line names the form that works."""
+    out = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "tools/run.py",
+                          "--gin", SMOKE, "--run-dir", str(tmp_path), "--bind", "split.solver = @uniform()",
+                          "--stages", "split"], cwd=repo_root, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    warnings = [line for line in out.stderr.splitlines() if line.startswith("warning: accelerate launch asked")]
+    assert len(warnings) == 1 and "add --multi_gpu" in warnings[0]

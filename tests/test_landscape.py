@@ -219,3 +219,47 @@ def test_the_shared_caches_key_on_the_code_too(tmp_path, monkeypatch):
     assert before != plain and ls.source_digest(["my_monitor_mod"]) == before
     module.write_text("X = 2\n")
     assert ls.source_digest(["my_monitor_mod"]) != before and ls.source_digest() == plain
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below pid (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.add(child)
+            todo.append(child)
+    return out
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_and_sigterm_stop_the_landscape_and_its_workers(sig, tmp_path, repo_root):
+    """--jobs 2: a signal to tools/landscape.py stops every run in flight (no orphans) and exits 130 with one line."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "tools/landscape.py", "--gin", "gin/smoke/toy.gin", "--n", "2", "--boundaries", "0.3", "0.7",
+           "--seeds", "0", "1", "--jobs", "2", "--out", str(out), "--bind", "expert/training.steps = 100000",
+           "--bind", "evaluate.metrics = [@sliced_wasserstein()]"]
+    proc = subprocess.Popen(cmd, cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob("runs/*/seed*/checkpoints/segment_0")):
+        time.sleep(0.2)  # a run is training
+    below = _descendants(proc.pid)
+    assert below, "no worker started"
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "landscape.py: stopped" in err and "Traceback" not in err, err[-2000:]
+    time.sleep(0.5)
+    assert not [p for p in below if os.path.exists(f"/proc/{p}") and
+                open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]

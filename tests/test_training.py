@@ -151,6 +151,7 @@ def test_same_command_runs_under_accelerate_launch_with_two_processes(tmp_path, 
     assert [(r["step"], r["lr"], r["ema_decay"]) for r in two_log] == [(r["step"], r["lr"], r["ema_decay"]) for r in one_log]
     assert two_log[9]["lr"] == pytest.approx(1e-3) and two_log[4]["lr"] == pytest.approx(0.5e-3)
     assert out.stdout.count("[train] done") == 1  # printed once, by the main process
+    assert "warning: accelerate launch asked" not in out.stderr  # both processes ran
     assert (tmp_path / "metrics.json").exists() and (tmp_path / "checkpoints" / "train.json").exists()
     assert (tmp_path / "checkpoints" / "segment_0" / "step_00000010").is_dir()
     assert json.loads((tmp_path / "sample.json").read_text())["processes"] == 2

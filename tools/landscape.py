@@ -46,6 +46,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -59,7 +60,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 from cbsflow import landscape as ls  # noqa: E402
 from cbsflow import workers  # noqa: E402
 from cbsflow.compare import t_quantile  # noqa: E402
-from cbsflow.errors import UserError  # noqa: E402
+from cbsflow.errors import EXIT_PREEMPTED, UserError  # noqa: E402
 
 RUN = [sys.executable, workers.RUN_SCRIPT]
 
@@ -200,8 +201,13 @@ class Runner:
                 self._one(*job)
             return
         with concurrent.futures.ThreadPoolExecutor(max_workers=self.args.jobs) as pool:
-            for future in concurrent.futures.as_completed([pool.submit(self._one, *job) for job in jobs]):
-                future.result()
+            try:
+                for future in concurrent.futures.as_completed([pool.submit(self._one, *job) for job in jobs]):
+                    future.result()
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the runs in flight before the pool waits for them
+                workers.stop_all()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
 
     def _one(self, cfg: ls.Config, seed: int, binds: list[str], digests: dict[str, str]) -> None:
         run_dir = self.run_dir(cfg, seed)
@@ -253,6 +259,8 @@ class Runner:
                 except Exception:  # a crash in one run is that run's failure, with its traceback in its log
                     traceback.print_exc(file=log)
                     code = 1
+            if code == EXIT_PREEMPTED:  # this process's SIGTERM reached the run's training loop first
+                raise KeyboardInterrupt("SIGTERM")
             if code != 0:
                 raise subprocess.CalledProcessError(code, "tools/run.py")
 
@@ -571,8 +579,25 @@ def _plot_configs(ax, cfgs: dict, m: str, t95: float) -> None:
     ax.set_yticks(list(y), [r[0] for r in rows], fontsize=6)
 
 
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _interrupted)  # SIGTERM stops the runs in flight, as Ctrl-C does
+    try:
+        return _main(args, argv)
+    except KeyboardInterrupt as stop:
+        workers.stop_all()
+        print(f"landscape.py: stopped ({stop or 'Ctrl-C'}); every run in flight was stopped (training runs wrote a "
+              "checkpoint): rerun the same command to go on", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
     try:
         for spec in args.solver:
             parse_solver(spec)
