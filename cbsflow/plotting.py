@@ -15,6 +15,16 @@ def _pyplot():
     return plt
 
 
+def monitor_label(profile: dict) -> str:
+    """The monitor's name with the settings that change what it measures (centred, prediction target)."""
+    config = profile.get("config") or {}
+    label = profile.get("monitor", "monitor")
+    if any(k.split("/")[-1] == "dirichlet.centred" and v is True for k, v in config.items()):
+        label += " (centred)"
+    target = next((v for k, v in config.items() if k.split("/")[-1] == "dirichlet.target" and v != "velocity"), None)
+    return label + (f", {target} prediction" if target else "")
+
+
 def plot_profile(path: str, profile: dict | None, split: dict, density_fn) -> None:
     """Monitor with its error band (log scale), the normalised cumulative density, and the boundaries."""
     plt = _pyplot()
@@ -24,7 +34,7 @@ def plot_profile(path: str, profile: dict | None, split: dict, density_fn) -> No
         t, m, se = (np.asarray(profile[k], np.float64) for k in ("t", "value", "stderr"))
         lo = np.maximum(m - 2 * se, m * 1e-3)
         ax_m.fill_between(t, lo, m + 2 * se, alpha=0.3, label="± 2 s.e.")
-        ax_m.plot(t, m, label=profile.get("monitor", "monitor"))
+        ax_m.plot(t, m, label=monitor_label(profile))
         if np.all(m > 0):
             ax_m.set_yscale("log")
         rho = density_fn(m)
@@ -38,7 +48,9 @@ def plot_profile(path: str, profile: dict | None, split: dict, density_fn) -> No
     ax_c.set_xlabel("t  (0 = noise, 1 = data)")
     ax_m.set_ylabel("monitor")
     ax_c.set_ylabel("C(t) / C(1)")
-    ax_m.set_title(f"{split['solver']}: boundaries " + ", ".join(f"{b:.3f}" for b in boundaries))
+    density = (f"; density (m + {split['floor']:g} mean m)^{split['exponent']:.3g}"
+               if profile is not None and split.get("exponent") is not None and split.get("floor") is not None else "")
+    ax_m.set_title(f"{split['solver']}: boundaries " + ", ".join(f"{b:.3f}" for b in boundaries) + density, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -52,10 +64,22 @@ def plot_scatter(path: str, samples: np.ndarray, reference: np.ndarray, title: s
         ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.4)
         ax.set_title(name)
         ax.set_aspect("equal")
-    fig.suptitle(title)
-    fig.tight_layout()
+    top = _suptitle(fig, title)
+    fig.tight_layout(rect=(0, 0, 1, top))
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _suptitle(fig, title: str, fontsize: float = 9) -> float:
+    """A figure title wrapped to the figure's width (never clipped at the edges); returns the top of the free space
+    below it, for tight_layout's rect."""
+    import textwrap
+
+    width_in, height_in = fig.get_size_inches()
+    chars = max(20, int(width_in * 72 / (0.55 * fontsize)))  # ~0.55 em per character
+    lines = [wrapped for line in title.splitlines() for wrapped in (textwrap.wrap(line, chars) or [""])]
+    fig.suptitle("\n".join(lines), fontsize=fontsize)
+    return 1 - (len(lines) * fontsize * 1.35 + 8) / (72 * height_in)
 
 
 def _grid(images: np.ndarray, nrow: int = 8) -> np.ndarray:
@@ -82,8 +106,8 @@ def plot_images(path: str, samples, reference, title: str) -> None:
         ax.imshow(_grid(imgs), interpolation="nearest")
         ax.set_title(f"{name} ({len(imgs)})")
         ax.axis("off")
-    fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    top = _suptitle(fig, title)
+    fig.tight_layout(rect=(0, 0, 1, top))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

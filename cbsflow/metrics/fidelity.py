@@ -197,7 +197,8 @@ class _FidelityMetric:
             raise UserError(
                 f"{self.feature_extractor} weights not found: {path} — put {path.name} there or set "
                 f"`{type(self).__name__}.weights_path = '/path/to/{path.name}'` (gin file or --bind); cbsflow never "
-                f"downloads weights (offline alternative: feature_extractor = '{OFFLINE_EXTRACTOR}', not FID)"
+                f"downloads weights (offline alternative, not FID: --bind \"{type(self).__name__}.feature_extractor = "
+                f"'{OFFLINE_EXTRACTOR}'\", or the fd_offline metric)"
             )
         return path
 
