@@ -119,7 +119,7 @@ class moving_mesh:
     """
 
     def __init__(self, at: Sequence[float] = (0.25, 0.45, 0.65), steps: Sequence[float] = (0.15, 0.1, 0.05),
-                 window: float = 0.1, overlap: float = 0.05, n_eval: int = 8192, z: float = 2.0,
+                 window: float = 0.1, overlap: float = 0.05, n_eval: int = 32768, z: float = 2.0,
                  min_width: float = 0.05):
         if len(at) != len(steps) or not all(0 < a < 1 for a in at) or list(at) != sorted(at):
             raise UserError(f"moving_mesh: 'at' must be increasing shares in (0, 1), one per step; got at={list(at)}, "

@@ -74,7 +74,7 @@ def test_moving_mesh_runs_through_the_stages_and_publishes_the_final_split(tmp_p
     assert split["boundaries"] == record["final_boundaries"] == train["boundaries"]
     assert [h["step"] for h in record["history"]] == [30, 54, 78]
     # The indicator's forward passes against forward + backward of 2 experts x 120 steps x 128 samples.
-    assert train["extra_compute"] == pytest.approx(3 * 2 * 8192 / (3 * 2 * 120 * 128)) and (run / "adaptation.png").exists()
+    assert train["extra_compute"] == pytest.approx(3 * 2 * 32768 / (3 * 2 * 120 * 128)) and (run / "adaptation.png").exists()
     for k in range(2):  # every expert was trained for the interval it owns in the final split
         ckpt = torch.load(run / "checkpoints" / f"segment_{k}.pt", weights_only=True)
         assert ckpt["interval"] == split["boundaries"][k:k + 2] and ckpt["steps"] == 120
