@@ -11,6 +11,7 @@ two experts.
 from __future__ import annotations
 
 import contextlib
+import math
 
 import numpy as np
 import torch
@@ -130,6 +131,104 @@ def allocate(weights: np.ndarray, n_steps: int) -> np.ndarray:
     while steps.sum() > n_steps:  # undo the minimum of one step where it overshoots most
         steps[np.argmax(np.where(steps > 1, steps - share, -np.inf))] -= 1
     return steps
+
+
+# Dormand-Prince 5(4) (Hairer, Norsett & Wanner, Solving ODEs I, table 5.2): nodes, stages, 5th- and 4th-order weights.
+_DP_C = (0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0)
+_DP_A = ((), (1 / 5,), (3 / 40, 9 / 40), (44 / 45, -56 / 15, 32 / 9),
+         (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
+         (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
+         (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84))
+_DP_B5 = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0)
+_DP_B4 = (5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40)
+
+
+@register("sampler")
+class dopri5:
+    """Adaptive Dormand-Prince 5(4) (SiT's default ODE sampler; torchdiffeq's 'dopri5'), one step size per batch.
+
+    Within each segment it integrates from one boundary to the next (the sample stage hands it one segment's grid
+    at a time, and only the grid's ends are used), so it switches experts exactly at the boundaries; the step size is
+    chosen so that the RMS of the local error over the batch, scaled by atol + rtol |x|, stays below 1. The network
+    evaluations it spent are counted like any sampler's (sample.json's ``nfe``).
+    """
+
+    def __init__(self, atol: float = 1e-6, rtol: float = 1e-3, max_steps: int = 10000):
+        if atol <= 0 or rtol <= 0 or max_steps < 1:
+            raise UserError(f"dopri5: need atol > 0, rtol > 0, max_steps >= 1 (got {atol}, {rtol}, {max_steps})")
+        self.atol, self.rtol, self.max_steps = atol, rtol, max_steps
+
+    @torch.no_grad()
+    def __call__(self, velocity, x, t_grid, y=None, path=None, generator=None):
+        t, end = float(t_grid[0]), float(t_grid[-1])
+        k1 = velocity(x, _full(t, x), y)
+        h = self._first_step(x, k1, end - t)
+        for _ in range(self.max_steps):
+            if t >= end - 1e-12:
+                return x
+            h = min(h, end - t)
+            ks = [k1]
+            for i in range(1, 7):
+                xi = x + h * sum(a * k for a, k in zip(_DP_A[i], ks) if a)
+                ks.append(velocity(xi, _full(t + _DP_C[i] * h, x), y))
+            new = x + h * sum(b * k for b, k in zip(_DP_B5, ks) if b)
+            err = h * sum((b5 - b4) * k for b5, b4, k in zip(_DP_B5, _DP_B4, ks) if b5 != b4)
+            scale = self.atol + self.rtol * torch.maximum(x.abs(), new.abs())
+            ratio = float((err / scale).pow(2).mean().sqrt())
+            if ratio <= 1.0:  # accept; the last stage is the next step's first (FSAL)
+                t, x, k1 = t + h, new, ks[6]
+            h *= min(10.0, max(0.2, 0.9 * (ratio if ratio > 0 else 1e-10) ** -0.2))
+        raise UserError(f"dopri5: more than {self.max_steps} steps between t = {t_grid[0]} and {end}; raise "
+                        "dopri5.max_steps or loosen dopri5.rtol / atol")
+
+    def _first_step(self, x, k1, span: float) -> float:
+        """Hairer's rule of thumb: a step that moves x by about 1 % of its scale."""
+        scale = self.atol + self.rtol * x.abs()
+        d0, d1 = float((x / scale).pow(2).mean().sqrt()), float((k1 / scale).pow(2).mean().sqrt())
+        h = 0.01 * d0 / d1 if d0 > 1e-5 and d1 > 1e-5 else 1e-6
+        return min(max(h, 1e-6 * span), span)
+
+
+@register("sampler")
+@torch.no_grad()
+def dpm_solver_pp(velocity, x, t_grid, y=None, path=None, generator=None):
+    """DPM-Solver++(2M) (Lu et al. 2022) in the flow's own parameterisation: multistep, second order, one network
+    evaluation per step, on the data prediction x1_hat = path.from_velocity(v, x, t, 'x1').
+
+    With lambda = log(alpha / sigma) and h_i = lambda_i - lambda_{i-1}, a step is
+    x_i = (sigma_i / sigma_{i-1}) x_{i-1} - alpha_i (exp(-h_i) - 1) D_i, where D_i = x1_hat_{i-1} on a segment's
+    first step and (1 + 1/(2 r)) x1_hat_{i-1} - 1/(2 r) x1_hat_{i-2} after it, r = h_{i-1} / h_i. The ends t = 0
+    (alpha = 0) and t = 1 (sigma = 0) are exact limits (h = inf). The history restarts at every boundary.
+    """
+    if path is None:
+        raise UserError("dpm_solver_pp needs the path (the sample stage passes it; pass path=... when calling it)")
+    ts = [float(v) for v in t_grid]
+    lam = [_log_snr(path, t) for t in ts]
+    previous, h_previous = None, None
+    for i in range(1, len(ts)):
+        t0, t1 = ts[i - 1], ts[i]
+        d = path.from_velocity(velocity(x, _full(t0, x), y), x, _full(t0, x), "x1")
+        h = lam[i] - lam[i - 1]
+        if previous is not None and math.isfinite(h) and math.isfinite(h_previous):
+            r = h_previous / h
+            d_used = (1 + 0.5 / r) * d - (0.5 / r) * previous
+        else:
+            d_used = d
+        a1, s0, s1 = float(path.alpha(torch.tensor(t1))), float(path.sigma(torch.tensor(t0))), float(
+            path.sigma(torch.tensor(t1)))
+        decay = math.exp(-h) if math.isfinite(h) else 0.0  # exp(-h) = (sigma_1 / alpha_1) (alpha_0 / sigma_0)
+        x = (s1 / s0 if s0 > 0 else 0.0) * x - a1 * (decay - 1.0) * d_used
+        previous, h_previous = d, h
+    return x
+
+
+def _log_snr(path, t: float) -> float:
+    a, s = float(path.alpha(torch.tensor(t))), float(path.sigma(torch.tensor(t)))
+    if a <= 0:
+        return -math.inf
+    if s <= 0:
+        return math.inf
+    return math.log(a / s)
 
 
 class Schedule:

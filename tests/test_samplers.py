@@ -66,3 +66,63 @@ def test_sampling_calls_only_the_owning_expert_with_correct_nfe():
     torch.testing.assert_close(x, torch.ones(3, 2))  # dx/dt = 1 from 0 to 1
     for k, t in calls:  # the right end of segment 0 (t = 0.4) is still evaluated by expert 0
         assert (k == 0 and t <= 0.4 + 1e-6) or (k == 1 and t >= 0.4 - 1e-6)
+
+
+def _gaussian_flow(path_name="linear"):
+    """N(mu, diag s^2) data on the linear path: the exact field and its flow map x_t = t mu + sqrt(V(t)) z."""
+    from cbsflow.estimators import MixtureVelocity
+    from cbsflow.paths import linear
+
+    mu = torch.tensor([1.0, -1.0], dtype=torch.float64)
+    s = torch.tensor([0.5, 2.0], dtype=torch.float64)
+    field = MixtureVelocity(torch.ones(1), mu[None], s[None], linear()).double()
+    z = torch.randn(1000, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return field, linear(), (lambda t: t * mu + torch.sqrt(t * t * s * s + (1 - t) ** 2) * z)
+
+
+def test_dopri5_meets_its_tolerance_on_the_exact_gaussian_flow_and_counts_its_evaluations():
+    from cbsflow.samplers import CountingVelocity, dopri5
+
+    field, path, exact = _gaussian_flow()
+    errors, nfes = [], []
+    for rtol in (1e-3, 1e-6):
+        counted = CountingVelocity(field)
+        x = dopri5(rtol=rtol, atol=rtol * 1e-3)(counted, exact(0.0), [0.0, 1.0], path=path)
+        errors.append((x - exact(1.0)).abs().max().item())
+        nfes.append(counted.nfe)
+    assert errors[1] < 1e-4 and errors[1] < errors[0] < 0.05
+    assert nfes[1] > nfes[0] > 6  # tighter tolerance, more evaluations (6 per step, 1 more at the start)
+
+
+def test_dopri5_switches_experts_exactly_at_the_boundaries():
+    from cbsflow.samplers import dopri5, uniform_steps
+
+    field, path, exact = _gaussian_flow()
+    seen = {0: [], 1: []}
+
+    class Spy(torch.nn.Module):
+        def __init__(self, k):
+            super().__init__()
+            self.k = k
+
+        def forward(self, x, t, y=None):
+            seen[self.k].append(t.min().item())
+            seen[self.k].append(t.max().item())
+            return field(x, t, y)
+
+    model = SegmentedVelocity([Spy(0), Spy(1)], torch.tensor([0.0, 0.4, 1.0]))
+    x, nfe = sample_segmented(model, dopri5(rtol=1e-6, atol=1e-9), uniform_steps()(np.array([0, 0.4, 1.0]), 2),
+                              exact(0.0), path=path)
+    assert max(seen[0]) <= 0.4 + 1e-6 and min(seen[1]) >= 0.4 - 1e-6 and nfe > 12  # t is float32
+    torch.testing.assert_close(x, exact(1.0), atol=1e-4, rtol=0)
+
+
+def test_dpm_solver_pp_is_second_order_and_beats_heun_at_equal_evaluations():
+    from cbsflow.samplers import dpm_solver_pp
+
+    field, path, exact = _gaussian_flow()
+    err = {n: (dpm_solver_pp(field, exact(0.1), np.linspace(0.1, 0.9, n + 1).tolist(), path=path) - exact(0.9))
+           .abs().max().item() for n in (20, 40, 80)}
+    assert 3.4 < err[40] / err[80] < 4.4  # error ~ h^2
+    heun_20_nfe = (heun(field, exact(0.1), np.linspace(0.1, 0.9, 11).tolist()) - exact(0.9)).abs().max().item()
+    assert err[20] < heun_20_nfe  # 20 steps of one evaluation against 10 of two
