@@ -81,8 +81,9 @@ def run_methods(args) -> None:
         extra = ["--boundaries", *BOUNDARIES, "--measured", str(out / "landscape.json")]
         for method in args.methods:
             extra += ["--solver", f"{method}=" + "; ".join(METHODS[method])]
-        extra += ["--baseline", f"N=1 2x steps=expert/training.steps = {2 * STEPS}",
-                  "--baseline", f"N=1 2x params=mlp.width = {WIDE[expert]}"]
+        if args.baselines:
+            extra += ["--baseline", f"N1x2steps=expert/training.steps = {2 * STEPS}",
+                      "--baseline", f"N1x2params=mlp.width = {WIDE[expert]}"]
         landscape(out, binds, extra, args.jobs, "methods")
 
 
@@ -92,6 +93,8 @@ def main(argv=None) -> int:
     p.add_argument("--boards", nargs="+", default=list(BOARDS), choices=list(BOARDS))
     p.add_argument("--experts", nargs="+", default=list(EXPERTS), choices=list(EXPERTS))
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--no-baselines", dest="baselines", action="store_false",
+                   help="methods: leave out the one-network baselines with 2x steps and 2x parameters")
     p.add_argument("--jobs", type=int, default=2, help="landscapes at a time (each runs one run at a time)")
     args = p.parse_args(argv)
     if args.what == "report":

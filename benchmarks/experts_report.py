@@ -15,7 +15,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 PRIMARY = "sliced_wasserstein"
-BASELINES = ("N=1", "N=1 2x steps", "N=1 2x params")
+BASELINES = ("N=1", "N1x2steps", "N1x2params")  # one network; trained 2x the steps; ~2x the parameters
 
 
 def _timings(run_root: Path, label: str) -> list[dict]:
