@@ -141,7 +141,8 @@ class aux_net:
 
 @register("estimator")
 class checkpoint:
-    """A trained model read from disk: a cbsflow checkpoint file or a run directory (all its experts)."""
+    """A trained model read from disk: a cbsflow checkpoint file, a run directory (all its experts), or a single
+    network's state dict (also the official SiT layout, mapped as for ``train.init_from``)."""
 
     def __init__(self, path: str, backbone: Constructor("backbone"), use_ema: bool = True):
         self.path, self.backbone, self.use_ema = os.path.expanduser(path), backbone, use_ema
@@ -153,7 +154,16 @@ class checkpoint:
             raise UserError(f"checkpoint.path: {self.path} does not exist; point it at a .pt file or a run directory")
         if os.path.isdir(self.path):
             return load_segmented(self.path, self.backbone, dataset, path, use_ema=self.use_ema).eval()
-        return load_expert(self.path, self.backbone, dataset, path, use_ema=self.use_ema).eval()
+        raw = torch.load(self.path, map_location="cpu", weights_only=True) if self.path.endswith((".pt", ".pth")) else {}
+        if isinstance(raw, dict) and "interval" in raw:  # this project's expert checkpoint
+            return load_expert(self.path, self.backbone, dataset, path, use_ema=self.use_ema).eval()
+        # Any other single network (a state dict, an official SiT checkpoint): as train.init_from reads it.
+        from cbsflow.pretrained import init_state
+        from cbsflow.segmented import Expert, build_network
+
+        net = build_network(self.backbone, dataset)
+        net.load_state_dict(init_state(self.path, net)[0])
+        return Expert(net, path).eval()
 
 
 class Difference(nn.Module):

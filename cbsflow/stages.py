@@ -97,7 +97,8 @@ def train(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQU
           dataset: Instance("dataset") = gin.REQUIRED, path: Instance("path") = gin.REQUIRED,
           settings: TrainSettings = gin.REQUIRED, shared_init_steps: int = 0, local_time: bool = False,
           margin: float = 0.0, segments: list[int] | None = None, seed: int = 0,
-          adaptation: Instance("adaptation") | None = None, figures: bool = True) -> None:
+          adaptation: Instance("adaptation") | None = None, init_from: str | None = None,
+          figures: bool = True) -> None:
     """Train one expert per segment on t drawn inside its interval; write checkpoints/segment_k.pt.
 
     ``settings`` (``@expert/training()`` in gin/base.gin) says how each expert is trained. ``shared_init_steps`` > 0
@@ -108,7 +109,8 @@ def train(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQU
     ``adaptation`` (``@moving_mesh()``, ``@successive_halving()``) moves the boundaries while the experts train,
     starting from the split's; the final boundaries go back into split.json (the split's own stay there as
     ``initial_boundaries``) and every move into checkpoints/adaptation.json (and adaptation.png unless
-    ``figures = False``).
+    ``figures = False``). ``init_from`` starts every expert (or the shared base) from a pretrained single network:
+    this project's checkpoint or an official SiT / DiT state dict (cbsflow/pretrained.py maps the keys).
     """
     from cbsflow.training import TrainingRun
 
@@ -117,6 +119,9 @@ def train(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQU
     if local_time and shared_init_steps > 0:
         raise UserError("train: local_time=True rescales t per expert, so a base network trained on global t "
                         "cannot initialise the experts; set train.shared_init_steps = 0")
+    if local_time and init_from:
+        raise UserError("train: local_time=True rescales t per expert, so a network pretrained on global t cannot "
+                        "start the experts; drop train.init_from or train.local_time")
     if adaptation is not None and (segments is not None or local_time):
         raise UserError("train.adaptation moves every expert's interval together: it cannot train one expert per job "
                         "(--segment) nor rescale t per interval (local_time); drop one of them")
@@ -125,7 +130,7 @@ def train(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQU
     if adaptation is not None:
         return _adapt(run_dir, prov, adaptation, figures, TrainingRun(
             run_dir, backbone, dataset, path, settings, local_time, seed,
-            prov.config_digest if prov is not None else None, margin), shared_init_steps)
+            prov.config_digest if prov is not None else None, margin), shared_init_steps, init_from)
     boundaries = rundir.read_boundaries(run_dir, "train")
     n = len(boundaries) - 1
     todo = list(range(n)) if segments is None else [int(k) for k in segments]
@@ -133,7 +138,7 @@ def train(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQU
         raise UserError(f"train.segments / --segment: {todo} is outside 0..{n - 1} (the split has {n} segments)")
     job = TrainingRun(run_dir, backbone, dataset, path, settings, local_time, seed,
                       prov.config_digest if prov is not None else None, margin)
-    base = job.shared_base(shared_init_steps) if shared_init_steps else None
+    base = job.initial_state(init_from, shared_init_steps)
     for k in todo:
         job.expert(k, boundaries, base)
     if process_state().is_main_process and job.all_complete(boundaries):
@@ -142,14 +147,14 @@ def train(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQU
             "steps_per_segment": settings.steps, "local_time": local_time, **_record(prov)})
 
 
-def _adapt(run_dir, prov, adaptation, figures: bool, job, shared_init_steps: int) -> None:
+def _adapt(run_dir, prov, adaptation, figures: bool, job, shared_init_steps: int, init_from: str | None) -> None:
     """The train stage with moving boundaries: train, then publish the final split and train.json."""
     from cbsflow.adaptation import _plot
 
     path = rundir.artifact(run_dir, "split")
     split = rundir.read_json(path, "train")
     initial = rundir.check_boundaries(split.get("initial_boundaries", split.get("boundaries")), path)
-    base = job.shared_base(shared_init_steps) if shared_init_steps else None
+    base = job.initial_state(init_from, shared_init_steps)
     final = np.asarray(adaptation(job, initial, base), dtype=float)
     if not process_state().is_main_process:
         return

@@ -532,15 +532,28 @@ class TrainingRun:
                 "interval": list(expert.interval), "train_interval": list(seen), "steps": self.settings.steps,
                 "local_time": self.local_time, "loss": out["loss"], "config_digest": self.config_digest})
 
-    def shared_base(self, steps: int) -> dict:
+    def initial_state(self, init_from: str | None, shared_init_steps: int) -> dict | None:
+        """The weights every expert starts from: a pretrained checkpoint (``train.init_from``), then a shared base
+        trained on all of [0, 1] from it (``shared_init_steps``), or None (fresh initialisation)."""
+        from cbsflow.pretrained import init_state
+        from cbsflow.segmented import build_network
+
+        init = None
+        if init_from:
+            init, notes = init_state(init_from, build_network(self.backbone, self.dataset))
+            if process_state().is_main_process:
+                print(f"[train] experts start from {init_from}" + (f" ({'; '.join(notes)})" if notes else ""))
+        return self.shared_base(shared_init_steps, init) if shared_init_steps else init
+
+    def shared_base(self, steps: int, init: dict | None = None) -> dict:
         """Weights of a base network trained on all of [0, 1] (trained once, then read from checkpoints/base.pt);
         concurrent --segment jobs wait for the one that trains it instead of training it again."""
         from cbsflow import locks
 
         with locks.held(locks.expert_lock(self.run_dir, "base"), process_state(), wait=float("inf")):
-            return self._shared_base(steps)
+            return self._shared_base(steps, init)
 
-    def _shared_base(self, steps: int) -> dict:
+    def _shared_base(self, steps: int, init: dict | None) -> dict:
         from cbsflow import rundir
         from cbsflow.segmented import Expert, build_network
 
@@ -549,6 +562,8 @@ class TrainingRun:
             return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
         torch.manual_seed(self.seed)
         net = build_network(self.backbone, self.dataset)
+        if init is not None:
+            net.load_state_dict(init)
         out = fit(Expert(net, self.path), self.dataset, self.path, (0.0, 1.0), dataclasses.replace(self.settings, steps=steps),
                   seed=self.seed, state_dir=rundir.state_dir(self.run_dir, "base"), desc="shared base")
         if process_state().is_main_process:

@@ -1,0 +1,99 @@
+"""Pretrained starting points: train.init_from with this project's checkpoints and the official SiT/DiT layout."""
+
+import json
+import re
+
+import pytest
+import torch
+
+from cbsflow.backbones.sit import sit
+from cbsflow.cli import main
+from cbsflow.errors import UserError
+from cbsflow.pretrained import OFFICIAL_KEYS, init_state
+
+OURS_TO_OFFICIAL = {  # the inverse of cbsflow/pretrained.py's table, written out by hand for the test
+    r"embed\.(weight|bias)": r"x_embedder.proj.\1",
+    r"time\.mlp\.(0|2)\.(weight|bias)": r"t_embedder.mlp.\1.\2",
+    r"label\.table\.weight": "y_embedder.embedding_table.weight",
+    r"blocks\.(\d+)\.ada\.1\.(weight|bias)": r"blocks.\1.adaLN_modulation.1.\2",
+    r"blocks\.(\d+)\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias)": r"blocks.\1.\2.\3",
+    r"final\.ada\.1\.(weight|bias)": r"final_layer.adaLN_modulation.1.\1",
+    r"final\.linear\.(weight|bias)": r"final_layer.linear.\1",
+}
+
+
+def official_layout(net: sit, channels: int) -> dict:
+    """Our sit's weights as the official SiT code would store them: Conv2d patch embedding, a learned-sigma final
+    layer with 2C channels per pixel (the variance half random), a pos_embed table."""
+    p, out = net.patch, {}
+    for key, value in net.state_dict().items():
+        new = next(re.sub(a, b, key) for a, b in OURS_TO_OFFICIAL.items() if re.fullmatch(a, key))
+        out[new] = value.clone()
+    w = out["x_embedder.proj.weight"]  # (d, p*p*c) over (p q c) -> (d, c, p, q)
+    out["x_embedder.proj.weight"] = w.reshape(w.shape[0], p, p, channels).permute(0, 3, 1, 2).contiguous()
+    lw, lb = out["final_layer.linear.weight"], out["final_layer.linear.bias"]
+    sigma_w, sigma_b = torch.randn_like(lw), torch.randn_like(lb)
+    out["final_layer.linear.weight"] = torch.cat([lw.reshape(p * p, channels, -1), sigma_w.reshape(p * p, channels, -1)],
+                                                 1).reshape(2 * lw.shape[0], -1)
+    out["final_layer.linear.bias"] = torch.cat([lb.reshape(p * p, channels), sigma_b.reshape(p * p, channels)],
+                                               1).reshape(-1)
+    out["pos_embed"] = torch.zeros(1, 16, 8)
+    return out
+
+
+def test_an_official_sit_state_dict_maps_onto_our_backbone_exactly(tmp_path):
+    torch.manual_seed(0)
+    net = sit(data_shape=(3, 8, 8), num_classes=10, size="T", patch=2)
+    path = tmp_path / "SiT-official.pt"
+    torch.save(official_layout(net, 3), path)
+    state, notes = init_state(str(path), sit(data_shape=(3, 8, 8), num_classes=10, size="T", patch=2))
+    assert "mapped the official SiT/DiT key layout" in notes[0] and "learned-sigma" in notes[1]
+    for key, value in net.state_dict().items():
+        assert torch.equal(state[key], value), key
+    x, t, y = torch.randn(2, 3, 8, 8), torch.rand(2), torch.tensor([1, 2])
+    loaded = sit(data_shape=(3, 8, 8), num_classes=10, size="T", patch=2)
+    loaded.load_state_dict(state)
+    torch.testing.assert_close(loaded(x, t, y), net(x, t, y))  # the same function, not only the same numbers
+    assert len(OFFICIAL_KEYS) == len(OURS_TO_OFFICIAL)
+
+
+def test_a_checkpoint_that_does_not_fit_is_one_clear_error(tmp_path):
+    torch.save(sit(data_shape=(3, 8, 8), num_classes=10, size="T", patch=2).state_dict(), tmp_path / "t.pt")
+    with pytest.raises(UserError, match="does not fit the experts' backbone"):
+        init_state(str(tmp_path / "t.pt"), sit(data_shape=(3, 8, 8), num_classes=10, size="S", patch=2))
+    with pytest.raises(UserError, match="does not exist"):
+        init_state(str(tmp_path / "none.pt"), sit(data_shape=(3, 8, 8), size="T", patch=2))
+
+
+def test_experts_start_from_another_runs_network_through_the_train_stage(tmp_path, capsys, repo_root, monkeypatch):
+    monkeypatch.chdir(repo_root)
+    one = ["--gin", "gin/smoke/toy.gin", "--bind", "split.solver = @manual()", "--bind", "manual.boundaries = [0, 1]",
+           "--stages", "split,train"]
+    assert main(one + ["--run-dir", str(tmp_path / "single")]) == 0
+    ckpt = tmp_path / "single" / "checkpoints" / "segment_0.pt"
+    assert main(["--gin", "gin/smoke/toy.gin", "--bind", "split.solver = @uniform()", "--bind", "uniform.n_segments = 2",
+                 "--bind", f"train.init_from = '{ckpt}'", "--bind", "expert/training.steps = 1",
+                 "--bind", "expert/training.lr = 0.0", "--stages", "split,train", "--run-dir", str(tmp_path / "cbs")]) == 0
+    assert f"experts start from {ckpt}" in capsys.readouterr().out
+    start = torch.load(ckpt, weights_only=True)["ema"]
+    for k in range(2):  # lr 0: each expert is still exactly the network it started from
+        state = torch.load(tmp_path / "cbs" / "checkpoints" / f"segment_{k}.pt", weights_only=True)["state_dict"]
+        assert all(torch.equal(state[n], v) for n, v in start.items())
+    assert json.loads((tmp_path / "cbs" / "checkpoints" / "train.json").read_text())["config"]["train.init_from"] == str(ckpt)
+
+
+def test_the_checkpoint_estimator_profiles_an_official_state_dict(tmp_path):
+    from cbsflow.estimators import checkpoint
+    from cbsflow.paths import linear
+
+    torch.manual_seed(0)
+    net = sit(data_shape=(3, 8, 8), num_classes=0, size="T", patch=2)
+    torch.save(official_layout(net, 3), tmp_path / "official.pt")
+
+    class Data:
+        shape, num_classes = (3, 8, 8), 0
+
+    field = checkpoint(path=str(tmp_path / "official.pt"), backbone=lambda **kw: sit(size="T", patch=2, **kw))(
+        Data(), linear())
+    x, t = torch.randn(2, 3, 8, 8), torch.rand(2)
+    torch.testing.assert_close(field(x, t), net(x, t))
