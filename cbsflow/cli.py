@@ -174,7 +174,7 @@ def _needed(chosen: list[str], configs: dict) -> set[str]:
         stage, reader = STAGE_ORDER[i], STAGE_ORDER[i + 1]
         if stage in chosen or not (reader in chosen or reader in needed):
             continue
-        if stage == "profile" and not _solver_needs_profile(configs):
+        if stage == "profile" and not solver_needs_profile():
             continue
         needed.add(stage)
     return needed
@@ -183,14 +183,13 @@ def _needed(chosen: list[str], configs: dict) -> set[str]:
 def default_stages() -> tuple[list[str], str | None]:
     """Every stage, except profile when the split's solver does not read a profile (uniform, manual, logsnr); and
     the line that says so."""
-    solver = _bound_solver()
-    if solver is not None and not getattr(solver, "needs_profile", True):
-        return ([s for s in STAGE_ORDER if s != "profile"],
-                f"[profile] skipped: split.solver {solver.__name__} needs no profile (--stages profile,... runs it)")
+    if not solver_needs_profile():
+        return ([s for s in STAGE_ORDER if s != "profile"], f"[profile] skipped: split.solver {bound_solver().__name__} "
+                "needs no profile (--stages profile,... runs it)")
     return list(STAGE_ORDER), None
 
 
-def _bound_solver():
+def bound_solver():
     """The class of the partition solver bound to split.solver, or None when it is not bound or not known."""
     split = next(config.walk(f"{config.STAGE_MODULE}.split"))
     ref = split.bound.get("solver")
@@ -200,12 +199,10 @@ def _bound_solver():
         return None
 
 
-def _solver_needs_profile(configs: dict) -> bool:
-    solver = str(configs["split"].get("split.solver", "")).lstrip("@").split("(")[0].split("/")[-1]
-    try:
-        return bool(getattr(registry.get(solver).obj, "needs_profile", True))
-    except KeyError:
-        return True
+def solver_needs_profile() -> bool:
+    """Whether the partition solver bound to split.solver reads a profile (an unknown one is assumed to)."""
+    solver = bound_solver()
+    return solver is None or bool(getattr(solver, "needs_profile", True))
 
 
 def run(args: argparse.Namespace) -> None:

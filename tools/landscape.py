@@ -161,10 +161,9 @@ class Runner:
 
         cli.import_modules(self.args.imports)
         config.parse(self.gin_files(cfg), bindings)
-        solver = cli._bound_solver()
         # The caches key on the configuration and on the code (an edited cbsflow or --import module trains anew).
         digests = {s: f"{rundir.config_digest(cli.stage_config(s))}-{self.code}" for s in ("profile", "train")}
-        return {**digests, "needs_profile": solver is None or getattr(solver, "needs_profile", True)}
+        return {**digests, "needs_profile": cli.solver_needs_profile()}
 
     def bindings(self, cfg: ls.Config, seed: int) -> list[str]:
         """A fixed split through the manual solver; a solver's own bindings with N_SEGMENTS = --n (gin/base.gin)."""
