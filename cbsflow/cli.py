@@ -51,6 +51,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="start a new run directory from another one's profile, split and trained experts (hard links), "
                         "e.g. to sample the same experts with other settings")
     p.add_argument("--force", action="store_true", help="redo the chosen stages even if they are up to date")
+    p.add_argument("--rerun", action="store_true",
+                   help="retrain experts whose settings changed (without it a changed binding that would retrain "
+                        "stops with an error saying what changed: training is the expensive stage)")
     p.add_argument("--no-rerun", action="store_true",
                    help="stop with an error instead of redoing a stage whose artifact exists but is out of date")
     p.add_argument("--dry-run", action="store_true", help="say which stages would run and why, then stop")
@@ -213,8 +216,12 @@ def run(args: argparse.Namespace) -> None:
     if args.list is not None:
         print(config.describe_component(args.list) if args.list else list_components())
         return
+    if not args.gin and args.run_dir and os.path.exists(os.path.join(args.run_dir, RECORD)):
+        args.gin = [os.path.join(args.run_dir, RECORD)]  # the run's own record: every binding and --import of it
+        print(f"configuration: {args.gin[0]} (the run's recorded settings)")
     if not args.gin:
-        raise UserError("no configuration: pass --gin FILE (e.g. --gin gin/quickstart.gin), or --list")
+        raise UserError("no configuration: pass --gin FILE (e.g. --gin gin/quickstart.gin), --run-dir of an existing "
+                        "run, or --list")
     if args.force and args.no_rerun:
         raise UserError("--force redoes stages and --no-rerun forbids it: choose one")
     segments = [f"train.segments = {args.segment}"] if args.segment else []
@@ -239,9 +246,10 @@ def run(args: argparse.Namespace) -> None:
         _report_plan(run_dir, reasons, refuse=args.no_rerun and not args.dry_run)
         if args.dry_run:
             return
+    _check_retraining(run_dir, reasons, args)
     state = process_state()
     warn_unused_processes(state)
-    _run_stages(run_dir, chosen, configs, reasons, args.segment is not None, state)
+    _run_stages(run_dir, chosen, configs, reasons, args.segment is not None, state, args.imports)
 
 
 def launcher_process_count() -> int | None:
@@ -276,6 +284,15 @@ def warn_unused_processes(state) -> None:
               f"{asked} --mixed_precision no tools/run.py ...", file=sys.stderr)
 
 
+def _check_retraining(run_dir: str, reasons: dict, args) -> None:
+    """A changed binding that would retrain trained experts needs --rerun (or --force): say what changed."""
+    reason = reasons.get("train")
+    trained = os.path.exists(rundir.checkpoint_path(run_dir, 0)) or rundir.exists(rundir.artifact(run_dir, "train"))
+    if reason and reason != "--force" and trained and not (args.rerun or args.force or args.dry_run):
+        raise UserError(f"this would retrain the experts in {run_dir}: train is out of date ({reason}); add --rerun "
+                        "to retrain, or undo the change (tools/run.py --run-dir DIR alone reruns the recorded settings)")
+
+
 def _report_plan(run_dir: str, reasons: dict, refuse: bool) -> None:
     stale = {s: r for s, r in reasons.items() if r is not None and rundir.exists(rundir.artifact(run_dir, s))}
     if refuse and stale:
@@ -287,7 +304,8 @@ def _report_plan(run_dir: str, reasons: dict, refuse: bool) -> None:
             print(f"[{stage}] " + ("up to date, would be skipped" if reason is None else f"would run: {reason}"))
 
 
-def _run_stages(run_dir: str, chosen: list[str], configs: dict, reasons: dict, per_segment: bool, state) -> None:
+def _run_stages(run_dir: str, chosen: list[str], configs: dict, reasons: dict, per_segment: bool, state,
+                imports: list[str] = ()) -> None:
     from cbsflow import stages
 
     if state.is_main_process:
@@ -317,7 +335,7 @@ def _run_stages(run_dir: str, chosen: list[str], configs: dict, reasons: dict, p
         state.print(f"[{name}] done in {seconds[name]:.1f} s")
     state.wait_for_everyone()
     if state.is_main_process:
-        write_operative_config(run_dir, chosen)
+        write_operative_config(run_dir, chosen, imports)
         _record_timings(run_dir, seconds)
     state.print(f"run directory: {run_dir}")
 
@@ -329,9 +347,15 @@ def _record_timings(run_dir: str, seconds: dict) -> None:
     rundir.write_json(path, {**timings, **seconds})
 
 
-def write_operative_config(run_dir: str, chosen: list[str]) -> None:
-    """operative_config.gin holds the latest invocation's settings; config_history/ keeps every invocation's."""
-    text = gin.operative_config_str()
+RECORD = "operative_config.gin"
+
+
+def write_operative_config(run_dir: str, chosen: list[str], imports: list[str] = ()) -> None:
+    """operative_config.gin holds every binding of the latest invocation (all stages', the unchosen ones too) and
+    its --import modules, so that `--gin` of it, or `--run-dir DIR` alone, reruns the run with every stage up to
+    date; config_history/ keeps every invocation's."""
+    bindings = [line for line in gin.config_str().splitlines() if not line.startswith("train.segments")]
+    text = "".join(f"import {m}\n" for m in imports) + "\n".join(bindings) + "\n"
     history = os.path.join(run_dir, "config_history")
     os.makedirs(history, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")

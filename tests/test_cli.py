@@ -330,7 +330,7 @@ def test_sampling_refuses_experts_trained_for_another_split(finished_run, tmp_pa
         assert "stale split result" in err or "stale train result" in err, err
         assert "--stages split,train,sample,evaluate" in err or "--stages train,sample,evaluate" in err
     assert snapshot(run_dir) == before
-    assert main(["--gin", SMOKE, "--run-dir", run_dir, "--bind", "N_SEGMENTS = 2"]) == 0
+    assert main(["--gin", SMOKE, "--run-dir", run_dir, "--bind", "N_SEGMENTS = 2", "--rerun"]) == 0
     assert load(run_dir, "checkpoints/train.json")["n_segments"] == 2
 
 
@@ -391,7 +391,7 @@ def test_readme_example_sequence_in_one_run_directory(finished_run, tmp_path, ca
     assert capsys.readouterr().out.count("up to date") == 5
     # --import my_monitors --bind 'profile.monitor = @my_monitor': the new monitor, and every stage after it.
     assert main(["--gin", SMOKE, "--run-dir", run_dir, "--import", "my_monitors",
-                 "--bind", "profile.monitor = @my_monitor"]) == 0
+                 "--bind", "profile.monitor = @my_monitor", "--rerun"]) == 0
     assert load(run_dir, "profile.json")["monitor"] == "my_monitor"
     last = _stamp(run_dir)
     assert all(last[s] != first[s] for s in first)
@@ -444,3 +444,42 @@ def test_a_launch_that_starts_fewer_processes_than_asked_warns_once(tmp_path, re
     assert out.returncode == 0, out.stderr[-2000:]
     warnings = [line for line in out.stderr.splitlines() if line.startswith("warning: accelerate launch asked")]
     assert len(warnings) == 1 and "add --multi_gpu" in warnings[0]
+
+
+def test_a_change_that_would_retrain_asks_for_rerun_and_says_what_changed(finished_run, tmp_path, capsys):
+    run_dir = _copy(finished_run, tmp_path)
+    before = snapshot(run_dir)
+    assert main(["--gin", SMOKE, "--run-dir", run_dir, "--bind", "expert/training.steps = 30"]) == 2
+    err = capsys.readouterr().err
+    assert "this would retrain the experts" in err and "expert/training.steps 20 -> 30" in err and "--rerun" in err
+    assert snapshot(run_dir) == before
+    stamps = _stamp(run_dir)
+    assert main(["--gin", SMOKE, "--run-dir", run_dir, "--bind", "expert/training.steps = 30", "--rerun"]) == 0
+    assert _stamp(run_dir)["train"] != stamps["train"]
+
+
+def test_the_run_directory_alone_reruns_its_recorded_settings(finished_run, tmp_path, capsys):
+    """operative_config.gin holds every stage's bindings, also after an invocation that ran one stage: --run-dir
+    alone (or --gin of that file) finds every stage up to date."""
+    run_dir = _copy(finished_run, tmp_path)
+    assert main(["--gin", SMOKE, "--run-dir", run_dir, "--stages", "sample", "--force"]) == 0
+    record = open(os.path.join(run_dir, "operative_config.gin")).read()
+    assert "aux/mlp.time_scale = 5" in record and "expert/training.steps = 20" in record
+    capsys.readouterr()
+    assert main(["--run-dir", run_dir]) == 0
+    out = capsys.readouterr().out
+    assert "the run's recorded settings" in out and out.count("up to date") == 5
+    assert main(["--gin", os.path.join(run_dir, "operative_config.gin"), "--run-dir", run_dir]) == 0
+    assert capsys.readouterr().out.count("up to date") == 5
+
+
+def test_the_record_keeps_import_modules(tmp_path, monkeypatch, capsys):
+    (tmp_path / "rec_monitor.py").write_text(CUSTOM_MONITOR.format(name="rec_bump"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run_dir = str(tmp_path / "run")
+    assert main(["--gin", SMOKE, "--import", "rec_monitor", "--bind", "profile.monitor = @rec_bump",
+                 "--stages", "profile,split", "--run-dir", run_dir]) == 0
+    assert open(os.path.join(run_dir, "operative_config.gin")).read().startswith("import rec_monitor\n")
+    capsys.readouterr()
+    assert main(["--run-dir", run_dir, "--stages", "profile,split"]) == 0
+    assert capsys.readouterr().out.count("up to date") == 2

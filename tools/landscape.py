@@ -240,7 +240,8 @@ class Runner:
         """tools/run.py on these bindings: in this process with --jobs 1, else in a child process forked with
         everything imported (cbsflow/workers.py)."""
         argv = [*[a for f in self.gin_files(cfg) for a in ("--gin", f)], *[a for m in self.args.imports for a in
-                ("--import", m)], *[a for b in binds for a in ("--bind", b)], "--stages", stages, "--run-dir", str(run_dir)]
+                ("--import", m)], *[a for b in binds for a in ("--bind", b)], "--stages", stages, "--run-dir", str(run_dir),
+                "--rerun"]
         run_dir.mkdir(parents=True, exist_ok=True)
         with open(run_dir / "landscape.log", "a") as log:
             log.write("$ " + shlex.join([*RUN, *argv]) + "\n")

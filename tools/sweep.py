@@ -82,7 +82,7 @@ def plan(args: argparse.Namespace, extra: list[str]) -> list[dict]:
             cmd = [sys.executable, str(TOOLS / "run.py")]
             cmd += [a for f in args.gin for a in ("--gin", f)]
             cmd += [a for b in bindings for a in ("--bind", b)]
-            cmd += ["--bind", f"SEED = {seed}", "--run-dir", str(run_dir), *extra]
+            cmd += ["--bind", f"SEED = {seed}", "--run-dir", str(run_dir), "--rerun", *extra]
             jobs.append({"label": label, "seed": seed, "bindings": bindings, "run_dir": run_dir, "cmd": cmd})
     return jobs
 
