@@ -192,6 +192,20 @@ def split_label(boundaries: Sequence[float]) -> str:
     return "N=1" if not inner else "b=" + ",".join(f"{x:.3f}" for x in inner)
 
 
+def verdict(results: dict[str, Measured], label: str, against: str, metrics: Sequence[str],
+            seeds: Sequence[int]) -> str:
+    """'better on sw, nll; worse on mmd; not resolved on precision': paired 95 % t-intervals over every seed of two
+    configurations fixed in advance (no best is chosen, so no selection enters)."""
+    groups: dict[str, list[str]] = {"better": [], "worse": [], "not resolved": []}
+    for m in metrics:
+        a, b = results[label].metric(m, seeds), results[against].metric(m, seeds)
+        if a is None or b is None or len(seeds) < 2:
+            continue
+        d = paired_difference(signed(m, a), signed(m, b))
+        groups["better" if d.mean + d.half_width < 0 else "worse" if d.mean - d.half_width > 0 else "not resolved"].append(m)
+    return "; ".join(f"{k} on {', '.join(v)}" for k, v in groups.items() if v) or "nothing to compare"
+
+
 def source_digest(modules: Sequence[str] = ()) -> str:
     """A hash of the code that trains and profiles: every .py file of cbsflow and of the --import modules. The
     landscape's shared profiles and experts are keyed on it too, so an edit of the code never reuses a cached one."""

@@ -263,3 +263,11 @@ def test_ctrl_c_and_sigterm_stop_the_landscape_and_its_workers(sig, tmp_path, re
     time.sleep(0.5)
     assert not [p for p in below if os.path.exists(f"/proc/{p}") and
                 open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
+
+
+def test_the_verdict_line_says_better_worse_or_not_resolved_per_metric():
+    assert ls.verdict(RESULTS, "b=0.700", "uniform", ["sw", "nll", "precision"], SEEDS) == \
+        "better on sw, precision; worse on nll"
+    noisy = {"a": measured({0: {"m": 1.0}, 1: {"m": 2.0}, 2: {"m": 0.5}}),
+             "b": measured({0: {"m": 1.1}, 1: {"m": 1.0}, 2: {"m": 1.2}})}
+    assert ls.verdict(noisy, "a", "b", ["m"], SEEDS) == "not resolved on m"

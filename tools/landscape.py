@@ -487,6 +487,14 @@ def write_markdown(runner: Runner, summary: dict, path: Path, command: str) -> N
     if args.interpolate:
         lines += ["Solver rows are **interpolated** on the measured N = 2 landscape at each seed's boundary, not "
                   "trained.", ""]
+    solvers = [label for label, c in cfgs.items() if c["kind"] == "solver"]
+    if solvers:  # the one-line verdicts: each solver against uniform and one network (95 %, paired, every seed)
+        lines += ["## Verdict", ""]
+        for label in solvers:
+            parts = [f"against {other}: {ls.verdict(runner.results, label, other, metrics, seeds)}"
+                     for other in ("uniform", "N=1") if other in cfgs]
+            lines.append(f"- **{label}** — " + " · ".join(parts))
+        lines.append("")
     head = "| configuration | boundaries | " + " | ".join(metrics) + " |"
     lines += ["## Every configuration", "", head, "|" + "---|" * (len(metrics) + 2)]
     for label, c in cfgs.items():
