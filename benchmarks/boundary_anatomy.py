@@ -10,15 +10,14 @@ over seeds with a 95 % interval. The loss at t is the irreducible conditional va
 plus the model's excess error at t, so the paired difference is exactly the change in excess error: negative where
 the split gives the network at t more accuracy. Nothing is trained: the runs' checkpoints are loaded (EMA weights).
 
-Writes <landscape>/anatomy.{json,md,png} and prints the table. Toy (flat) datasets and MLP experts only; the
-dataset and backbone are rebuilt from each run's operative_config.gin.
+Writes <landscape>/anatomy.{json,md,png} and prints the table. Each run is rebuilt from its own records
+(``cbsflow.load_run``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -28,46 +27,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import cbsflow  # noqa: E402
 from cbsflow.compare import paired_difference  # noqa: E402
-from cbsflow.data import toy  # noqa: E402
-from cbsflow.backbones.mlp import mlp  # noqa: E402
-from cbsflow.paths import linear  # noqa: E402
-from cbsflow.segmented import load_segmented  # noqa: E402
 
 
-def operative(run: Path, name: str, default: str | None = None) -> str:
-    """One binding's value from a run's operative_config.gin or config_history/ (e.g. 'mlp.width')."""
-    # The latest invocation that built the component records it (a rerun that skipped training may not).
-    files = [run / "operative_config.gin", *sorted((run / "config_history").glob("*.gin"), reverse=True)]
-    m = next((m for f in files if f.exists()
-              and (m := re.search(rf"^{re.escape(name)} = (.+)$", f.read_text(), re.M))), None)
-    if m is None:
-        if default is None:
-            raise SystemExit(f"error: {run}/operative_config.gin has no binding {name}")
-        return default
-    return m.group(1).strip()
-
-
-def rebuild(run: Path):
-    """(dataset, backbone constructor) of a toy landscape run, from its operative configuration."""
-    kind = operative(run, "DATASET").lstrip("@").rstrip("()")
-    if kind not in ("checkerboard", "rings", "eight_gaussians", "moons"):
-        raise SystemExit(f"error: {run}: dataset {kind} is not a 2-D toy; this diagnostic covers toys only")
-    kwargs = {}
-    if kind == "checkerboard":
-        kwargs = {"size": int(operative(run, "DATASET/checkerboard.size", "4")),
-                  "scale": float(operative(run, "DATASET/checkerboard.scale", "1.0"))}
-    dataset = getattr(toy, kind)(**kwargs)
-    width, depth = int(operative(run, "mlp.width")), int(operative(run, "mlp.depth"))
-    time_scale = float(operative(run, "mlp.time_scale", "1000.0"))
-
-    def backbone(data_shape, num_classes=0):
-        return mlp(data_shape, num_classes, width=width, depth=depth, time_scale=time_scale)
-
-    return dataset, backbone
-
-
-@torch.no_grad()
 def loss_per_t(model, x1: torch.Tensor, eps: torch.Tensor, ts: np.ndarray) -> np.ndarray:
     """E ||v(x_t, t) - (x1 - eps)||^2 / d at each t (linear path), with the given draws."""
     out = []
@@ -96,15 +59,14 @@ def main(argv=None) -> int:
     torch.set_grad_enabled(False)
     loss, boundaries = {}, {}
     for seed in seeds:
-        first = runs / "N=1" / seed
-        dataset, backbone = rebuild(first)
+        dataset = cbsflow.load_run(str(runs / "N=1" / seed)).dataset  # rebuilt from the run's own records
         x1, _ = dataset.sample(args.n, seed=10_000 + int(seed[4:]))
         eps = torch.randn(x1.shape, generator=torch.Generator().manual_seed(20_000 + int(seed[4:])))
         for c in configs:
             run = runs / c / seed
             if not (run / "checkpoints" / "train.json").exists():
                 continue
-            model = load_segmented(str(run), backbone, dataset, linear()).eval()
+            model = cbsflow.load_run(str(run)).model  # EMA weights, as the run sampled
             loss.setdefault(c, {})[seed] = loss_per_t(model, x1.float(), eps, ts)
             boundaries.setdefault(c, []).append(json.loads((run / "split.json").read_text())["boundaries"])
         print(f"{seed}: {len(configs)} configurations measured", flush=True)
