@@ -7,6 +7,7 @@ uniform split, one network, 5 paired seeds, 4,000 steps per expert (benchmarks/g
 
     python benchmarks/experts_grid.py grid                  # runs/experts/<board>-<expert>/landscape.json
     python benchmarks/experts_grid.py methods               # adds the split methods, reading the grid (--measured)
+    python benchmarks/experts_grid.py timing --boards board --experts w16d1raw   # wall time, one run at a time
     python benchmarks/experts_grid.py report                # benchmarks/results/experts_grid.{md,json,png}
 """
 
@@ -87,9 +88,36 @@ def run_methods(args) -> None:
         landscape(out, binds, extra, args.jobs, "methods")
 
 
+def run_timing(args) -> None:
+    """Each method's wall time against a fixed split's, measured one run at a time on an otherwise idle machine
+    (the landscapes run several processes at once, so their timings do not compare): one regime, seed 0."""
+    import tempfile
+    import time
+
+    board, expert = args.boards[0], args.experts[0]
+    binds = BOARDS[board] + EXPERTS[expert] + [f"evaluate.metrics = {METRICS}", "N_SEGMENTS = 2"]
+    configs = {"fixed split (uniform)": ["split.solver = @uniform()"], **METHODS}
+    out = {"regime": f"{board}-{expert}", "date": time.strftime("%Y-%m-%d"), "seconds": {}}
+    for name, items in configs.items():
+        files = [i for i in items if i.endswith(".gin")]
+        cmd = [sys.executable, "tools/run.py", "--gin", GIN, *[a for f in files for a in ("--gin", f)],
+               *[a for b in binds + [i for i in items if i not in files] for a in ("--bind", b)],
+               "--stages", "profile,split,train" if name in ("centred_default", "expert_gap") else "split,train"]
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run(cmd + ["--run-dir", tmp], cwd=REPO, check=True, capture_output=True,
+                           env={**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"})
+            out["seconds"][name] = json.loads(Path(tmp, "timings.json").read_text())
+        print(name, out["seconds"][name], flush=True)
+    fixed = out["seconds"]["fixed split (uniform)"]["train"]
+    out["extra_vs_fixed"] = {k: round((v.get("profile", 0) + v["train"]) / fixed - 1, 3) for k, v in out["seconds"].items()}
+    (REPO / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
+    (REPO / "benchmarks" / "results" / "experts_timing.json").write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out["extra_vs_fixed"], indent=1))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["grid", "methods", "report"])
+    p.add_argument("what", choices=["grid", "methods", "timing", "report"])
     p.add_argument("--boards", nargs="+", default=list(BOARDS), choices=list(BOARDS))
     p.add_argument("--experts", nargs="+", default=list(EXPERTS), choices=list(EXPERTS))
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
@@ -102,7 +130,7 @@ def main(argv=None) -> int:
         from experts_report import main as report
 
         return report(args)
-    {"grid": run_grid, "methods": run_methods}[args.what](args)
+    {"grid": run_grid, "methods": run_methods, "timing": run_timing}[args.what](args)
     while _RUNNING:
         _RUNNING.pop(0).wait()
     return 0

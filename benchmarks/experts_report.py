@@ -143,7 +143,7 @@ def main(args=None) -> int:
         cells += [fmt_regret(r["rows"].get(bl, {}).get("regret")) for bl in BASELINES]
         md.append(f"| {name} | " + " | ".join(cells) + " |")
     md += ["", "## Each method across the regimes", "", "| method | regimes | ratio ≤ 1/3 | median extra compute "
-           "(counted / wall) |", "|---|---|---|---|"]
+           "(counted / wall in the landscape, several runs at once) |", "|---|---|---|---|"]
     for m in methods:
         rows = [r["rows"][m] for r in regimes.values() if m in r["rows"]]
         good = sum(1 for row in rows if row["ratio_to_uniform"] is not None and row["ratio_to_uniform"] <= 1 / 3)
@@ -152,6 +152,15 @@ def main(args=None) -> int:
         counted_text = f"{statistics.median(counted) * 100:.1f} %" if counted else "n/a"
         wall_text = f"{statistics.median(wall) * 100:.0f} %" if wall else "n/a"
         md.append(f"| {m} | {len(rows)} | {good} of {len(rows)} | {counted_text} / {wall_text} |")
+    timing = RESULTS / "experts_timing.json"
+    if timing.exists():
+        t = json.loads(timing.read_text())
+        md += ["", f"Wall time of one run at a time on the idle 2-core machine ({t['regime']}, seed 0, {t['date']}; "
+               "`python benchmarks/experts_grid.py timing --boards board --experts w16d1raw`), profile + training "
+               "against the fixed split's training:", "", "| method | profile s | train s | extra |", "|---|---|---|---|"]
+        for name, sec in t["seconds"].items():
+            md.append(f"| {name} | {sec.get('profile', 0):.1f} | {sec['train']:.1f} | "
+                      f"{t['extra_vs_fixed'][name] * 100:+.0f} % |")
     md += ["", "Uniform's regret near 0 (the best split is close to 0.5) makes the ratio meaningless there; such rows",
            "count as meeting the target only if the method's regret is ≤ 1/3 of uniform's all the same.", "",
            "![regime grid](experts_grid.png)"]
