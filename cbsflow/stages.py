@@ -258,6 +258,16 @@ def _gathered(batches: list, state) -> tuple[torch.Tensor, torch.Tensor | None]:
     return samples, labels
 
 
+def resolves_from_floor(result: dict) -> str | None:
+    """Whether this sample size can tell the value from a perfect model's: 'yes' when it is more than 2 s.d. of the
+    floor's draws away from the floor, 'no' when within (the metric sits on its floor: compare models on another
+    one, or with more samples), None where the floor has no spread."""
+    floor = result.get("floor") or {}
+    if floor.get("sd") is None or "value" not in result:
+        return None
+    return "yes" if abs(result["value"] - floor["value"]) > 2 * floor["sd"] else "no"
+
+
 @gin.configurable(module="stage")
 def evaluate(run_dir, prov=None, /, *, dataset: Instance("dataset") = gin.REQUIRED,
              metrics: Instances("metric") = (), backbone: Constructor("backbone") = gin.REQUIRED,
@@ -292,6 +302,8 @@ def evaluate(run_dir, prov=None, /, *, dataset: Instance("dataset") = gin.REQUIR
         if getattr(metric, "compares_samples", True) and floor_draws:
             for name, floor in floors(metric, dataset, len(samples), floor_draws, reference_seed).items():
                 results.setdefault(name, {})["floor"] = floor
+    for result in results.values():
+        result["resolves"] = resolves_from_floor(result)
     if not process_state().is_main_process:
         return
     rundir.write_json(rundir.artifact(run_dir, "evaluate"), {

@@ -91,3 +91,12 @@ def test_figures_switches_skip_the_pngs_and_leave_a_run_up_to_date(tmp_path, cap
     fresh = tmp_path / "fresh"
     assert main([*args[:-4], "--run-dir", str(fresh), "--stages", "split,train,sample,evaluate", *off]) == 0
     assert not list(fresh.glob("*.png")) and (fresh / "metrics.json").exists()
+
+
+def test_a_metric_on_its_floor_is_marked_as_not_resolving():
+    from cbsflow.stages import resolves_from_floor
+
+    assert resolves_from_floor({"value": 0.030, "floor": {"value": 0.029, "sd": 0.006}}) == "no"
+    assert resolves_from_floor({"value": 0.060, "floor": {"value": 0.029, "sd": 0.006}}) == "yes"
+    assert resolves_from_floor({"value": 1.4, "floor": {"value": 1.04, "sd": None}}) is None
+    assert resolves_from_floor({"value": 1.4}) is None
