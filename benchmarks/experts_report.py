@@ -85,7 +85,9 @@ def plot(regimes: dict, path: Path) -> None:
     boards = sorted({k.split("-")[0] for k in regimes})
     fig, axes = plt.subplots(1, len(boards), figsize=(5 * len(boards), 3.8), squeeze=False)
     for ax, board in zip(axes[0], boards):
-        for i, (name, reg) in enumerate(sorted((k, v) for k, v in regimes.items() if k.startswith(board + "-"))):
+        experts = sorted({k.split("-", 1)[1] for k in regimes})  # one colour per expert in every panel
+        for name, reg in sorted((k, v) for k, v in regimes.items() if k.startswith(board + "-")):
+            i = experts.index(name.split("-", 1)[1])
             xs = [g["b"] for g in reg["grid"]]
             uni = next(g["sw"] for g in reg["grid"] if abs(g["b"] - 0.5) < 1e-9)
             ys = [g["sw"] / uni for g in reg["grid"]]
@@ -155,7 +157,7 @@ def main(args=None) -> int:
     timing = RESULTS / "experts_timing.json"
     if timing.exists():
         t = json.loads(timing.read_text())
-        md += ["", f"Wall time of one run at a time on the idle 2-core machine ({t['regime']}, seed 0, {t['date']}; "
+        md += ["", f"Wall time of one run at a time, one thread ({t['regime']}, seed 0, {t['date']}; "
                "`python benchmarks/experts_grid.py timing --boards board --experts w16d1raw`), profile + training "
                "against the fixed split's training:", "", "| method | profile s | train s | extra |", "|---|---|---|---|"]
         for name, sec in t["seconds"].items():
