@@ -479,12 +479,18 @@ def render(value: Any) -> Any:
     return repr(value)
 
 
-def effective_config(stage: str, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+class StageConfig(dict):
+    """A stage's effective configuration; ``defaults`` names the entries that are parameters' defaults (unbound)."""
+
+    defaults: frozenset = frozenset()
+
+
+def effective_config(stage: str, exclude: tuple[str, ...] = ()) -> StageConfig:
     """Every parameter of every configurable a stage reaches, bound or default: {'aux/mlp.width': 128, ...}.
 
     ``exclude`` names parameters that do not affect the result (e.g. logging intervals), left out wherever they are.
     """
-    config: dict[str, Any] = {}
+    config, defaults = StageConfig(), set()
     for node in walk(f"{STAGE_MODULE}.{stage}"):
         for pname, p in (parameters(node.obj) or {}).items():
             if pname in exclude:
@@ -493,6 +499,8 @@ def effective_config(stage: str, exclude: tuple[str, ...] = ()) -> dict[str, Any
                 config[f"{node.selector}.{pname}"] = render(node.bound[pname])
             elif p.default is not inspect.Parameter.empty and p.default is not gin.REQUIRED:
                 config[f"{node.selector}.{pname}"] = render(p.default)
+                defaults.add(f"{node.selector}.{pname}")
+    config.defaults = frozenset(defaults)
     return config
 
 

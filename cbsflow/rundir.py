@@ -218,19 +218,33 @@ def why_stale(run_dir: str, stage: str, config: dict[str, Any]) -> str | None:
     if not isinstance(recorded, dict) or "config_digest" not in recorded:
         return None
     now = provenance(run_dir, stage, config)
-    if recorded["config_digest"] != now.config_digest:
+    if recorded["config_digest"] != now.config_digest and not _only_new_defaults(recorded.get("config"), config):
         return "its settings changed: " + describe_changes(recorded.get("config") or {}, config)
     if recorded.get("input_digest") != now.input_digest:
         return f"its input {STAGES[input_stage(stage)][0]} changed since it ran"
     return None
 
 
+def _only_new_defaults(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    """Whether the only differences are parameters the record does not have, at their defaults: a parameter added by
+    a newer cbsflow (e.g. train.init_from = None) leaves an artifact up to date."""
+    if not isinstance(old, dict):
+        return False
+    defaults = getattr(new, "defaults", frozenset())
+    changed = {k for k in set(old) | set(new) if k not in old or k not in new or
+               json.dumps(old[k], sort_keys=True) != json.dumps(new[k], sort_keys=True)}
+    return bool(changed) and all(k not in old and k in defaults for k in changed)
+
+
 def describe_changes(old: dict[str, Any], new: dict[str, Any], limit: int = 3) -> str:
-    """'a.b: 1 -> 2, c.d: unset -> 3' for the settings that differ (the first ``limit``)."""
+    """'a.b: 1 -> 2, c.d: unset -> 3' for the settings that differ (the first ``limit``); bindings the user changed
+    (a key in both, or one set in ``new`` rather than defaulted) come before parameters that came along with them."""
     def text(d, k):  # JSON text: 1 and 1.0 differ in the digest, so they differ here too
         return json.dumps(d[k], sort_keys=True) if k in d else "unset"
 
-    keys = sorted(k for k in set(old) | set(new) if text(old, k) != text(new, k))
+    defaults = getattr(new, "defaults", frozenset())
+    keys = sorted((k for k in set(old) | set(new) if text(old, k) != text(new, k)),
+                  key=lambda k: (k not in old or k not in new, k in defaults, k))
     shown = [f"{k} {text(old, k)} -> {text(new, k)}" for k in keys[:limit]]
     more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
     return ", ".join(shown) + more if shown else "settings differ"

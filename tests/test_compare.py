@@ -174,9 +174,9 @@ def test_sweep_dry_run_prints_the_commands(tmp_path):
     expected = [
         sys.executable, str(ROOT / "tools" / "run.py"), "--gin", "gin/a.gin", "--bind", "train.steps = 10",
         "--bind", "split.n_segments = 4", "--bind", "split.solver = @uniform", "--bind", "SEED = 1",
-        "--run-dir", str(out / "n_segments-4__solver-uniform-seed1"), "--stages", "train",
+        "--run-dir", str(out / "n_segments-4__solver-uniform-seed1"), "--rerun", "--stages", "train",
     ]
     assert lines[-1] == shlex.join(expected)
     first_dir = out / "n_segments-2__solver-deboor-seed0"
-    assert lines[0].endswith(shlex.join(["--run-dir", str(first_dir), "--stages", "train"]))
+    assert lines[0].endswith(shlex.join(["--run-dir", str(first_dir), "--rerun", "--stages", "train"]))
     assert not out.exists()

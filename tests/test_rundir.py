@@ -66,3 +66,21 @@ def test_staleness_follows_settings_and_inputs(tmp_path):
 def test_int_and_float_settings_are_told_apart():
     assert rundir.describe_changes({"a": [0, 1]}, {"a": [0.0, 1.0]}) == "a [0, 1] -> [0.0, 1.0]"
     assert rundir.config_digest({"a": 1}) != rundir.config_digest({"a": 1.0})
+
+
+def test_a_parameter_added_later_at_its_default_leaves_an_artifact_up_to_date(tmp_path):
+    """Upgrading cbsflow (a new parameter such as train.init_from = None) must not make every trained run stale."""
+    from cbsflow import rundir
+    from cbsflow.config import StageConfig
+
+    old = {"split.solver": "@uniform()", "uniform.n_segments": 2}
+    rundir.write_json(rundir.artifact(str(tmp_path), "split"), {"boundaries": [0, 0.5, 1],
+                                                                **rundir.Provenance(old, None).record()})
+    new = StageConfig({**old, "split.figures_dpi": None})
+    new.defaults = frozenset({"split.figures_dpi"})
+    assert rundir.why_stale(str(tmp_path), "split", new) is None
+    bound = StageConfig({**old, "split.figures_dpi": 300})  # the same new parameter, bound by the user: stale
+    assert "split.figures_dpi unset -> 300" in rundir.why_stale(str(tmp_path), "split", bound)
+    changed = StageConfig({**old, "uniform.n_segments": 3, "split.figures_dpi": None})
+    changed.defaults = frozenset({"split.figures_dpi"})
+    assert rundir.why_stale(str(tmp_path), "split", changed).startswith("its settings changed: uniform.n_segments 2 -> 3")
