@@ -19,7 +19,7 @@ mkdir -p "$OUT"
 main() {
 # 1. Packages the GPU image lacks, from the carried wheels.
 missing=()
-for pair in gin:gin-config webdataset:webdataset torch_fidelity:torch-fidelity braceexpand:braceexpand; do
+for pair in gin:gin-config webdataset:webdataset torch_fidelity:torch-fidelity braceexpand:braceexpand torchdiffeq:torchdiffeq; do
     $PY -c "import ${pair%%:*}" 2>/dev/null || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -11,7 +11,7 @@ PY=${PYTHON:-python}
 pins=$($PY - <<'PY'
 from importlib.metadata import PackageNotFoundError, version
 out = []
-for name in ("gin-config", "webdataset", "torch-fidelity", "braceexpand"):
+for name in ("gin-config", "webdataset", "torch-fidelity", "braceexpand", "torchdiffeq"):
     try:
         out.append(f"{name}=={version(name)}")
     except PackageNotFoundError:

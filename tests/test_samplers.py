@@ -80,21 +80,23 @@ def _gaussian_flow(path_name="linear"):
     return field, linear(), (lambda t: t * mu + torch.sqrt(t * t * s * s + (1 - t) ** 2) * z)
 
 
-def test_dopri5_meets_its_tolerance_on_the_exact_gaussian_flow_and_counts_its_evaluations():
+@pytest.mark.parametrize("backend", ["torchdiffeq", "builtin"])
+def test_dopri5_meets_its_tolerance_on_the_exact_gaussian_flow_and_counts_its_evaluations(backend):
     from cbsflow.samplers import CountingVelocity, dopri5
 
     field, path, exact = _gaussian_flow()
     errors, nfes = [], []
     for rtol in (1e-3, 1e-6):
         counted = CountingVelocity(field)
-        x = dopri5(rtol=rtol, atol=rtol * 1e-3)(counted, exact(0.0), [0.0, 1.0], path=path)
+        x = dopri5(rtol=rtol, atol=rtol * 1e-3, backend=backend)(counted, exact(0.0), [0.0, 1.0], path=path)
         errors.append((x - exact(1.0)).abs().max().item())
         nfes.append(counted.nfe)
     assert errors[1] < 1e-4 and errors[1] < errors[0] < 0.05
     assert nfes[1] > nfes[0] > 6  # tighter tolerance, more evaluations (6 per step, 1 more at the start)
 
 
-def test_dopri5_switches_experts_exactly_at_the_boundaries():
+@pytest.mark.parametrize("backend", ["torchdiffeq", "builtin"])
+def test_dopri5_switches_experts_exactly_at_the_boundaries(backend):
     from cbsflow.samplers import dopri5, uniform_steps
 
     field, path, exact = _gaussian_flow()
@@ -111,10 +113,29 @@ def test_dopri5_switches_experts_exactly_at_the_boundaries():
             return field(x, t, y)
 
     model = SegmentedVelocity([Spy(0), Spy(1)], torch.tensor([0.0, 0.4, 1.0]))
-    x, nfe = sample_segmented(model, dopri5(rtol=1e-6, atol=1e-9), uniform_steps()(np.array([0, 0.4, 1.0]), 2),
+    x, nfe = sample_segmented(model, dopri5(rtol=1e-6, atol=1e-9, backend=backend), uniform_steps()(np.array([0, 0.4, 1.0]), 2),
                               exact(0.0), path=path)
     assert max(seen[0]) <= 0.4 + 1e-6 and min(seen[1]) >= 0.4 - 1e-6 and nfe > 12  # t is float32
     torch.testing.assert_close(x, exact(1.0), atol=1e-4, rtol=0)
+
+
+def test_dopri5_backends_take_the_same_steps_and_say_when_the_step_budget_runs_out():
+    """Same tableau, same error norm and step-size rule: the two backends agree to round-off on the same problem."""
+    from cbsflow.samplers import CountingVelocity, dopri5
+
+    field, path, exact = _gaussian_flow()
+    out, nfe = {}, {}
+    for backend in ("torchdiffeq", "builtin"):
+        counted = CountingVelocity(field)
+        out[backend] = dopri5(rtol=1e-5, atol=1e-8, backend=backend)(counted, exact(0.0), [0.0, 1.0], path=path)
+        nfe[backend] = counted.nfe
+    torch.testing.assert_close(out["builtin"], out["torchdiffeq"], atol=1e-4, rtol=0)
+    assert abs(nfe["builtin"] - nfe["torchdiffeq"]) <= 0.5 * nfe["torchdiffeq"]
+    for backend in ("torchdiffeq", "builtin"):
+        with pytest.raises(UserError, match="dopri5.max_steps"):
+            dopri5(rtol=1e-9, atol=1e-12, max_steps=3, backend=backend)(field, exact(0.0), [0.0, 1.0], path=path)
+    with pytest.raises(UserError, match="backend"):
+        dopri5(backend="scipy")
 
 
 def test_dpm_solver_pp_is_second_order_and_beats_heun_at_equal_evaluations():

@@ -568,13 +568,17 @@ def _plot_sweep(ax, cfgs: dict, m: str, t95: float) -> None:
     solvers = [(lbl, c) for lbl, c in cfgs.items() if c["kind"] == "solver"]
     for i, (label, c) in enumerate(solvers):
         color = f"C{i + 1}"
-        per_seed = [b[1] for b in c["boundaries"].values() if b] if len(solvers) <= 6 else []
-        ax.axvline(c["mean_boundaries"][1], color=color, lw=1.2, label=label)
-        for b in per_seed:
-            ax.axvline(b, color=color, lw=0.5, alpha=0.4)
+        mean = c["mean_boundaries"][1]
+        per_seed = [b[1] for b in c["boundaries"].values() if b]
+        lo, hi = (min(per_seed), max(per_seed)) if per_seed else (mean, mean)
+        # the span of the seeds' boundaries, drawn at least 0.01 wide so that a solver whose boundary does not move
+        # between seeds is still seen; the marker's horizontal bar is the same span
+        ax.axvspan(min(lo, mean - 0.005), max(hi, mean + 0.005), color=color, alpha=0.18, lw=0)
+        ax.axvline(mean, color=color, lw=1.2, label=f"{label} ({lo:.2f}-{hi:.2f})" if hi > lo else label)
         if c["stats"][m]:
             mu, se = c["stats"][m]
-            ax.errorbar([c["mean_boundaries"][1]], [mu], yerr=[t95 * se], fmt="s", color=color, ms=5)
+            ax.errorbar([mean], [mu], xerr=[[mean - lo], [hi - mean]], yerr=[t95 * se], fmt="s", color=color,
+                        ms=5, capsize=2)
     ax.set_xlabel("boundary t_1 (0 = noise, 1 = data)")
     ax.set_xlim(0, 1)
 
