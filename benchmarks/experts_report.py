@@ -69,6 +69,16 @@ def regime(root: Path) -> dict | None:
             "grid": [{"b": g[0], "sw": g[1], "se": g[2]} for g in grid], "best_all_seeds": best[0], "rows": rows}
 
 
+def archive(roots: list[Path]) -> None:
+    """Copy each regime's landscape reports (per-seed values; small) next to the results, for --measured later."""
+    for root in roots:
+        for name in ("landscape.json", "methods.json"):
+            if (root / name).exists():
+                dest = RESULTS / "experts" / f"{root.name}-{name}"
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes((root / name).read_bytes())
+
+
 def fmt_regret(r: dict | None) -> str:
     if not r:
         return "—"
@@ -106,8 +116,16 @@ def plot(regimes: dict, path: Path) -> None:
 
 
 def main(args=None) -> int:
-    roots = sorted(p for p in (REPO / "runs" / "experts").glob("*-*") if p.is_dir())
+    boards = ("board-", "board_late-", "board_early-")
+    roots = sorted(p for p in (REPO / "runs" / "experts").glob("*-*") if p.is_dir() and p.name.startswith(boards))
     regimes = {p.name: r for p in roots if (r := regime(p)) is not None}
+    archive(roots)
+    stored = RESULTS / "experts_grid.json"
+    if stored.exists():  # regimes measured by an earlier session whose runs this machine does not have
+        kept = {k: v for k, v in json.loads(stored.read_text()).items() if k not in regimes}
+        if kept:
+            print(f"kept from {stored.relative_to(REPO)} (no runs here): {', '.join(sorted(kept))}")
+        regimes = dict(sorted({**regimes, **kept}.items()))
     if not regimes:
         print("no regime report under runs/experts/; run `python benchmarks/experts_grid.py grid` first")
         return 1

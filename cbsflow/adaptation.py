@@ -204,16 +204,27 @@ class successive_halving:
 
     ``candidates``: inner boundaries per candidate (e.g. [[0.3], [0.5], [0.7]]), None for ``default_candidates``;
     ``rungs``: the shares of the budget at which candidates are compared; ``keep``: the share kept at each rung;
-    ``n_eval``: validation draws (t uniform on [0, 1], shared by every candidate).
+    ``n_eval``: validation draws (t uniform on [0, 1], shared by every candidate) of the flow-matching loss.
+    ``metric``: None ranks by that loss; a metric component (e.g. ``@sliced_wasserstein()``) ranks instead by that
+    metric of ``n_eval`` samples of each candidate's current experts (EMA weights; Heun, ``sample_steps`` steps
+    spread over the segments as ``uniform_steps``; starting noise and the metric's reference drawn from seeds of
+    their own, shared by every candidate, never the evaluate stage's).
     """
 
     def __init__(self, candidates: Sequence[Sequence[float]] | None = None,
-                 rungs: Sequence[float] = (0.025, 0.05, 0.1), keep: float = 0.5, n_eval: int = 16384):
+                 rungs: Sequence[float] = (0.025, 0.05, 0.1), keep: float = 0.5, n_eval: int = 16384,
+                 metric=None, sample_steps: int = 16):
         if not rungs or list(rungs) != sorted(rungs) or not all(0 < r < 1 for r in rungs) or not 0 < keep < 1:
             raise UserError(f"successive_halving: rungs must be increasing shares in (0, 1) and 0 < keep < 1; got "
                             f"rungs={list(rungs)}, keep={keep}")
+        if metric is not None and not callable(metric):
+            raise UserError(f"successive_halving.metric = {metric!r}: bind a metric component, e.g. "
+                            "@sliced_wasserstein() (with the parentheses), or None for the validation loss")
+        if sample_steps < 2:
+            raise UserError(f"successive_halving.sample_steps = {sample_steps}: need at least 2")
         self.candidates = None if candidates is None else [[float(x) for x in c] for c in candidates]
         self.rungs, self.keep, self.n_eval = [float(r) for r in rungs], keep, int(n_eval)
+        self.metric, self.sample_steps = metric, int(sample_steps)
 
     def _candidates(self, n: int) -> list[np.ndarray]:
         if self.candidates is None:
@@ -226,12 +237,30 @@ class successive_halving:
         return out
 
     def score(self, experts, b: np.ndarray, job) -> float:
-        """Validation flow-matching loss of the segmented model on draws shared by every candidate."""
+        """Lower is better: the validation flow-matching loss of the segmented model on draws shared by every
+        candidate, or (``metric`` bound) that metric of its samples, signed so that lower is better."""
+        if self.metric is not None:
+            return self._metric_score(experts, b, job)
         x1, y, eps, gen = _draws(job.dataset, self.n_eval, job.seed, 7)
         t = torch.rand(self.n_eval, generator=gen)
         owner = torch.as_tensor(np.searchsorted(b[1:-1], t.numpy(), side="right"))
         loss = paired_losses(experts, job.path, x1, y, eps, t)
         return float(loss.gather(0, owner[None]).mean())
+
+    @torch.no_grad()
+    def _metric_score(self, experts, b: np.ndarray, job) -> float:
+        from cbsflow.landscape import higher_is_better
+        from cbsflow.samplers import generate, heun, uniform_steps
+        from cbsflow.segmented import SegmentedVelocity
+
+        model = SegmentedVelocity(list(experts), b)
+        batches, _ = generate(model, heun, uniform_steps()(b, self.sample_steps), job.dataset.shape,
+                              job.dataset.num_classes, self.n_eval, 4096, seed=derive_seed(job.seed, 9, 8),
+                              path=job.path)
+        samples = torch.cat([x for _, x, _ in batches])
+        result = self.metric(samples=samples, dataset=job.dataset, seed=derive_seed(job.seed, 9, 9))
+        name, entry = next(iter(result.items()))  # a metric that reports several numbers ranks by its first
+        return -entry["value"] if higher_is_better(name) else entry["value"]
 
     def __call__(self, job, initial: np.ndarray, base: dict | None) -> np.ndarray:
         settings, n = job.settings, len(initial) - 1
@@ -240,16 +269,18 @@ class successive_halving:
         record.setdefault("candidates", [c.tolist() for c in cands])
         alive = list(range(len(cands)))
         experts = {i: [job.new_expert(k, (c[k], c[k + 1]), base) for k in range(n)] for i, c in enumerate(cands)}
-        spent = 0
+        spent, scoring = 0, 0  # training steps of every candidate; forward passes spent on ranking them
         for r, share in enumerate(self.rungs):
             stop = max(1, int(round(share * settings.steps)))
             scores = {}
             for i in alive:
-                for k, e in enumerate(experts[i]):
-                    job.fit_expert(k, n, e, widened(e.interval, job.margin), stop_at=stop, state=f"halving/c{i}/segment_{k}")
-                scores[i] = self.score(experts[i], cands[i], job)
+                outs = [job.fit_expert(k, n, e, widened(e.interval, job.margin), stop_at=stop,
+                                       state=f"halving/c{i}/segment_{k}") for k, e in enumerate(experts[i])]
+                scored = experts[i] if self.metric is None else [o["ema"] or e for o, e in zip(outs, experts[i])]
+                scores[i] = self.score(scored, cands[i], job)
             previous = 0 if r == 0 else int(round(self.rungs[r - 1] * settings.steps))
             spent += len(alive) * n * (stop - previous)
+            scoring += len(alive) * self.n_eval * (1 if self.metric is None else 2 * self.sample_steps)
             ranked = sorted(alive, key=scores.get)
             kept = ranked[:max(1, math.ceil(self.keep * len(alive)))] if r < len(self.rungs) - 1 else ranked[:1]
             record["history"].append({"step": stop, "scores": {str(i): scores[i] for i in alive},
@@ -265,6 +296,10 @@ class successive_halving:
             out = job.fit_expert(k, n, expert, widened(expert.interval, job.margin), state=f"halving/c{win}/segment_{k}")
             job.save_expert(k, expert, out, widened(expert.interval, job.margin))
         spent += n * (settings.steps - int(round(self.rungs[-1] * settings.steps)))
-        record.update(final_boundaries=b.tolist(), done=True, extra_compute=spent / (n * settings.steps) - 1.0)
+        # Extra compute: the losers' steps, plus the ranking's forward passes against one training's (forward +
+        # backward ~ 3 passes per sample).
+        passes = 3.0 * n * settings.steps * settings.batch_size * settings.grad_accum
+        record.update(final_boundaries=b.tolist(), done=True,
+                      extra_compute=spent / (n * settings.steps) - 1.0 + scoring / passes)
         _save_record(job.run_dir, record)
         return b

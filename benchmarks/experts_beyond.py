@@ -1,0 +1,176 @@
+"""Splits that follow the experts beyond the N = 2 grid (issue 20): four experts against the coordinate search
+(point 4), and a split landscape at image scale with a small transformer expert (point 5).
+
+    python benchmarks/experts_beyond.py n4        # runs/experts_n4/<regime>/landscape.json (two regimes)
+    python benchmarks/experts_beyond.py images    # runs/experts/digits-sitT/landscape.json
+    python benchmarks/experts_beyond.py report    # benchmarks/results/experts_beyond.{md,json}
+
+N = 4: the coordinate search of tools/landscape.py (from uniform, moves 0.1 then 0.05, at most 16 splits) finds the
+best split it can; beside it uniform, the centred-Dirichlet default, the moving mesh, successive halving
+ranked by SW, one network, one network
+trained 4x the steps and one with about 4x the parameters. 4 paired seeds: the best split is chosen on seeds 0-1
+and scored on 2-3 (the search itself moves on the mean of all four, which favours it slightly on the scored seeds).
+
+Images: the 8x8 digits with the project's tiny SiT as the expert (benchmarks/gin/experts_digits_sit.gin), N = 2,
+boundaries 0.2-0.8, 5 paired seeds, the offline FD (primary), precision/recall and the exact NLL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from experts_grid import BOARDS, EXPERTS, GIN, METHODS, METRICS, STEPS  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results"
+N4_REGIMES = ("board_late-w16d1", "board-w16d1")
+N4_WIDE = {"w16d1": 49}  # mlp width with about 4x the parameters of a 16x1 expert (counted, time embedding included)
+N4_METHODS = ("centred_default", "moving_mesh", "sh_metric")
+IMAGES_GIN = "benchmarks/gin/experts_digits_sit.gin"
+IMAGES_OUT = Path("runs/experts/digits-sitT")
+IMAGES_STEPS = 1500  # per expert (the gin file)
+
+
+def _run(cmd: list[str], out: Path) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    print("$ " + shlex.join(cmd), flush=True)
+    with open(out / "landscape.log", "w") as log:
+        return subprocess.call(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                               env={**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"})
+
+
+def run_n4(args) -> int:
+    for name in args.regimes:
+        board, expert = name.split("-", 1)
+        out = Path("runs/experts_n4") / name
+        cmd = [sys.executable, "tools/landscape.py", "--gin", GIN, "--n", "4", "--seeds", "0", "1", "2", "3",
+               "--search-steps", "0.1", "0.05", "--max-evals", "16", "--primary", "sliced_wasserstein",
+               "--out", str(out), "--jobs", str(args.jobs)]
+        for b in BOARDS[board] + EXPERTS[expert] + [f"evaluate.metrics = {METRICS}"]:
+            cmd += ["--bind", b]
+        for method in N4_METHODS:
+            cmd += ["--solver", f"{method}=" + "; ".join(METHODS[method])]
+        cmd += ["--baseline", f"N1x4steps=expert/training.steps = {4 * STEPS}",
+                "--baseline", f"N1x4params=mlp.width = {N4_WIDE[expert]}"]
+        if _run(cmd, out):
+            return 1
+    return 0
+
+
+def run_images(args) -> int:
+    cmd = [sys.executable, "tools/landscape.py", "--gin", IMAGES_GIN, "--n", "2",
+           "--boundaries", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "--seeds", "0", "1", "2", "3", "4",
+           "--solver", "centred_default=" + "; ".join(METHODS["centred_default"]),
+           "--solver", "moving_mesh=" + "; ".join(METHODS["moving_mesh"]),
+           "--baseline", f"N1x2steps=expert/training.steps = {2 * IMAGES_STEPS}",
+           "--baseline", "N1x2params=sit.width = 90",  # 2 x 64 wide -> about twice the parameters (179k -> 354k)
+           "--primary", "fd_randconv", "--out", str(IMAGES_OUT), "--jobs", str(args.jobs)]
+    return _run(cmd, IMAGES_OUT)
+
+
+def _fmt(r: dict | None) -> str:
+    if not r:
+        return "—"
+    text = f"{r['mean']:+.4f} ± {r['half_width']:.4f}"
+    return f"**{text}**" if r["resolved"] else text
+
+
+def _wall(root: Path, label: str) -> float | None:
+    """Median profile + train seconds of a configuration's runs (several runs at once: compare within a table)."""
+    times = []
+    for path in sorted((root / "runs" / label.replace(" ", "_")).glob("seed*/timings.json")):
+        t = json.loads(path.read_text())
+        times.append(t.get("profile", 0.0) + t.get("train", 0.0))
+    return sorted(times)[len(times) // 2] if times else None
+
+
+def landscape_table(name: str, report: Path, primary: str) -> tuple[list[str], dict]:
+    data = json.loads(report.read_text())
+    summary, settings = data["summary"], data["settings"]
+    cfgs, metrics = summary["configs"], summary["metrics"]
+    fixed = _wall(report.parent, "uniform")
+    others = [m for m in metrics if m != primary]
+    md = [f"### {name}", "", f"`{os.path.relpath(report, REPO)}`; N = {settings['n']},"
+          f" seeds {settings['seeds']}; regret {summary['regret_method']}; best on {primary}: "
+          f"`{summary['best'][primary]}`. **bold** = resolved at 95 %.", "",
+          "| configuration | kind | boundaries (mean) | " + f"{primary} | regret on {primary} | "
+          + " | ".join(f"regret on {m}" for m in others) + " | wall vs uniform |",
+          "|---|---|---|---|---|" + "---|" * len(others) + "---|"]
+    rows = {}
+    order = sorted(cfgs, key=lambda k: (cfgs[k]["kind"] not in ("single",), cfgs[k]["kind"] != "uniform",
+                                        cfgs[k]["kind"] != "solver", cfgs[k]["stats"][primary][0]))
+    for label in order:
+        c = cfgs[label]
+        mu, se = c["stats"][primary]
+        b = c["mean_boundaries"]
+        wall = _wall(report.parent, label)
+        extra = f"{wall / fixed - 1:+.0%}" if wall and fixed and c["kind"] != "search" else ""
+        regrets = {m: summary["regret"][m].get(label) for m in metrics}
+        md.append(f"| {label} | {c['kind']} | {', '.join(f'{v:.2f}' for v in b[1:-1]) or '—'} | {mu:.4f} ± {se:.4f}"
+                  f" | {_fmt(regrets[primary])} | " + " | ".join(_fmt(regrets[m]) for m in others) + f" | {extra} |")
+        rows[label] = {"kind": c["kind"], "boundaries": b, "stats": c["stats"], "regret": regrets, "wall_s": wall}
+    u = rows.get("uniform", {}).get("regret", {}).get(primary)
+    md += [""]
+    for label, row in rows.items():
+        r = row["regret"][primary]
+        if row["kind"] == "solver" and r and u:
+            ratio = r["mean"] / u["mean"] if u["mean"] > 0 else None
+            md.append(f"- {label}: regret {r['mean']:+.4f} against uniform's {u['mean']:+.4f}"
+                      + (f" ({ratio:.2f}×; target ≤ 1/3)" if ratio is not None else " (uniform at the best)"))
+    return md + [""], {"primary": primary, "regret_method": summary["regret_method"], "rows": rows,
+                       "best": summary["best"], "disagreements": summary.get("disagreements", [])}
+
+
+def report(args) -> int:
+    sections, out = [], {}
+    for name in N4_REGIMES:
+        path = REPO / "runs" / "experts_n4" / name / "landscape.json"
+        if path.exists():
+            md, data = landscape_table(f"N = 4: {name}", path, "sliced_wasserstein")
+            sections += md
+            out[f"n4/{name}"] = data
+    path = REPO / IMAGES_OUT / "landscape.json"
+    if path.exists():
+        md, data = landscape_table("Images: digits 8×8, tiny SiT experts", path, "fd_randconv")
+        sections += md
+        out["images/digits-sitT"] = data
+    if not out:
+        print("nothing measured yet: run `python benchmarks/experts_beyond.py n4` or `images` first")
+        return 1
+    head = ["# Splits that follow the experts: N = 4 and images", "",
+            f"{datetime.date.today().isoformat()}; `python benchmarks/experts_beyond.py n4`, `images`, then `report`"
+            " (2 CPU cores). Wall time: profile + training of a configuration's runs against uniform's, median over"
+            " seeds, several runs at once. N1x4steps / N1x2steps: one network trained for the experts' total"
+            " steps; N1x4params / N1x2params: one network with about N× an expert's parameters.", ""]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "experts_beyond.md").write_text("\n".join(head + sections))
+    (RESULTS / "experts_beyond.json").write_text(json.dumps(out, indent=1) + "\n")
+    for key in out:  # the landscape reports themselves, for --measured in a later session
+        src = (REPO / "runs" / "experts_n4" / key.split("/", 1)[1] / "landscape.json" if key.startswith("n4/")
+               else REPO / IMAGES_OUT / "landscape.json")
+        dest = RESULTS / "experts" / f"{key.replace('/', '-')}-landscape.json"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(src.read_bytes())
+    print("\n".join(head + sections))
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("what", choices=["n4", "images", "report"])
+    p.add_argument("--regimes", nargs="+", default=list(N4_REGIMES), choices=list(N4_REGIMES))
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time")
+    args = p.parse_args(argv)
+    return {"n4": run_n4, "images": run_images, "report": report}[args.what](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
