@@ -146,8 +146,12 @@ def test_bad_adaptation_settings_are_one_clear_error():
         successive_halving(metric="sliced_wasserstein")
 
 
-def test_moving_mesh_runs_end_to_end_on_an_image_smoke_configuration(tmp_path):
-    """gin/smoke/jit.gin with gin/splits/moving_mesh.gin: the adaptive split through every stage on images."""
-    assert main(["--gin", "gin/smoke/jit.gin", "--gin", "gin/splits/moving_mesh.gin", "--run-dir", str(tmp_path)]) == 0
+@pytest.mark.parametrize("backbone,method", [("jit", "moving_mesh"), ("sit", "moving_mesh"), ("unet", "moving_mesh"),
+                                             ("sit", "successive_halving")])
+def test_adaptive_splits_run_end_to_end_on_the_image_smoke_configurations(tmp_path, backbone, method):
+    """gin/smoke/<backbone>.gin with gin/splits/<method>.gin: the adaptive split through every stage on images."""
+    assert main(["--gin", f"gin/smoke/{backbone}.gin", "--gin", f"gin/splits/{method}.gin",
+                 "--bind", f"{method}.n_eval = 256", "--run-dir", str(tmp_path)]) == 0
     split = json.loads((tmp_path / "split.json").read_text())
-    assert split["adapted_by"] == "moving_mesh" and (tmp_path / "metrics.json").exists()
+    assert split["adapted_by"] == method and (tmp_path / "metrics.json").exists()
+    assert len(split["boundaries"]) == 3 and (tmp_path / "adaptation.png").exists()
