@@ -71,7 +71,7 @@ def run_images(args) -> int:
            "--solver", "centred_default=" + "; ".join(METHODS["centred_default"]),
            "--solver", "moving_mesh=" + "; ".join(METHODS["moving_mesh"]),
            "--baseline", f"N1x2steps=expert/training.steps = {2 * IMAGES_STEPS}",
-           "--baseline", "N1x2params=sit.width = 90",  # 2 x 64 wide -> about twice the parameters (179k -> 354k)
+           "--baseline", "N1x2params=sit.width = 92",  # 64 -> 92 wide: 2.0x the parameters (179k -> 358k)
            "--primary", "fd_randconv", "--out", str(IMAGES_OUT), "--jobs", str(args.jobs)]
     return _run(cmd, IMAGES_OUT)
 

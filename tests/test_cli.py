@@ -484,3 +484,13 @@ def test_the_record_keeps_import_modules(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert main(["--run-dir", run_dir, "--stages", "profile,split"]) == 0
     assert capsys.readouterr().out.count("up to date") == 2
+
+
+def test_a_backbone_that_cannot_be_built_is_one_error_line(tmp_path, capsys, repo_root, monkeypatch):
+    """A width the transformer cannot use: exit 2, one line naming the binding to change, no traceback."""
+    monkeypatch.chdir(repo_root)
+    code = main(["--gin", "gin/smoke/sit.gin", "--bind", "sit.width = 90", "--bind", "split.solver = @uniform()",
+                 "--bind", "uniform.n_segments = 2", "--stages", "split,train", "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("error: transformer width 90 must be divisible") and "width = 88" in err[-1]
+    assert not any("Traceback" in line for line in err)

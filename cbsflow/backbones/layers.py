@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import nn
+from cbsflow.errors import UserError
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0, max_period: float = 1e4) -> torch.Tensor:
@@ -52,8 +53,8 @@ class LabelEmbedder(nn.Module):
 def check_image_shape(data_shape: tuple[int, ...], factor: int, hint: str) -> tuple[int, int, int]:
     """(c, h, w) of an image shape whose sides ``factor`` divides; otherwise a readable error ending in ``hint``."""
     if len(data_shape) != 3:
-        raise ValueError(f"image backbones need data_shape (C, H, W), got {tuple(data_shape)}")
+        raise UserError(f"image backbones need data_shape (C, H, W), got {tuple(data_shape)}; use an image dataset or @mlp for vectors")
     c, h, w = data_shape
     if h % factor or w % factor:
-        raise ValueError(f"image sides {h}x{w} must be divisible by {factor}; {hint}")
+        raise UserError(f"image sides {h}x{w} must be divisible by {factor}; {hint}")
     return c, h, w

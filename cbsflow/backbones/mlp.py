@@ -9,6 +9,7 @@ from torch import nn
 
 from cbsflow.backbones.layers import LabelEmbedder, TimestepEmbedder
 from cbsflow.registry import register
+from cbsflow.errors import UserError
 
 
 class ResidualBlock(nn.Module):
@@ -34,7 +35,7 @@ class mlp(nn.Module):
         sees t only through its first layer, as many simple flow-matching MLPs do."""
         super().__init__()
         if time_input not in ("sinusoidal", "raw"):
-            raise ValueError(f"mlp.time_input must be 'sinusoidal' or 'raw', got {time_input!r}")
+            raise UserError(f"mlp.time_input must be 'sinusoidal' or 'raw', got {time_input!r}")
         self.data_shape, self.raw_time = tuple(data_shape), time_input == "raw"
         dim = math.prod(self.data_shape)
         self.inp = nn.Linear(dim + self.raw_time, width)

@@ -8,12 +8,14 @@ each block starts as the identity and the network output starts at exactly zero.
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 from einops import rearrange
 from torch import nn
 
 from cbsflow.backbones.layers import LabelEmbedder, TimestepEmbedder, check_image_shape
+from cbsflow.errors import UserError
 
 # size -> (depth, width, heads); S/B/L/XL as in DiT Table 1, T is a tiny size for CPU tests.
 SIZES: dict[str, tuple[int, int, int]] = {
@@ -28,7 +30,7 @@ SIZES: dict[str, tuple[int, int, int]] = {
 def resolve_size(size: str, depth: int | None, width: int | None, heads: int | None) -> tuple[int, int, int]:
     """(depth, width, heads) of a named size, each overridable."""
     if size not in SIZES:
-        raise ValueError(f"unknown transformer size {size!r}; choose one of {', '.join(SIZES)}")
+        raise UserError(f"unknown transformer size {size!r}; choose one of {', '.join(SIZES)}")
     d, w, n = SIZES[size]
     return depth or d, width or w, heads or n
 
@@ -81,7 +83,9 @@ class PatchTransformer(nn.Module):
         c, hgt, wid = check_image_shape(data_shape, patch, "pick another `patch`")
         depth, width, heads = resolve_size(size, depth, width, heads)
         if width % 4 or width % heads:
-            raise ValueError(f"width {width} must be divisible by 4 (2-D sin-cos embedding) and by heads={heads}")
+            step = 4 * heads // math.gcd(4, heads)
+            raise UserError(f"transformer width {width} must be divisible by 4 (2-D sin-cos embedding) and by "
+                            f"heads={heads}; bind width = {max(step, round(width / step) * step)} (or other heads)")
         self.data_shape, self.patch, self.grid = (c, hgt, wid), patch, (hgt // patch, wid // patch)
         self.embed = nn.Linear(patch * patch * c, width)
         from timm.layers import build_sincos2d_pos_embed

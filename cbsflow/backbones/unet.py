@@ -13,6 +13,7 @@ from torch import nn
 
 from cbsflow.backbones.layers import LabelEmbedder, TimestepEmbedder, check_image_shape
 from cbsflow.registry import register
+from cbsflow.errors import UserError
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -52,7 +53,8 @@ class AttnBlock(nn.Module):
     def __init__(self, channels: int, heads: int):
         super().__init__()
         if channels % heads:
-            raise ValueError(f"attention heads={heads} must divide the channel count {channels}")
+            raise UserError(f"unet: attention heads={heads} must divide the channel count {channels}; change "
+                            "unet.heads or unet.channels")
         self.heads = heads
         self.norm = group_norm(channels)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from cbsflow.errors import UserError
 from cbsflow.backbones.jit import jit
 from cbsflow.paths import cosine, linear
 from cbsflow.segmented import Expert
@@ -190,9 +191,9 @@ def test_sit_xl2_parameter_count():
 
 
 def test_bad_shapes_raise_readable_errors():
-    with pytest.raises(ValueError, match="pick another .patch."):
+    with pytest.raises(UserError, match="pick another .patch."):
         sit((3, 10, 10), size="T", patch=4)
-    with pytest.raises(ValueError, match="unknown transformer size"):
+    with pytest.raises(UserError, match="unknown transformer size"):
         sit((3, 8, 8), size="Q")
-    with pytest.raises(ValueError, match="divisible"):
+    with pytest.raises(UserError, match="divisible"):
         unet((3, 6, 6), channels=16, channel_mult=(1, 2, 2))

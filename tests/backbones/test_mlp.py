@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from cbsflow.errors import UserError
 from cbsflow.backbones.mlp import mlp
 
 
@@ -22,5 +23,5 @@ def test_raw_time_is_one_more_input_and_no_embedding():
 
 
 def test_an_unknown_time_input_is_an_error():
-    with pytest.raises(ValueError, match="mlp.time_input must be 'sinusoidal' or 'raw'"):
+    with pytest.raises(UserError, match="mlp.time_input must be 'sinusoidal' or 'raw'"):
         mlp((2,), time_input="fourier")
