@@ -124,7 +124,8 @@ def landscape_table(name: str, report: Path, primary: str) -> tuple[list[str], d
         if row["kind"] == "solver" and r and u:
             ratio = r["mean"] / u["mean"] if u["mean"] > 0 else None
             md.append(f"- {label}: regret {r['mean']:+.4f} against uniform's {u['mean']:+.4f}"
-                      + (f" ({ratio:.2f}×; target ≤ 1/3)" if ratio is not None else " (uniform at the best)"))
+                      + (f" ({ratio:.2f}×; target ≤ 1/3)" if ratio is not None
+                         else " (uniform's regret ≤ 0 on the scored seeds: no ratio)"))
     return md + [""], {"primary": primary, "regret_method": summary["regret_method"], "rows": rows,
                        "best": summary["best"], "disagreements": summary.get("disagreements", [])}
 
