@@ -29,6 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from experts_grid import BOARDS, EXPERTS, GIN, METHODS, METRICS, STEPS  # noqa: E402
+from experts_report import fmt_regret as _fmt  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 N4_REGIMES = ("board_late-w16d1", "board-w16d1")
@@ -74,13 +75,6 @@ def run_images(args) -> int:
            "--baseline", "N1x2params=sit.width = 92",  # 64 -> 92 wide: 2.0x the parameters (179k -> 358k)
            "--primary", "fd_randconv", "--out", str(IMAGES_OUT), "--jobs", str(args.jobs)]
     return _run(cmd, IMAGES_OUT)
-
-
-def _fmt(r: dict | None) -> str:
-    if not r:
-        return "—"
-    text = f"{r['mean']:+.4f} ± {r['half_width']:.4f}"
-    return f"**{text}**" if r["resolved"] else text
 
 
 def _wall(root: Path, label: str) -> float | None:
