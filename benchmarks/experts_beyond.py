@@ -125,18 +125,16 @@ def landscape_table(name: str, report: Path, primary: str) -> tuple[list[str], d
 
 
 def report(args) -> int:
-    sections, out = [], {}
-    for name in N4_REGIMES:
-        path = REPO / "runs" / "experts_n4" / name / "landscape.json"
+    reports = {f"n4/{name}": (REPO / "runs" / "experts_n4" / name / "landscape.json", f"N = 4: {name}",
+                              "sliced_wasserstein") for name in N4_REGIMES}
+    reports["images/digits-sitT"] = (REPO / IMAGES_OUT / "landscape.json", "Images: digits 8×8, tiny SiT experts",
+                                     "fd_randconv")
+    sections, out, sources = [], {}, {}
+    for key, (path, title, primary) in reports.items():
         if path.exists():
-            md, data = landscape_table(f"N = 4: {name}", path, "sliced_wasserstein")
+            md, out[key] = landscape_table(title, path, primary)
             sections += md
-            out[f"n4/{name}"] = data
-    path = REPO / IMAGES_OUT / "landscape.json"
-    if path.exists():
-        md, data = landscape_table("Images: digits 8×8, tiny SiT experts", path, "fd_randconv")
-        sections += md
-        out["images/digits-sitT"] = data
+            sources[key] = path
     if not out:
         print("nothing measured yet: run `python benchmarks/experts_beyond.py n4` or `images` first")
         return 1
@@ -148,9 +146,7 @@ def report(args) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "experts_beyond.md").write_text("\n".join(head + sections))
     (RESULTS / "experts_beyond.json").write_text(json.dumps(out, indent=1) + "\n")
-    for key in out:  # the landscape reports themselves, for --measured in a later session
-        src = (REPO / "runs" / "experts_n4" / key.split("/", 1)[1] / "landscape.json" if key.startswith("n4/")
-               else REPO / IMAGES_OUT / "landscape.json")
+    for key, src in sources.items():  # the landscape reports themselves, for --measured in a later session
         dest = RESULTS / "experts" / f"{key.replace('/', '-')}-landscape.json"
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(src.read_bytes())
