@@ -4,7 +4,9 @@ solver's regret against it. Pure functions of measured values; ``tools/landscape
 A *configuration* is one way to split [0, 1] (one network, a fixed split, or a solver's split, which may differ by
 seed); it is run with the same seeds as every other configuration, so differences are paired by seed. For a
 metric where lower is better, the regret of configuration c is mean_s [m(c, s) - m(best, s)], the best being the
-split with the best mean on the *selection* seeds and s running over the other, held-out seeds (the first half of
+fixed split (a grid point, uniform, or the search's) with the best mean on the *selection* seeds -- never a solver's
+split, so that a solver's regret does not depend on the other solvers in the report (below 0: better than every
+fixed split) and s running over the other, held-out seeds (the first half of
 the seeds select by default, once there are 4 or more); a 95 % t-interval of the paired differences goes with it
 (for higher-is-better metrics the sign is flipped, so regret >= 0 means worse than the best). Every report says
 which seeds selected and which scored, or that the regret is in-sample.

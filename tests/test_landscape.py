@@ -93,23 +93,25 @@ def test_landscape_tool_end_to_end(tmp_path, repo_root):
     out = tmp_path / "landscape"
     cmd = [sys.executable, "tools/landscape.py", "--gin", "gin/smoke/toy.gin", "--n", "2", "--seeds", "0", "1",
            "--boundaries", "0.3", "--solver", "cbs=split.solver = @deboor()", "--out", str(out),
+           "--baseline", "wide=mlp.width = 48",
            "--bind", "evaluate.metrics = [@sliced_wasserstein(), @precision_recall(), @nll()]",
            "--bind", "evaluate.floor_draws = 0"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     report = json.loads((out / "landscape.json").read_text())["summary"]
-    assert set(report["configs"]) == {"N=1", "uniform", "b=0.300", "cbs"}
+    assert set(report["configs"]) == {"N=1", "uniform", "b=0.300", "cbs", "wide"}
+    assert report["configs"]["wide"]["kind"] == "single"
     assert set(report["metrics"]) == {"sliced_wasserstein", "precision", "recall", "nll"}
     cbs = report["configs"]["cbs"]
     assert cbs["kind"] == "solver" and len(cbs["boundaries"]["0"]) == 3
-    assert report["best"]["sliced_wasserstein"] in {"uniform", "b=0.300", "cbs"}
+    assert report["best"]["sliced_wasserstein"] in {"uniform", "b=0.300"}  # a fixed split, never the solver's
     for label, r in report["regret"]["sliced_wasserstein"].items():
-        assert r["n"] == 2 and (r["mean"] >= 0 or label == "N=1")
+        assert r["n"] == 2 and (r["mean"] >= 0 or label in ("N=1", "cbs", "wide"))
     md = (out / "landscape.md").read_text()
-    assert "## Regret against the best split found" in md and "Kendall's tau" in md
+    assert "## Regret against the best fixed split" in md and "Kendall's tau" in md
     assert (out / "landscape.png").read_bytes()[:4] == b"\x89PNG"
-    assert len(list((out / "experts").glob("*.pt"))) == 2 * (1 + 2 + 2 + 2)  # seeds x experts of the 4 configs
+    assert len(list((out / "experts").glob("*.pt"))) == 2 * (1 + 2 + 2 + 2 + 1)  # seeds x experts of the 5 configs
     again = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0
     log = (out / "runs" / "b=0.300" / "seed0" / "landscape.log").read_text()
@@ -123,9 +125,10 @@ def test_landscape_tool_end_to_end(tmp_path, repo_root):
     rescore += ["--interpolate", "--measured", str(out / "landscape.json")]
     proc = subprocess.run(rescore, cwd=repo_root, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert sorted(p.name for p in (scored / "runs").iterdir()) == ["e1"]  # only the solver's profile and split ran
+    # only the solver's profile and split ran: the baseline of the same name and bindings is read back too
+    assert sorted(p.name for p in (scored / "runs").iterdir()) == ["e1"]
     new = json.loads((scored / "landscape.json").read_text())["summary"]["configs"]
-    for label in ("N=1", "uniform", "b=0.300"):
+    for label in ("N=1", "uniform", "b=0.300", "wide"):
         assert new[label]["values"] == report["configs"][label]["values"]
     for seed in ("0", "1"):
         b = new["e1"]["boundaries"][seed][1]
@@ -149,7 +152,7 @@ def test_landscape_tool_end_to_end(tmp_path, repo_root):
                           text=True, env=env, timeout=600)
     assert proc.returncode == 0 and not (tmp_path / "compare" / "runs").exists(), proc.stderr[-2000:]
     assert set(json.loads((tmp_path / "compare" / "landscape.json").read_text())["summary"]["configs"]) == {
-        "N=1", "uniform", "cbs"}
+        "N=1", "uniform", "cbs", "wide"}
     bad = subprocess.run([*compare, "--interpolate"], cwd=repo_root, capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "give --boundaries" in bad.stderr
 
@@ -208,6 +211,38 @@ def test_parallel_runs_are_forked_and_match_serial_ones(tmp_path, repo_root):
     log = (bad / "runs" / "uniform" / "seed0" / "landscape.log").read_text()
     assert "sample: n_steps, n_samples and batch_size must be >= 1" in log
     assert (bad / "runs" / "cbs" / "seed0" / "profile.png").exists()  # --figures: each run draws its own
+
+
+def test_the_best_is_a_fixed_split_so_a_solvers_regret_ignores_the_other_solvers():
+    """A solver better than every fixed split has a negative regret (it is never the reference), and adding another
+    solver to the report leaves the first one's regret as it was."""
+    import importlib.util
+    import types
+
+    spec = importlib.util.spec_from_file_location("landscape_tool", os.path.join(os.path.dirname(__file__), "..",
+                                                                                 "tools", "landscape.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    seeds = [0, 1, 2, 3]
+    sw = {"N=1": 0.9, "uniform": 0.5, "b=0.300": 0.6, "good": 0.4, "better": 0.3}  # plus a small seed effect
+    kinds = {"N=1": "single", "uniform": "uniform", "b=0.300": "grid", "good": "solver", "better": "solver"}
+
+    def summary(labels):
+        configs = {k: ls.Config(k, kinds[k], None) for k in labels}
+        results = {k: ls.Measured(values={s: {"sliced_wasserstein": sw[k] + 0.01 * s} for s in seeds},
+                                  boundaries={s: [0.0, 0.5, 1.0] for s in seeds}) for k in labels}
+        runner = types.SimpleNamespace(args=types.SimpleNamespace(seeds=seeds, select_seeds=None,
+                                                                  primary="sliced_wasserstein"),
+                                       configs=configs, results=results)
+        return tool.summarise(runner)
+
+    one = summary(["N=1", "uniform", "b=0.300", "good"])
+    both = summary(["N=1", "uniform", "b=0.300", "good", "better"])
+    for s in (one, both):
+        assert s["best"]["sliced_wasserstein"] == "uniform"
+        assert s["regret"]["sliced_wasserstein"]["good"]["mean"] == pytest.approx(-0.1)
+        assert s["regret"]["sliced_wasserstein"]["uniform"]["mean"] == pytest.approx(0.0)
+    assert both["regret"]["sliced_wasserstein"]["better"]["mean"] == pytest.approx(-0.2)
 
 
 def test_the_shared_caches_key_on_the_code_too(tmp_path, monkeypatch):

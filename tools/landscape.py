@@ -15,17 +15,18 @@ Every configuration runs the same seeds, so differences are paired. Runs go thro
 each, under OUT/runs), so an interrupted landscape resumes where it stopped; experts with the same settings, seed
 and interval are trained once and shared (OUT/experts), and so are identical profiles (OUT/profiles).
 To score a new monitor on a landscape measured earlier, pass that report with --measured: N = 1, uniform, the grid (or
-the search's splits) and any solver it already holds (same name and bindings) are read from it, and only the new
-solvers run:
+the search's splits) and any solver or --baseline it already holds (same name and bindings) are read from it, and
+only the new ones run:
 
     python tools/landscape.py --gin gin/quickstart.gin --n 2 --seeds 0 1 2 3 4 --out runs/landscape --name mine \\
         --measured runs/landscape/landscape.json --interpolate --solver 'mine=profile.monitor = @my_monitor()'
 
 --boundaries with no value measures only N = 1, the uniform split and the solvers: a paired comparison, e.g. CBS beside
-uniform and one network where the experts' capacity binds (gin/quickstart_compare.gin, under 3 minutes on 2 cores):
+uniform and single networks where the experts' capacity binds (gin/quickstart_compare.gin, 2 min on 2 cores):
 
     python tools/landscape.py --gin gin/quickstart_compare.gin --n 2 --boundaries --seeds 0 1 2 3 4 \
-        --solver 'cbs=split.solver = @deboor()' --out runs/quickstart_compare --jobs 2
+        --solver 'cbs=split.solver = @deboor()' --baseline 'N1x2steps=expert/training.steps = 8000' \
+        --baseline 'N1x2params=mlp.width = 29' --out runs/quickstart_compare --jobs 2
 
 With --jobs > 1 every run is a child process forked from a server that has imported cbsflow once
 (cbsflow/workers.py), so runs do not pay ~2 s of start-up each; runs draw no figures of their own unless --figures.
@@ -322,7 +323,7 @@ class Runner:
 
 def load_measured(args: argparse.Namespace) -> dict[str, ls.Measured]:
     """What an earlier report (--measured) measured: N = 1, uniform, the grid or the search's splits, and every solver
-    of the same name and bindings as one of this call's; checked against this call's settings and seeds."""
+    or baseline of the same name and bindings as one of this call's; checked against this call's settings and seeds."""
     path = Path(args.measured)
     try:
         report = json.loads(path.read_text())
@@ -339,12 +340,12 @@ def load_measured(args: argparse.Namespace) -> dict[str, ls.Measured]:
     required = [ls.split_label((0.0, 1.0)), "uniform"]  # N = 2 also needs the whole grid of this call
     required += [ls.split_label((0.0, b, 1.0)) for b in args.boundaries if abs(b - 0.5) > 1e-9] if args.n == 2 else []
     searched = [label for label, c in configs.items() if c.get("kind") == "search"]  # a search replays them
-    solvers = [cfg.label for cfg in map(parse_solver, args.solver) if cfg.label in configs
-               and configs[cfg.label].get("kind") == "solver"
-               and tuple(configs[cfg.label].get("bindings", ())) == cfg.bindings
-               and tuple(configs[cfg.label].get("gin_files", ())) == cfg.gin_files]
+    same = [cfg.label for cfg in [*map(parse_solver, args.solver), *map(parse_baseline, args.baseline)]
+            if cfg.label in configs and configs[cfg.label].get("kind") == cfg.kind
+            and tuple(configs[cfg.label].get("bindings", ())) == cfg.bindings
+            and tuple(configs[cfg.label].get("gin_files", ())) == cfg.gin_files]
     out = {}
-    for label in required + searched + solvers:
+    for label in required + searched + same:
         values = configs.get(label, {}).get("values", {})
         missing = [s for s in args.seeds if str(s) not in values]
         if missing and label in required:
@@ -435,6 +436,10 @@ def summarise(runner: Runner) -> dict:
     labels = [label for label in runner.configs if all(s in runner.results[label].values for s in seeds)]
     metrics = sorted({m for label in labels for s in seeds for m in runner.results[label].values[s]})
     splits = [label for label in labels if runner.configs[label].kind != "single"]
+    # The best is chosen among the fixed splits (grid, uniform, search), never among the solvers: a solver's regret
+    # must not depend on which other solvers share the report, nor be zero by construction when it is best on the
+    # selection seeds. A solver better than every fixed split has a negative regret.
+    fixed = [label for label in splits if runner.configs[label].kind != "solver"]
     summary = {"metrics": metrics, "configs": {}, "best": {}, "regret": {}}
     for label in labels:
         cfg, measured = runner.configs[label], runner.results[label]
@@ -449,11 +454,11 @@ def summarise(runner: Runner) -> dict:
     summary["regret_method"] = ls.held_out_method(select, scored) if select else ls.IN_SAMPLE
     for m in metrics:
         if select:
-            regrets = {label: ls.held_out_regret(runner.results, label, m, seeds, splits, select) for label in labels}
+            regrets = {label: ls.held_out_regret(runner.results, label, m, seeds, fixed, select) for label in labels}
             best = next(iter(regrets.values()))[1] if regrets else None
             summary["regret"][m] = {label: dataclass_dict(r) for label, (r, _) in regrets.items()}
         else:
-            best = ls.best_config(runner.results, m, seeds, splits)
+            best = ls.best_config(runner.results, m, seeds, fixed)
             summary["regret"][m] = {label: dataclass_dict(ls.regret(runner.results, label, best, m, seeds))
                                     for label in labels}
         summary["best"][m] = best
@@ -481,18 +486,20 @@ def write_markdown(runner: Runner, summary: dict, path: Path, command: str) -> N
              f"`{command}`", "",
              f"{datetime.date.today().isoformat()}, gin {', '.join(args.gin)}, bindings {args.bind or 'none'}, "
              f"paired seeds {seeds}; primary metric `{args.primary}`. Values are means ± standard errors over seeds;"
-             " regrets are paired differences to the best split found, with 95 % t-intervals"
+             " regrets are paired differences to the best fixed split (never a solver's), with 95 % t-intervals"
              " (positive = worse; **bold** = resolved).", "",
              f"Regret: {summary['regret_method']}.", ""]
     if args.interpolate:
         lines += ["Solver rows are **interpolated** on the measured N = 2 landscape at each seed's boundary, not "
                   "trained.", ""]
     solvers = [label for label, c in cfgs.items() if c["kind"] == "solver"]
-    if solvers:  # the one-line verdicts: each solver against uniform and one network (95 %, paired, every seed)
+    if solvers:  # the one-line verdicts: each solver against uniform and every one network (N = 1 and each
+        # --baseline: trained longer, or wider), 95 %, paired, every seed
         lines += ["## Verdict", ""]
+        singles = [label for label, c in cfgs.items() if c["kind"] == "single"]
         for label in solvers:
             parts = [f"against {other}: {ls.verdict(runner.results, label, other, metrics, seeds)}"
-                     for other in ("uniform", "N=1") if other in cfgs]
+                     for other in ["uniform", *singles] if other in cfgs]
             lines.append(f"- **{label}** — " + " · ".join(parts))
         lines.append("")
     head = "| configuration | boundaries | " + " | ".join(metrics) + " |"
@@ -501,7 +508,7 @@ def write_markdown(runner: Runner, summary: dict, path: Path, command: str) -> N
         b = ", ".join(f"{x:.3f}" for x in c["mean_boundaries"][1:-1]) or "—"
         cells = [fmt(s[0]) + " ± " + fmt(s[1], 2) if s else "n/a" for s in (c["stats"][m] for m in metrics)]
         lines.append(f"| {label} ({c['kind']}) | {b} | " + " | ".join(cells) + " |")
-    lines += ["", "## Regret against the best split found", "",
+    lines += ["", "## Regret against the best fixed split (grid, uniform or search; below 0: better than it)", "",
               "| configuration | " + " | ".join(f"{m} (best: {summary['best'][m]})" for m in metrics) + " |",
               "|" + "---|" * (len(metrics) + 1)]
     for label in cfgs:
