@@ -31,3 +31,12 @@ def test_local_time_spans_the_whole_embedding_range():
     model = SegmentedVelocity([Expert(Spy(), linear(), (b[k], b[k + 1]), local_time=True) for k in range(2)], b)
     model(torch.zeros(2, 2), torch.tensor([0.95, 0.9999]))
     assert seen[0][0] == 0.0 and seen[0][1] > 0.99  # the expert of [0.95, 1] sees t spread over [0, 1]
+
+
+def test_one_t_for_the_whole_batch_gives_the_same_values_as_one_per_row():
+    """The sampler's batches share t: the embedding is computed once and repeated, bit for bit the per-row one."""
+    for t in (0.0, 1 / 3, 0.9999):
+        for dim in (256, 255):
+            shared = timestep_embedding(torch.full((500,), t), dim)
+            per_row = torch.cat([timestep_embedding(torch.tensor([t, 0.5]), dim)[:1]] * 500)  # t != 0.5: the per-row path
+            assert shared.shape == (500, dim) and shared.is_contiguous() and torch.equal(shared, per_row)
