@@ -69,6 +69,25 @@ def regime(root: Path) -> dict | None:
             "grid": [{"b": g[0], "sw": g[1], "se": g[2]} for g in grid], "best_all_seeds": best[0], "rows": rows}
 
 
+def merge_rows(name: str, new: dict, old: dict | None) -> str:
+    """Rows (methods, baselines) that an earlier session measured on a regime whose grid was trained again here and
+    that this report lacks. They are kept only when the grid came out the same (every mean within 5 % of its
+    standard error: the grids retrained on 2026-12-04 agree with those of 2026-12-03 to ~1e-5 in SW, the same seeds
+    but not bit for bit) and both reports score against
+    the same fixed split; else they are left out, and the line returned says so."""
+    missing = sorted(set(old["rows"]) - set(new["rows"])) if old else []
+    if not missing:
+        return f"{name}: nothing to keep from the earlier report"
+    same_grid = [g["b"] for g in old["grid"]] == [g["b"] for g in new["grid"]] and all(
+        abs(a["sw"] - b["sw"]) <= 0.05 * min(a["se"], b["se"]) for a, b in zip(old["grid"], new["grid"]))
+    if not same_grid or old["best_selected"] != new["best_selected"]:
+        why = "its grid differs" if not same_grid else f"it scored against {old['best_selected']}"
+        return f"{name}: left out {', '.join(missing)} of the earlier report ({why}, this one against {new['best_selected']})"
+    for label in missing:
+        new["rows"][label] = {**old["rows"][label], "earlier_session": True}
+    return f"{name}: kept {', '.join(missing)} from the earlier report (same grid, same reference split)"
+
+
 def archive(roots: list[Path]) -> None:
     """Copy each regime's landscape reports (per-seed values; small) next to the results, for --measured later."""
     for root in roots:
@@ -122,9 +141,12 @@ def main(args=None) -> int:
     archive(roots)
     stored = RESULTS / "experts_grid.json"
     if stored.exists():  # regimes measured by an earlier session whose runs this machine does not have
-        kept = {k: v for k, v in json.loads(stored.read_text()).items() if k not in regimes}
+        earlier = json.loads(stored.read_text())
+        kept = {k: v for k, v in earlier.items() if k not in regimes}
         if kept:
             print(f"kept from {stored.relative_to(REPO)} (no runs here): {', '.join(sorted(kept))}")
+        for name, r in regimes.items():
+            print(merge_rows(name, r, earlier.get(name)))
         regimes = dict(sorted({**regimes, **kept}.items()))
     if not regimes:
         print("no regime report under runs/experts/; run `python benchmarks/experts_grid.py grid` first")
@@ -135,7 +157,9 @@ def main(args=None) -> int:
           " Boards: the 4×4 checkerboard (`board`), at half its scale (`board_late`: squares form late) and twice"
           " (`board_early`). Experts: MLP width × depth, sinusoidal time embedding, or `raw`: t as an input. 4,000"
           " steps of batch 256 per expert; 5 paired seeds; boundaries 0.2–0.8; SW on 20,000 samples.", "",
-          f"Regret: {next(iter(regimes.values()))['method']}; **bold** = resolved at 95 %. Ratio = a method's regret /"
+          f"Regret: {next(iter(regimes.values()))['method']}, against the best *fixed* split (a grid point or uniform;"
+          " never a method's split, so below 0 = better than every fixed split); **bold** = resolved at 95 %; † = kept"
+          " from an earlier session's report of the same grid and reference split. Ratio = a method's regret /"
           " uniform's (the target is ≤ 1/3). Extra compute: counted (steps or forward passes, as the method records it)"
           " / wall time (profile + training against the fixed split's training, median over seeds).", "",
           "## Where the best split sits", "", "| regime | best boundary (mean SW, all seeds) | SW best | SW uniform |"
@@ -159,19 +183,24 @@ def main(args=None) -> int:
                 continue
             ratio = "" if row["ratio_to_uniform"] is None else f" ({row['ratio_to_uniform']:.2f}×)"
             b = "" if row["boundary"] is None else f" @ {row['boundary']:.2f}"
-            cells.append(fmt_regret(row["regret"]) + ratio + b)
-        cells += [fmt_regret(r["rows"].get(bl, {}).get("regret")) for bl in BASELINES]
+            cells.append(fmt_regret(row["regret"]) + ratio + b + (" †" if row.get("earlier_session") else ""))
+        cells += [fmt_regret(r["rows"].get(bl, {}).get("regret"))
+                  + (" †" if r["rows"].get(bl, {}).get("earlier_session") else "") for bl in BASELINES]
         md.append(f"| {name} | " + " | ".join(cells) + " |")
-    md += ["", "## Each method across the regimes", "", "| method | regimes | ratio ≤ 1/3 | median extra compute "
-           "(counted / wall in the landscape, several runs at once) |", "|---|---|---|---|"]
+    md += ["", "## Each method across the regimes", "", "| method | regimes | ratio ≤ 1/3 (of the regimes where "
+           "uniform's regret > 0) | resolved worse than the best fixed split | median extra compute "
+           "(counted / wall in the landscape, several runs at once) |", "|---|---|---|---|---|"]
     for m in methods:
         rows = [r["rows"][m] for r in regimes.values() if m in r["rows"]]
-        good = sum(1 for row in rows if row["ratio_to_uniform"] is not None and row["ratio_to_uniform"] <= 1 / 3)
+        eligible = [row for row in rows if row["ratio_to_uniform"] is not None]
+        good = sum(1 for row in eligible if row["ratio_to_uniform"] <= 1 / 3)
+        worse = sum(1 for row in rows if row["regret"] and row["regret"]["resolved"] and row["regret"]["mean"] > 0)
         counted = [row["extra_counted"] for row in rows if row["extra_counted"] is not None]
         wall = [row["extra_wall"] for row in rows if row["extra_wall"] is not None]
         counted_text = f"{statistics.median(counted) * 100:.1f} %" if counted else "n/a"
         wall_text = f"{statistics.median(wall) * 100:.0f} %" if wall else "n/a"
-        md.append(f"| {m} | {len(rows)} | {good} of {len(rows)} | {counted_text} / {wall_text} |")
+        md.append(f"| {m} | {len(rows)} | {good} of {len(eligible)} | {worse} of {len(rows)} | {counted_text} / "
+                  f"{wall_text} |")
     timing = RESULTS / "experts_timing.json"
     if timing.exists():
         t = json.loads(timing.read_text())
