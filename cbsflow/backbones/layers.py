@@ -15,8 +15,9 @@ def timestep_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0, max_per
     Scaling t by 1000 gives the fastest frequency a period of 2*pi/1000 in t, so even an expert that owns an
     interval of width 0.01 sees embeddings that vary over its interval.
     """
-    if t.dim() == 1 and t.shape[0] > 1 and bool((t == t[0]).all()):
+    if t.device.type == "cpu" and t.dim() == 1 and t.shape[0] > 1 and bool((t == t[0]).all()):
         # One t for the whole batch (every sampler step): embed it once; the same values, b times fewer sin/cos.
+        # CPU only: on a GPU the test would synchronise the device on every call, and sin/cos are cheap there.
         return timestep_embedding(t[:1], dim, scale, max_period).expand(t.shape[0], -1).contiguous()
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
