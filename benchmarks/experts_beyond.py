@@ -48,6 +48,13 @@ def _run(cmd: list[str], out: Path) -> int:
                                env={**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"})
 
 
+def _read_back(out: Path, key: str) -> list[str]:
+    """On a fresh clone (no OUT/landscape.json), --measured with the report an earlier session archived: what it
+    measured is read back, and only what it lacks runs."""
+    archived = RESULTS / "experts" / f"{key}-landscape.json"
+    return ["--measured", str(archived)] if not (out / "landscape.json").exists() and archived.exists() else []
+
+
 def run_n4(args) -> int:
     for name in args.regimes:
         board, expert = name.split("-", 1)
@@ -61,9 +68,7 @@ def run_n4(args) -> int:
             cmd += ["--solver", f"{method}=" + "; ".join(METHODS[method])]
         cmd += ["--baseline", f"N1x4steps=expert/training.steps = {4 * STEPS}",
                 "--baseline", f"N1x4params=mlp.width = {N4_WIDE[expert]}"]
-        archived = RESULTS / "experts" / f"n4-{name}-landscape.json"
-        if not (out / "landscape.json").exists() and archived.exists():  # a fresh clone: what an earlier session
-            cmd += ["--measured", str(archived)]  # measured is read back, and only what it lacks runs
+        cmd += _read_back(out, f"n4-{name}")
         if _run(cmd, out):
             return 1
     return 0
@@ -77,9 +82,7 @@ def run_images(args) -> int:
            "--baseline", f"N1x2steps=expert/training.steps = {2 * IMAGES_STEPS}",
            "--baseline", "N1x2params=sit.width = 92",  # 64 -> 92 wide: 2.0x the parameters (179k -> 358k)
            "--primary", "fd_randconv", "--out", str(IMAGES_OUT), "--jobs", str(args.jobs)]
-    archived = RESULTS / "experts" / "images-digits-sitT-landscape.json"
-    if not (IMAGES_OUT / "landscape.json").exists() and archived.exists():  # as for n4: read back what is measured
-        cmd += ["--measured", str(archived)]
+    cmd += _read_back(IMAGES_OUT, "images-digits-sitT")
     return _run(cmd, IMAGES_OUT)
 
 
