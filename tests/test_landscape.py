@@ -181,6 +181,17 @@ def test_search_shares_experts_whose_interval_did_not_change(tmp_path, repo_root
     assert proc.returncode == 0 and not (tmp_path / "replay" / "runs").exists(), proc.stderr[-2000:]
     again = json.loads((tmp_path / "replay" / "landscape.json").read_text())["summary"]
     assert again["configs"] == report["configs"] and again["best"] == report["best"]
+    # --measured with a seed the report lacks: seed 0 is read back, only seed 1 runs (a landscape extended in seeds).
+    more = [*replay[:replay.index("--seeds") + 2], "1", *replay[replay.index("--seeds") + 2:]]
+    more[more.index("--out") + 1] = str(tmp_path / "more")
+    proc = subprocess.run(more, cwd=repo_root, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    ran = sorted(d.name for d in (tmp_path / "more" / "runs").glob("*/seed*"))
+    assert ran and set(ran) == {"seed1"}
+    extended = json.loads((tmp_path / "more" / "landscape.json").read_text())["summary"]["configs"]
+    for label, c in report["configs"].items():
+        assert extended[label]["values"]["0"] == c["values"]["0"] and set(extended[label]["values"]) == {"0", "1"}
 
 
 def test_parallel_runs_are_forked_and_match_serial_ones(tmp_path, repo_root):

@@ -16,7 +16,7 @@ each, under OUT/runs), so an interrupted landscape resumes where it stopped; exp
 and interval are trained once and shared (OUT/experts), and so are identical profiles (OUT/profiles).
 To score a new monitor on a landscape measured earlier, pass that report with --measured: N = 1, uniform, the grid (or
 the search's splits) and any solver or --baseline it already holds (same name and bindings) are read from it, and
-only the new ones run:
+only the new ones run -- and the seeds it lacks, so a landscape can be extended with more seeds:
 
     python tools/landscape.py --gin gin/quickstart.gin --n 2 --seeds 0 1 2 3 4 --out runs/landscape --name mine \\
         --measured runs/landscape/landscape.json --interpolate --solver 'mine=profile.monitor = @my_monitor()'
@@ -323,7 +323,8 @@ class Runner:
 
 def load_measured(args: argparse.Namespace) -> dict[str, ls.Measured]:
     """What an earlier report (--measured) measured: N = 1, uniform, the grid or the search's splits, and every solver
-    or baseline of the same name and bindings as one of this call's; checked against this call's settings and seeds."""
+    or baseline of the same name and bindings as one of this call's, for the seeds of this call it holds (the others
+    run, so a landscape can be extended with more seeds); checked against this call's settings."""
     path = Path(args.measured)
     try:
         report = json.loads(path.read_text())
@@ -337,7 +338,7 @@ def load_measured(args: argparse.Namespace) -> dict[str, ls.Measured]:
                             " score solvers only on a landscape measured with the same settings")
     if bool(settings.get("interpolate")) != args.interpolate:  # trained and interpolated solvers do not mix
         configs = {k: c for k, c in configs.items() if c.get("kind") != "solver"}
-    required = [ls.split_label((0.0, 1.0)), "uniform"]  # N = 2 also needs the whole grid of this call
+    required = [ls.split_label((0.0, 1.0)), "uniform"]  # and for N = 2 the grid of this call
     required += [ls.split_label((0.0, b, 1.0)) for b in args.boundaries if abs(b - 0.5) > 1e-9] if args.n == 2 else []
     searched = [label for label, c in configs.items() if c.get("kind") == "search"]  # a search replays them
     same = [cfg.label for cfg in [*map(parse_solver, args.solver), *map(parse_baseline, args.baseline)]
@@ -347,13 +348,13 @@ def load_measured(args: argparse.Namespace) -> dict[str, ls.Measured]:
     out = {}
     for label in required + searched + same:
         values = configs.get(label, {}).get("values", {})
-        missing = [s for s in args.seeds if str(s) not in values]
-        if missing and label in required:
-            raise UserError(f"--measured {path}: {label} has no seed {missing[0]}; pass the report's --boundaries and "
-                            "--seeds (or a subset of them)")
-        if not missing:
-            out[label] = ls.Measured(values={s: dict(values[str(s)]) for s in args.seeds},
-                                     boundaries={s: list(configs[label]["boundaries"][str(s)]) for s in args.seeds})
+        have = [s for s in args.seeds if str(s) in values]  # seeds this call adds to the report's run as usual
+        if have:
+            out[label] = ls.Measured(values={s: dict(values[str(s)]) for s in have},
+                                     boundaries={s: list(configs[label]["boundaries"][str(s)]) for s in have})
+    if not out:
+        raise UserError(f"--measured {path}: none of this call's configurations and seeds {args.seeds} is in it; pass "
+                        "the report's --boundaries and --seeds (or a subset of them)")
     return out
 
 
