@@ -118,9 +118,7 @@ def run_timing(args) -> None:
 
     board = args.boards[0]
     path = REPO / "benchmarks" / "results" / "experts_timing.json"
-    stored = json.loads(path.read_text()) if path.exists() else {}
-    if "regimes" not in stored:  # the one-regime file of 2026-12-04 (first session)
-        stored = {"regimes": {stored["regime"]: stored}} if "regime" in stored else {"regimes": {}}
+    stored = json.loads(path.read_text()) if path.exists() else {"regimes": {}}
     for expert in args.experts:
         binds = BOARDS[board] + EXPERTS[expert] + [f"evaluate.metrics = {METRICS}", "N_SEGMENTS = 2"]
         configs = {"fixed split (uniform)": ["split.solver = @uniform()"],

@@ -203,8 +203,7 @@ def main(args=None) -> int:
                   f"{wall_text} |")
     timing = RESULTS / "experts_timing.json"
     if timing.exists():
-        stored = json.loads(timing.read_text())
-        runs = stored["regimes"] if "regimes" in stored else {stored["regime"]: stored}
+        runs = json.loads(timing.read_text())["regimes"]
         md += ["", "Wall time of one run at a time, one thread, seed 0 (`python benchmarks/experts_grid.py timing "
                "--boards board --experts ... --methods ...`; the fastest of `repeats` runs per stage), profile + "
                "training against the fixed split's training (extra), and the profile alone against it (profile share: "

@@ -348,7 +348,7 @@ def load_measured(args: argparse.Namespace) -> dict[str, ls.Measured]:
     out = {}
     for label in required + searched + same:
         values = configs.get(label, {}).get("values", {})
-        have = [s for s in args.seeds if str(s) in values]  # seeds this call adds to the report's run as usual
+        have = [s for s in args.seeds if str(s) in values]  # read back; this call's other seeds run
         if have:
             out[label] = ls.Measured(values={s: dict(values[str(s)]) for s in have},
                                      boundaries={s: list(configs[label]["boundaries"][str(s)]) for s in have})
