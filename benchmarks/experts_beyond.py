@@ -2,7 +2,7 @@
 (point 4), and a split landscape at image scale with a small transformer expert (point 5).
 
     python benchmarks/experts_beyond.py n4        # runs/experts_n4/<regime>/landscape.json (two regimes)
-    python benchmarks/experts_beyond.py images    # runs/experts/digits-sitT/landscape.json
+    python benchmarks/experts_beyond.py images    # runs/experts/digits-{sitT,unetT}/landscape.json
     python benchmarks/experts_beyond.py report    # benchmarks/results/experts_beyond.{md,json}
 
 N = 4: the coordinate search of tools/landscape.py (from uniform, moves 0.1 then 0.05, at most 16 splits) finds the
@@ -12,8 +12,9 @@ trained 4x the steps and one with about 4x the parameters. 6 paired seeds (--see
 from the archived report and extended): the best split is chosen on the first half of the seeds and scored on the
 other half (the search itself moves on the mean of all seeds, which favours it slightly on the scored seeds).
 
-Images: the 8x8 digits with the project's tiny SiT as the expert (benchmarks/gin/experts_digits_sit.gin), N = 2,
-boundaries 0.2-0.8, 5 paired seeds, the offline FD (primary), precision/recall and the exact NLL.
+Images: the 8x8 digits with the project's tiny SiT (benchmarks/gin/experts_digits_sit.gin) and, since 2026-12-04,
+a tiny UNet (benchmarks/gin/experts_digits_unet.gin) as the expert, N = 2, boundaries 0.2-0.8, 5 paired seeds, the
+offline FD (primary), precision/recall and the exact NLL.
 """
 
 from __future__ import annotations
@@ -37,9 +38,16 @@ N4_REGIMES = ("board-w16d1", "board_late-w16d1")
 N4_SEEDS = ["0", "1", "2", "3", "4", "5"]
 N4_WIDE = {"w16d1": 49}  # mlp width with about 4x the parameters of a 16x1 expert (counted, time embedding included)
 N4_METHODS = ("centred_default", "moving_mesh", "sh_metric", "centred_light")
-IMAGES_GIN = "benchmarks/gin/experts_digits_sit.gin"
-IMAGES_OUT = Path("runs/experts/digits-sitT")
-IMAGES_STEPS = 1500  # per expert (the gin file)
+# Image landscapes (point 5): name -> gin file, steps per expert, the binding of one network with ~2x an expert's
+# parameters, the report's title. Every one is N = 2 over boundaries 0.2-0.8 with 5 paired seeds.
+IMAGES = {
+    "sitT": ("benchmarks/gin/experts_digits_sit.gin", 1500,
+             "sit.width = 92",  # 64 -> 92 wide: 2.0x the parameters (179k -> 358k)
+             "Images: digits 8×8, tiny SiT experts"),
+    "unetT": ("benchmarks/gin/experts_digits_unet.gin", 1000,
+              "unet.channels = 22",  # 16 -> 22 channels: 1.9x the parameters (190k -> 358k)
+              "Images: digits 8×8, tiny UNet experts"),
+}
 
 
 def _run(cmd: list[str], out: Path) -> int:
@@ -80,15 +88,18 @@ def run_n4(args) -> int:
 
 
 def run_images(args) -> int:
-    cmd = [sys.executable, "tools/landscape.py", "--gin", IMAGES_GIN, "--n", "2",
-           "--boundaries", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "--seeds", "0", "1", "2", "3", "4",
-           "--solver", "centred_default=" + "; ".join(METHODS["centred_default"]),
-           "--solver", "moving_mesh=" + "; ".join(METHODS["moving_mesh"]),
-           "--baseline", f"N1x2steps=expert/training.steps = {2 * IMAGES_STEPS}",
-           "--baseline", "N1x2params=sit.width = 92",  # 64 -> 92 wide: 2.0x the parameters (179k -> 358k)
-           "--primary", "fd_randconv", "--out", str(IMAGES_OUT), "--jobs", str(args.jobs)]
-    cmd += _read_back(IMAGES_OUT, "images-digits-sitT")
-    return _run(cmd, IMAGES_OUT)
+    rc = 0
+    for name in args.experts:
+        gin_file, steps, wide, _ = IMAGES[name]
+        out = Path("runs/experts") / f"digits-{name}"
+        cmd = [sys.executable, "tools/landscape.py", "--gin", gin_file, "--n", "2",
+               "--boundaries", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "--seeds", "0", "1", "2", "3", "4",
+               "--solver", "centred_default=" + "; ".join(METHODS["centred_default"]),
+               "--solver", "moving_mesh=" + "; ".join(METHODS["moving_mesh"]),
+               "--baseline", f"N1x2steps=expert/training.steps = {2 * steps}", "--baseline", f"N1x2params={wide}",
+               "--primary", "fd_randconv", "--out", str(out), "--jobs", str(args.jobs)]
+        rc = max(rc, _run(cmd + _read_back(out, f"images-digits-{name}"), out))
+    return rc
 
 
 def _wall(root: Path, label: str) -> float | None:
@@ -149,8 +160,9 @@ def landscape_table(name: str, report: Path, primary: str, stored: dict | None =
 def report(args) -> int:
     reports = {f"n4/{name}": (REPO / "runs" / "experts_n4" / name / "landscape.json", f"N = 4: {name}",
                               "sliced_wasserstein") for name in N4_REGIMES}
-    reports["images/digits-sitT"] = (REPO / IMAGES_OUT / "landscape.json", "Images: digits 8×8, tiny SiT experts",
-                                     "fd_randconv")
+    for name, (_, _, _, title) in IMAGES.items():
+        reports[f"images/digits-{name}"] = (REPO / "runs" / "experts" / f"digits-{name}" / "landscape.json", title,
+                                            "fd_randconv")
     stored_json = RESULTS / "experts_beyond.json"
     stored = json.loads(stored_json.read_text()) if stored_json.exists() else {}
     sections, out, sources = [], {}, {}
@@ -189,6 +201,7 @@ def main(argv=None) -> int:
     p.add_argument("what", choices=["n4", "images", "report"])
     p.add_argument("--regimes", nargs="+", default=list(N4_REGIMES), choices=list(N4_REGIMES))
     p.add_argument("--seeds", nargs="+", default=N4_SEEDS, help="n4: paired seeds (default 0-5)")
+    p.add_argument("--experts", nargs="+", default=list(IMAGES), choices=list(IMAGES), help="images: the experts")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time")
     args = p.parse_args(argv)
     return {"n4": run_n4, "images": run_images, "report": report}[args.what](args)

@@ -310,6 +310,10 @@ def _run_stages(run_dir: str, chosen: list[str], configs: dict, reasons: dict, p
 
     if state.is_main_process:
         os.makedirs(run_dir, exist_ok=True)
+    if {"profile", "train"} & set(chosen):
+        # torch imports torch._dynamo when it builds its first optimizer (~1-2 s, once per process); imported here,
+        # so that timings.json does not charge it to whichever stage trains first (an auxiliary net or the experts).
+        import torch._dynamo  # noqa: F401
     seconds = {}
     for name in chosen:
         state.wait_for_everyone()

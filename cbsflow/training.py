@@ -82,6 +82,18 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
     return min(1.0, (step + 1) / max(1, warmup_steps))
 
 
+LR_DECAYS = ("constant", "linear", "cosine")
+
+
+def decay_factor(step: int, steps: int, kind: str) -> float:
+    """The learning rate's share at optimizer step ``step`` of ``steps`` after warm-up: 1 ('constant'), 1 - step/steps
+    ('linear') or (1 + cos(pi step/steps)) / 2 ('cosine'); both decays reach 0 just after the last step."""
+    if kind == "constant":
+        return 1.0
+    frac = step / max(1, steps)
+    return 1.0 - frac if kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
 def ema_decay_at(decay: float, step: int) -> float:
     """The EMA decay used at optimizer step ``step``: min(decay, (1 + step) / (10 + step))."""
     return min(decay, (1 + step) / (10 + step))
@@ -247,6 +259,7 @@ class TrainSettings:
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    lr_decay: str = "constant"  # after warm-up: 'constant', 'linear' or 'cosine' (to 0 at `steps`)
     grad_clip: float = 1.0
     grad_accum: int = 1
     ema_decay: float = 0.0
@@ -261,6 +274,8 @@ class TrainSettings:
         for name in ("steps", "batch_size", "grad_accum", "log_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"training.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr_decay not in LR_DECAYS:
+            raise UserError(f"training.lr_decay must be one of {', '.join(map(repr, LR_DECAYS))}, got {self.lr_decay!r}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise UserError(f"training.mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
         if self.log_with is not None:
@@ -348,7 +363,8 @@ def fit(net: nn.Module, dataset, path, interval: tuple[float, float], settings: 
         ema_lists = (list(ema.parameters()), list(unwrapped.parameters()), list(zip(ema.buffers(), unwrapped.buffers())))
     with stop_requests() as caught:
         for step in bar:
-            lr = settings.lr * warmup_factor(step, settings.warmup_steps)
+            lr = settings.lr * warmup_factor(step, settings.warmup_steps) * decay_factor(step, settings.steps,
+                                                                                          settings.lr_decay)
             for group in opt.param_groups:
                 group["lr"] = lr
             for _ in range(settings.grad_accum):

@@ -1,6 +1,7 @@
 """Training: interval-restricted times, resume after SIGKILL at the exact step, NaN stops, one expert per job."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import torch
 
 from cbsflow.cli import main
 from cbsflow.data.toy import gaussian
+from cbsflow.errors import UserError
 from cbsflow.paths import linear
 from cbsflow.training import TrainSettings, drop_labels, fit
 
@@ -46,6 +48,23 @@ def test_gradient_accumulation_sees_every_micro_batch():
     spy = TimeSpy()
     fit(spy, gaussian(), linear(), (0.0, 1.0), TrainSettings(steps=5, batch_size=8, lr=1e-3, grad_accum=3))
     assert len(spy.seen) == 15
+
+
+@pytest.mark.parametrize("kind, share", [("constant", lambda f: 1.0), ("linear", lambda f: 1 - f),
+                                         ("cosine", lambda f: (1 + math.cos(math.pi * f)) / 2)])
+def test_lr_decay_follows_its_formula_after_the_warm_up(tmp_path, kind, share):
+    """The logged learning rate is lr * warm-up share * decay share, counted in optimizer steps (logged after step s)."""
+    settings = TrainSettings(steps=40, batch_size=8, lr=1e-2, warmup_steps=5, lr_decay=kind, log_every=1)
+    fit(TimeSpy(), gaussian(), linear(), (0.0, 1.0), settings, state_dir=str(tmp_path))
+    logged = [json.loads(line)["lr"] for line in open(tmp_path / "log.jsonl")]
+    expected = [1e-2 * min(1.0, (s + 1) / 5) * share(s / 40) for s in range(40)]
+    assert logged == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    assert (logged[-1] < 1e-3) == (kind != "constant")
+
+
+def test_unknown_lr_decay_is_refused():
+    with pytest.raises(UserError, match="lr_decay must be one of"):
+        TrainSettings(lr_decay="step")
 
 
 def test_class_dropout_uses_the_null_class():

@@ -29,17 +29,20 @@ class mlp(nn.Module):
     example = ((2,), 0)  # data shape and classes for which `--list` counts parameters
 
     def __init__(self, data_shape: tuple[int, ...], num_classes: int = 0, width: int = 256, depth: int = 3,
-                 time_scale: float = 1000.0, time_input: str = "sinusoidal"):
+                 time_scale: float = 1000.0, time_input: str = "sinusoidal", frequency_dim: int = 256):
         """``time_scale`` multiplies t before the sinusoidal embedding: lower values give a smoother t-dependence.
         ``time_input = 'raw'`` instead feeds t itself as one more input beside x (no embedding): a network that
-        sees t only through its first layer, as many simple flow-matching MLPs do."""
+        sees t only through its first layer, as many simple flow-matching MLPs do. ``frequency_dim``: the number of
+        sinusoidal features of t (half sines, half cosines; DiT's 256), the embedding's input width."""
         super().__init__()
+        if frequency_dim < 2 or frequency_dim % 2:
+            raise UserError(f"mlp.frequency_dim must be an even number >= 2, got {frequency_dim}")
         if time_input not in ("sinusoidal", "raw"):
             raise UserError(f"mlp.time_input must be 'sinusoidal' or 'raw', got {time_input!r}")
         self.data_shape, self.raw_time = tuple(data_shape), time_input == "raw"
         dim = math.prod(self.data_shape)
         self.inp = nn.Linear(dim + self.raw_time, width)
-        self.time = None if self.raw_time else TimestepEmbedder(width, scale=time_scale)
+        self.time = None if self.raw_time else TimestepEmbedder(width, frequency_dim, time_scale)
         self.label = LabelEmbedder(num_classes, width) if num_classes else None
         self.blocks = nn.ModuleList(ResidualBlock(width) for _ in range(depth))
         self.out = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, dim))

@@ -25,3 +25,11 @@ def test_raw_time_is_one_more_input_and_no_embedding():
 def test_an_unknown_time_input_is_an_error():
     with pytest.raises(UserError, match="mlp.time_input must be 'sinusoidal' or 'raw'"):
         mlp((2,), time_input="fourier")
+
+
+def test_frequency_dim_sets_the_embeddings_input_and_is_checked():
+    net = mlp((2,), width=16, depth=1, frequency_dim=32)
+    assert net.time.mlp[0].in_features == 32
+    assert net(torch.zeros(3, 2), torch.rand(3)).shape == (3, 2)
+    with pytest.raises(UserError, match="mlp.frequency_dim must be an even number"):
+        mlp((2,), frequency_dim=31)
