@@ -8,7 +8,7 @@ A setting *agrees* when on every board its mean boundary is within ``TOLERANCE``
 criterion is fidelity to the full estimate, not closeness to any measured optimum (those are the test set).
 
     python benchmarks/profile_cost.py          # benchmarks/results/profile_cost.{md,json}; reads back stored settings
-    python benchmarks/profile_cost.py --rerun  # every setting again
+    python benchmarks/profile_cost.py --rerun  # every setting again (settings are read back by name: rename a changed one)
 
 Seconds are the profile stage's wall time with two processes at a time (one thread each); `experts_grid.py timing`
 measures the chosen setting one run at a time against a fixed split's training.
