@@ -37,7 +37,8 @@ RESULTS = REPO / "benchmarks" / "results"
 N4_REGIMES = ("board-w16d1", "board_late-w16d1")
 N4_SEEDS = ["0", "1", "2", "3", "4", "5"]
 N4_WIDE = {"w16d1": 49}  # mlp width with about 4x the parameters of a 16x1 expert (counted, time embedding included)
-N4_METHODS = ("centred_default", "moving_mesh", "sh_metric", "centred_light")
+N4_METHODS = ("centred_default", "moving_mesh", "sh_metric", "centred_light", "warm_split")
+IMAGE_METHODS = ("centred_default", "moving_mesh", "warm_split", "warm_uniform")
 # Image landscapes (point 5): name -> gin file, steps per expert, the binding of one network with ~2x an expert's
 # parameters, the report's title. Every one is N = 2 over boundaries 0.2-0.8 with 5 paired seeds.
 IMAGES = {
@@ -94,8 +95,7 @@ def run_images(args) -> int:
         out = Path("runs/experts") / f"digits-{name}"
         cmd = [sys.executable, "tools/landscape.py", "--gin", gin_file, "--n", "2",
                "--boundaries", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "--seeds", "0", "1", "2", "3", "4",
-               "--solver", "centred_default=" + "; ".join(METHODS["centred_default"]),
-               "--solver", "moving_mesh=" + "; ".join(METHODS["moving_mesh"]),
+               *[a for m in args.methods for a in ("--solver", f"{m}=" + "; ".join(METHODS[m]))],
                "--baseline", f"N1x2steps=expert/training.steps = {2 * steps}", "--baseline", f"N1x2params={wide}",
                "--primary", "fd_randconv", "--out", str(out), "--jobs", str(args.jobs)]
         rc = max(rc, _run(cmd + _read_back(out, f"images-digits-{name}"), out))
@@ -202,6 +202,8 @@ def main(argv=None) -> int:
     p.add_argument("--regimes", nargs="+", default=list(N4_REGIMES), choices=list(N4_REGIMES))
     p.add_argument("--seeds", nargs="+", default=N4_SEEDS, help="n4: paired seeds (default 0-5)")
     p.add_argument("--experts", nargs="+", default=list(IMAGES), choices=list(IMAGES), help="images: the experts")
+    p.add_argument("--methods", nargs="+", default=list(IMAGE_METHODS), choices=list(METHODS),
+                   help="images: the split methods (those on record are read back, the others run)")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time")
     args = p.parse_args(argv)
     return {"n4": run_n4, "images": run_images, "report": report}[args.what](args)

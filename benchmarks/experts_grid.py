@@ -59,6 +59,8 @@ METHODS = {
     "expert_gap": ["gin/splits/expert_gap.gin"],
     "sh_metric": ["gin/splits/successive_halving_metric.gin"],  # successive halving ranked by SW of samples
     "centred_light": ["gin/splits/centred_light.gin"],  # the default's profile at about a fifth of its cost
+    "warm_split": ["gin/splits/warm_split.gin"],  # the experts' own shared start, split by its field (no aux net)
+    "warm_uniform": ["gin/splits/warm_uniform.gin"],  # the same warm start on the uniform split (its control)
 }
 PROFILED = ("centred_default", "expert_gap", "centred_light")  # methods with a profile stage
 _RUNNING: list[subprocess.Popen] = []
@@ -89,6 +91,21 @@ def run_grid(args) -> None:
         landscape(ROOT / f"{board}-{expert}", binds, ["--boundaries", *BOUNDARIES], args.jobs, "landscape")
 
 
+def on_record(report: Path | None) -> list[str]:
+    """The methods of METHODS a landscape report measured with the bindings METHODS gives them now."""
+    if report is None:
+        return []
+    configs = json.loads(report.read_text())["summary"]["configs"]
+    out = []
+    for method, items in METHODS.items():
+        files = [i for i in items if i.endswith(".gin")]
+        c = configs.get(method, {})
+        if c.get("kind") == "solver" and c.get("gin_files", []) == files and c.get("bindings", []) == [
+                i for i in items if i not in files]:
+            out.append(method)
+    return out
+
+
 def run_methods(args) -> None:
     for board, expert, binds in regimes(args):
         out = ROOT / f"{board}-{expert}"
@@ -99,8 +116,10 @@ def run_methods(args) -> None:
         reports = [out / "landscape.json", archived / f"{board}-{expert}-methods.json",
                    archived / f"{board}-{expert}-landscape.json"]
         extra = ["--boundaries", *BOUNDARIES]
-        extra += next((["--measured", str(r)] for r in reports if r.exists()), [])
-        for method in args.methods:
+        report = next((r for r in reports if r.exists()), None)
+        extra += ["--measured", str(report)] if report else []
+        # The methods on record there come along (read back, not run again), so the new report keeps them.
+        for method in [*args.methods, *(m for m in on_record(report) if m not in args.methods)]:
             extra += ["--solver", f"{method}=" + "; ".join(METHODS[method])]
         if args.baselines:
             extra += ["--baseline", f"N1x2steps=expert/training.steps = {2 * STEPS}",

@@ -10,12 +10,15 @@ from __future__ import annotations
 import datetime
 import json
 import statistics
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
 RESULTS = REPO / "benchmarks" / "results"
 PRIMARY = "sliced_wasserstein"
 BASELINES = ("N=1", "N1x2steps", "N1x2params")  # one network; trained 2x the steps; ~2x the parameters
+PAIRED_AGAINST = "centred_light"  # the quickstart's split method since 2026-12-04
 
 
 def _timings(run_root: Path, label: str) -> list[dict]:
@@ -35,10 +38,9 @@ def extra_cost(root: Path, label: str, fixed_train_s: float | None) -> tuple[flo
     """(extra compute counted in steps or forward passes, when the method records it; extra wall time as a share of
     one fixed-split training: profile + train seconds against the fixed split's train seconds)."""
     times = _timings(root, label)
-    if not times or not fixed_train_s:
-        return None, None
     counted = [t["extra_compute"] for t in times if t.get("extra_compute") is not None]
-    wall = statistics.median(t.get("profile", 0.0) + t.get("train", 0.0) for t in times) / fixed_train_s - 1
+    wall = (statistics.median(t.get("profile", 0.0) + t.get("train", 0.0) for t in times) / fixed_train_s - 1
+            if times and fixed_train_s else None)  # the fixed split's runs may have been read back, not run here
     return (statistics.median(counted) if counted else None), wall
 
 
@@ -60,7 +62,8 @@ def regime(root: Path) -> dict | None:
         r = regrets.get(label)
         counted, wall = extra_cost(root, label, fixed_s) if c["kind"] == "solver" else (None, None)
         rows[label] = {"kind": c["kind"], "boundary": c["mean_boundaries"][1] if len(c["mean_boundaries"]) > 2 else None,
-                       "sw": c["stats"][PRIMARY], "regret": r, "extra_counted": counted, "extra_wall": wall}
+                       "sw": c["stats"][PRIMARY], "regret": r, "extra_counted": counted, "extra_wall": wall,
+                       "per_seed": {k: v[PRIMARY] for k, v in c.get("values", {}).items() if PRIMARY in v}}
     u = rows.get("uniform", {}).get("regret")
     for row in rows.values():
         r = row["regret"]
@@ -86,6 +89,32 @@ def merge_rows(name: str, new: dict, old: dict | None) -> str:
     for label in missing:
         new["rows"][label] = {**old["rows"][label], "earlier_session": True}
     return f"{name}: kept {', '.join(missing)} from the earlier report (same grid, same reference split)"
+
+
+def paired_section(regimes: dict, methods: list[str], reference: str = PAIRED_AGAINST) -> list[str]:
+    """Each method against the shipped default, paired by seed over every seed both ran (no split is chosen here, so
+    no seed is spent on a selection): mean difference of SW ± its 95 % t-interval; * = resolved."""
+    from cbsflow.compare import paired_difference
+
+    others = [m for m in methods if m != reference]
+    md = ["", f"## Each method against `{reference}` (the shipped default), paired by seed", "",
+          f"SW of the method − SW of `{reference}` on every seed both ran (below 0: the method is better); "
+          "**bold** = resolved at 95 %. No split is chosen from these seeds, so none is held out.", "",
+          "| " + " | ".join(["regime", *others]) + " |", "|---|" + "---|" * len(others)]
+    for name, r in regimes.items():
+        ref = r["rows"].get(reference, {}).get("per_seed") or {}
+        cells = []
+        for m in others:
+            mine = r["rows"].get(m, {}).get("per_seed") or {}
+            seeds = sorted(set(ref) & set(mine))
+            if len(seeds) < 2:
+                cells.append("—")
+                continue
+            d = paired_difference([mine[k] for k in seeds], [ref[k] for k in seeds])
+            text = f"{d.mean:+.4f} ± {d.half_width:.4f}"
+            cells.append(f"**{text}**" if abs(d.mean) > d.half_width else text)
+        md.append(f"| {name} | " + " | ".join(cells) + " |")
+    return md
 
 
 def archive(roots: list[Path]) -> None:
@@ -201,6 +230,7 @@ def main(args=None) -> int:
         wall_text = f"{statistics.median(wall) * 100:.0f} %" if wall else "n/a"
         md.append(f"| {m} | {len(rows)} | {good} of {len(eligible)} | {worse} of {len(rows)} | {counted_text} / "
                   f"{wall_text} |")
+    md += paired_section(regimes, methods)
     timing = RESULTS / "experts_timing.json"
     if timing.exists():
         runs = json.loads(timing.read_text())["regimes"]

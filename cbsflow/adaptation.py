@@ -36,7 +36,7 @@ import torch
 from cbsflow import rundir
 from cbsflow.errors import UserError
 from cbsflow.monitors import _device
-from cbsflow.registry import register
+from cbsflow.registry import Instance, name_of, register
 from cbsflow.seeding import derive_seed
 from cbsflow.training import process_state, widened
 
@@ -303,3 +303,119 @@ class successive_halving:
                       extra_compute=spent / (n * settings.steps) - 1.0 + scoring / passes)
         _save_record(job.run_dir, record)
         return b
+
+
+@register("adaptation")
+class warm_split:
+    """Train one network like the experts on all of [0, 1] for a share of the budget, split by its own field's
+    monitor, and start every expert from it — within the same total steps as a fixed split.
+
+    ``share``: the part of the total budget (N experts × their steps) the shared network trains, taken evenly from
+    every expert's steps; ``monitor`` (default: the centred Dirichlet energy, 4 probes) is measured on its EMA field
+    at ``n_points`` times in [0, ``t_max``] on ``n_samples`` data points; ``solver`` (default: de Boor with
+    exponent 1/2) turns the profile into N intervals. Every expert then starts from the shared network's weights (EMA
+    if kept) and trains the rest of its steps on its own interval.
+    """
+
+    def __init__(self, share: float = 0.25, monitor: Instance("monitor") | None = None,
+                 solver: Instance("partition") | None = None, n_points: int = 32, n_samples: int = 512,
+                 t_max: float = 0.995):
+        if not 0 < share < 1:
+            raise UserError(f"warm_split.share = {share}: the shared network's part of the budget must be in (0, 1)")
+        if n_points < 2 or n_samples < 2 or not 0 < t_max <= 1:
+            raise UserError(f"warm_split: need n_points >= 2, n_samples >= 2 and 0 < t_max <= 1 (got n_points="
+                            f"{n_points}, n_samples={n_samples}, t_max={t_max})")
+        self.share, self.monitor, self.solver = float(share), monitor, solver
+        self.n_points, self.n_samples, self.t_max = int(n_points), int(n_samples), float(t_max)
+
+    def _parts(self, n: int, settings) -> tuple[int, int]:
+        """(steps of the shared network, steps each expert trains after it); together exactly N × steps."""
+        per_expert = int(round(self.share * settings.steps))
+        if not 1 <= per_expert < settings.steps:
+            raise UserError(f"warm_split.share = {self.share} of {settings.steps} steps per expert leaves "
+                            f"{per_expert} for the shared network; raise it or the experts' training.steps")
+        return n * per_expert, settings.steps - per_expert
+
+    def _solver(self, n: int):
+        from cbsflow.partition import deboor
+
+        solver = self.solver if self.solver is not None else deboor(n_segments=n, exponent=0.5)
+        if getattr(solver, "n_segments", n) != n:
+            raise UserError(f"warm_split.solver makes {solver.n_segments} segments but the split has {n}; bind its "
+                            "n_segments to %N_SEGMENTS")
+        return solver
+
+    def base(self, job, steps: int, init: dict | None):
+        """The shared network (trained once; then read from checkpoints/warm_base.pt) and the field to profile."""
+        import dataclasses
+
+        from cbsflow.segmented import Expert, build_network
+        from cbsflow.training import fit
+
+        path = os.path.join(job.run_dir, "checkpoints", "warm_base.pt")
+        torch.manual_seed(job.seed)
+        net = build_network(job.backbone, job.dataset)
+        if job.complete(path, (0.0, 1.0), steps):
+            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
+            return net.state_dict(), Expert(net, job.path).eval()
+        if init is not None:
+            net.load_state_dict(init)
+        out = fit(Expert(net, job.path), job.dataset, job.path, (0.0, 1.0),
+                  dataclasses.replace(job.settings, steps=steps), seed=job.seed,
+                  state_dir=rundir.state_dir(job.run_dir, "warm_base"), desc="warm_split: shared network")
+        field = out["ema"] if out["ema"] is not None else Expert(net, job.path)
+        state = field.net.state_dict()
+        if process_state().is_main_process:
+            rundir.save_checkpoint(path, {"state_dict": state, "ema": None, "interval": [0.0, 1.0], "steps": steps,
+                                          "loss": out["loss"], "config_digest": job.config_digest})
+        return state, field.eval()
+
+    def profile(self, field, job) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        from cbsflow.monitors import dirichlet
+
+        monitor = self.monitor if self.monitor is not None else dirichlet(centred=True)
+        x1, y = job.dataset.sample(self.n_samples, seed=derive_seed(job.seed, 9, 11))
+        t = torch.linspace(0.0, self.t_max, self.n_points)
+        mean, se = monitor(field, x1, t, path=job.path, y=y,
+                           generator=torch.Generator().manual_seed(derive_seed(job.seed, 9, 12)))
+        mean, se = (np.asarray(torch.as_tensor(v, dtype=torch.float64).cpu()) for v in (mean, se))
+        rundir.check_profile(name_of(monitor), t.numpy(), mean, se)
+        return t.numpy().astype(np.float64), mean, se
+
+    def __call__(self, job, initial: np.ndarray, base: dict | None) -> np.ndarray:
+        import dataclasses
+
+        if job.local_time:
+            raise UserError("warm_split starts every expert from a network that saw global t; it needs "
+                            "train.local_time = False")
+        settings, n = job.settings, len(initial) - 1
+        solver = self._solver(n)
+        shared, rest = self._parts(n, settings)
+        record = _load_record(job, "warm_split", initial)
+        state, field = self.base(job, shared, base)
+        if record["history"]:
+            b = np.array(record["history"][-1]["boundaries"], dtype=float)
+        else:
+            t, value, se = self.profile(field, job)
+            b = rundir.check_boundaries(solver(t, value, path=job.path), "warm_split.solver")
+            record["history"].append({"step": shared // n, "boundaries": b.tolist(), "moved": True,
+                                      "profile": {"t": t.tolist(), "value": value.tolist(), "stderr": se.tolist()}})
+            print(f"[train] warm_split after {shared} steps of the shared network ({shared // n} per expert): "
+                  f"boundaries {np.round(initial[1:-1], 3).tolist()} -> {np.round(b[1:-1], 3).tolist()}", flush=True)
+            _save_record(job.run_dir, record)
+        later = dataclasses.replace(settings, steps=rest)
+        for k in range(n):
+            expert = job.new_expert(k, (float(b[k]), float(b[k + 1])), state)
+            seen = widened(expert.interval, job.margin)
+            out = job.fit_expert(k, n, expert, seen, settings=later)
+            job.save_expert(k, expert, out, seen)
+        record.update(final_boundaries=b.tolist(), done=True, extra_compute=self.extra_compute(n, settings))
+        _save_record(job.run_dir, record)
+        return b
+
+    def extra_compute(self, n: int, settings) -> float:
+        """The monitor's passes (a Jacobian-vector product ~ 3 forward passes, per probe, time and sample) against
+        one fixed-split training's (forward + backward ~ 3 passes per sample); the steps themselves add nothing."""
+        probes = getattr(self.monitor, "n_probes", 4) if self.monitor is not None else 4
+        passes = 3.0 * self.n_points * self.n_samples * probes
+        return passes / (3.0 * n * settings.steps * settings.batch_size * settings.grad_accum)

@@ -529,12 +529,14 @@ class TrainingRun:
             net.load_state_dict(base)
         return Expert(net, self.path, interval, self.local_time)
 
-    def fit_expert(self, k: int, n: int, expert, seen, stop_at: int | None = None, state: str | None = None) -> dict:
-        """Train expert k on t in ``seen`` (to ``stop_at`` steps, resumable from its state folder)."""
+    def fit_expert(self, k: int, n: int, expert, seen, stop_at: int | None = None, state: str | None = None,
+                   settings: TrainSettings | None = None) -> dict:
+        """Train expert k on t in ``seen`` (to ``stop_at`` steps, resumable from its state folder), with the experts'
+        settings or ``settings`` (e.g. fewer steps after a warm start)."""
         from cbsflow import rundir
 
         a, b = expert.interval
-        return fit(expert, self.dataset, self.path, seen, self.settings, seed=self.seed + 1000 * (k + 1),
+        return fit(expert, self.dataset, self.path, seen, settings or self.settings, seed=self.seed + 1000 * (k + 1),
                    state_dir=rundir.state_dir(self.run_dir, state or f"segment_{k}"),
                    desc=f"expert {k + 1}/{n} [{a:.3f}, {b:.3f})", stop_at=stop_at)
 

@@ -147,11 +147,70 @@ def test_bad_adaptation_settings_are_one_clear_error():
 
 
 @pytest.mark.parametrize("backbone,method", [("jit", "moving_mesh"), ("sit", "moving_mesh"), ("unet", "moving_mesh"),
-                                             ("sit", "successive_halving")])
+                                             ("sit", "successive_halving"), ("jit", "warm_split"),
+                                             ("sit", "warm_split"), ("unet", "warm_split")])
 def test_adaptive_splits_run_end_to_end_on_the_image_smoke_configurations(tmp_path, backbone, method):
     """gin/smoke/<backbone>.gin with gin/splits/<method>.gin: the adaptive split through every stage on images."""
-    assert main(["--gin", f"gin/smoke/{backbone}.gin", "--gin", f"gin/splits/{method}.gin",
-                 "--bind", f"{method}.n_eval = 256", "--run-dir", str(tmp_path)]) == 0
+    budget = ["--bind", "warm_split.n_samples = 16"] if method == "warm_split" else [
+        "--bind", f"{method}.n_eval = 256"]
+    assert main(["--gin", f"gin/smoke/{backbone}.gin", "--gin", f"gin/splits/{method}.gin", *budget,
+                 "--run-dir", str(tmp_path)]) == 0
     split = json.loads((tmp_path / "split.json").read_text())
     assert split["adapted_by"] == method and (tmp_path / "metrics.json").exists()
     assert len(split["boundaries"]) == 3 and (tmp_path / "adaptation.png").exists()
+
+
+def test_warm_split_trains_a_shared_start_splits_by_its_field_and_keeps_the_total_steps(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["--gin", SMOKE, "--gin", "gin/splits/warm_split.gin", "--bind", "N_SEGMENTS = 2",
+            "--bind", "expert/training.steps = 80", "--run-dir", str(run)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "[profile] skipped" in out and out.count("[train] warm_split after 40 steps of the shared network") == 1
+    split = json.loads((run / "split.json").read_text())
+    record = json.loads((run / "checkpoints" / "adaptation.json").read_text())
+    assert split["initial_boundaries"] == [0.0, 0.5, 1.0] and split["adapted_by"] == "warm_split"
+    assert split["boundaries"] == record["final_boundaries"] == record["history"][0]["boundaries"]
+    profile = record["history"][0]["profile"]
+    assert len(profile["t"]) == 32 and min(profile["value"]) > 0 and record["history"][0]["step"] == 20
+    # The shared network's 2 x 20 steps and each expert's 60 make 2 x 80, the budget of a fixed split.
+    base = torch.load(run / "checkpoints" / "warm_base.pt", weights_only=True)
+    assert base["steps"] == 40
+    for k in range(2):
+        log = [json.loads(line) for line in (run / "checkpoints" / f"segment_{k}" / "log.jsonl").open()]
+        ckpt = torch.load(run / "checkpoints" / f"segment_{k}.pt", weights_only=True)
+        assert log[-1]["step"] == 60 and ckpt["steps"] == 80 and ckpt["interval"] == split["boundaries"][k:k + 2]
+    # Extra compute: the monitor's 32 times x 512 samples x 4 probes (~3 passes each) against 3 x 2 x 80 x 128.
+    assert record["extra_compute"] == pytest.approx(3 * 32 * 512 * 4 / (3 * 2 * 80 * 128))
+    assert (run / "adaptation.png").exists()
+    assert main(args) == 0  # the rewritten split.json leaves every stage up to date
+    assert capsys.readouterr().out.count("up to date") == 4
+
+
+def test_warm_split_experts_start_from_the_shared_network(tmp_path):
+    """Every expert's network starts from the shared network's (EMA) weights, which are read back on a rerun."""
+    from cbsflow.adaptation import warm_split
+    from cbsflow.backbones.mlp import mlp
+    from cbsflow.data.toy import checkerboard
+    from cbsflow.training import TrainingRun, TrainSettings
+
+    job = TrainingRun(str(tmp_path), mlp, checkerboard(), linear(), TrainSettings(steps=20, batch_size=64), False, 0,
+                      None)
+    ws = warm_split(share=0.5, n_points=4, n_samples=32)
+    state, field = ws.base(job, 10, None)
+    expert = job.new_expert(1, (0.5, 1.0), state)
+    for name, value in expert.net.state_dict().items():
+        torch.testing.assert_close(value, state[name])
+    t, value, se = ws.profile(field, job)
+    assert t.shape == value.shape == se.shape == (4,) and np.all(value > 0)
+    assert ws.base(job, 10, None)[0].keys() == state.keys()  # read back from checkpoints/warm_base.pt
+
+
+def test_bad_warm_split_settings_are_one_clear_error(tmp_path, capsys):
+    from cbsflow.adaptation import warm_split
+
+    with pytest.raises(UserError, match="must be in \\(0, 1\\)"):
+        warm_split(share=1.0)
+    assert main(["--gin", SMOKE, "--gin", "gin/splits/warm_split.gin", "--bind", "N_SEGMENTS = 2",
+                 "--bind", "deboor.n_segments = 3", "--stages", "split,train", "--run-dir", str(tmp_path)]) == 2
+    assert "warm_split.solver makes 3 segments but the split has 2" in capsys.readouterr().err
