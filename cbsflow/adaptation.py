@@ -399,7 +399,11 @@ class warm_split:
             t, value, se = self.profile(field, job)
             b = rundir.check_boundaries(solver(t, value, path=job.path), "warm_split.solver")
             record["history"].append({"step": shared // n, "boundaries": b.tolist(), "moved": True,
-                                      "profile": {"t": t.tolist(), "value": value.tolist(), "stderr": se.tolist()}})
+                                      "profile": {"t": t.tolist(), "value": value.tolist(), "stderr": se.tolist(),
+                                                  "monitor": name_of(self.monitor) if self.monitor is not None
+                                                  else "dirichlet", "centred": self.monitor is None or getattr(self.monitor, "centred", False),
+                                                  "exponent": getattr(solver, "exponent", None),
+                                                  "floor": getattr(solver, "floor", None)}})
             print(f"[train] warm_split after {shared} steps of the shared network ({shared // n} per expert): "
                   f"boundaries {np.round(initial[1:-1], 3).tolist()} -> {np.round(b[1:-1], 3).tolist()}", flush=True)
             _save_record(job.run_dir, record)

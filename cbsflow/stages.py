@@ -165,12 +165,32 @@ def _adapt(run_dir, prov, adaptation, figures: bool, job, shared_init_steps: int
     record = rundir.read_json(os.path.join(run_dir, "checkpoints", "adaptation.json"), "adaptation")
     if figures:
         _plot(run_dir, record, job.settings.steps)
+        _plot_adapted_profile(run_dir, record, final)
     n = len(final) - 1
     rundir.write_json(rundir.artifact(run_dir, "train"), {
         "n_segments": n, "boundaries": final.tolist(), "initial_boundaries": initial.tolist(),
         "adaptation": name_of(adaptation), "extra_compute": record.get("extra_compute"),
         "final_loss": job.final_losses(n), "steps_per_segment": job.settings.steps, "local_time": False,
         **_record(prov), "input_digest": rundir.digest(path)})
+
+
+def _plot_adapted_profile(run_dir: str, record: dict, final: np.ndarray) -> None:
+    """profile.png again for a method that measured its own profile while training (warm_split): its monitor, the
+    density it cut and the boundaries the experts were trained for."""
+    from cbsflow.partition import density
+    from cbsflow.plotting import plot_profile
+
+    measured = [h for h in record.get("history", []) if "profile" in h]
+    if not measured:
+        return
+    prof = measured[-1]["profile"]
+    shown = {**prof, "monitor": f"{prof.get('monitor', 'monitor')}, shared network",
+             "config": {"dirichlet.centred": bool(prof.get("centred"))}}
+    exponent, floor = prof.get("exponent"), prof.get("floor")
+    split = {"solver": record["method"],
+             "boundaries": final.tolist(), "exponent": exponent, "floor": floor}
+    plot_profile(os.path.join(run_dir, "profile.png"), shown, split,
+                 lambda m: density(m, **{k: v for k, v in (('exponent', exponent), ('floor', floor)) if v is not None}))
 
 
 @gin.configurable(module="stage")

@@ -183,6 +183,10 @@ def test_warm_split_trains_a_shared_start_splits_by_its_field_and_keeps_the_tota
     # Extra compute: the monitor's 32 times x 512 samples x 4 probes (~3 passes each) against 3 x 2 x 80 x 128.
     assert record["extra_compute"] == pytest.approx(3 * 32 * 512 * 4 / (3 * 2 * 80 * 128))
     assert (run / "adaptation.png").exists()
+    # profile.png is drawn again after training, from the shared network's profile and its density's settings.
+    assert profile["monitor"] == "dirichlet" and profile["centred"] and profile["exponent"] == 0.5
+    record_time = (run / "checkpoints" / "adaptation.json").stat().st_mtime_ns
+    assert (run / "profile.png").stat().st_mtime_ns >= record_time
     assert main(args) == 0  # the rewritten split.json leaves every stage up to date
     assert capsys.readouterr().out.count("up to date") == 4
 

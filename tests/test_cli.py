@@ -382,9 +382,18 @@ def test_readme_example_sequence_in_one_run_directory(finished_run, tmp_path, ca
     monkeypatch.syspath_prepend(str(tmp_path))
     run_dir = _copy(finished_run, tmp_path, "quickstart")
     first = _stamp(run_dir)
-    # --bind 'split.solver = @uniform()' --run-dir runs/uniform: a separate directory, a uniform split.
-    assert main(["--gin", SMOKE, "--bind", "split.solver = @uniform()", "--run-dir", str(tmp_path / "uniform")]) == 0
+    # --bind 'train.adaptation = None' --run-dir runs/uniform on the quickstart (whose split solver is uniform).
+    quick = ["--gin", SMOKE, "--gin", "gin/splits/warm_split.gin"]  # the quickstart's split at the smoke sizes
+    assert main([*quick, "--bind", "train.adaptation = None", "--run-dir", str(tmp_path / "uniform")]) == 0
     np.testing.assert_allclose(load(tmp_path / "uniform", "split.json")["boundaries"], [0, 0.25, 0.5, 0.75, 1])
+    assert not (tmp_path / "uniform" / "checkpoints" / "adaptation.json").exists()
+    # --import my_monitors --bind 'warm_split.monitor = @my_monitor': the warm split measures the new monitor.
+    assert main([*quick, "--import", "my_monitors", "--bind", "warm_split.monitor = @my_monitor",
+                 "--run-dir", str(tmp_path / "mine")]) == 0
+    record = load(tmp_path / "mine" / "checkpoints", "adaptation.json")
+    assert record["history"][0]["profile"]["monitor"] == "my_monitor"
+    assert load(tmp_path / "mine", "split.json")["boundaries"][2] > 0.5  # difficulty near the data end
+    # The rest on gin/quickstart_aux.gin, the quickstart with a profile stage (the smoke configuration's base).
     # --stages split --force: the split is redone; the same profile gives the same split, so nothing else is stale.
     assert main(["--gin", SMOKE, "--run-dir", run_dir, "--stages", "split", "--force"]) == 0
     assert "[split] done" in capsys.readouterr().out

@@ -22,10 +22,10 @@ only the new ones run -- and the seeds it lacks, so a landscape can be extended 
         --measured runs/landscape/landscape.json --interpolate --solver 'mine=profile.monitor = @my_monitor()'
 
 --boundaries with no value measures only N = 1, the uniform split and the solvers: a paired comparison, e.g. CBS beside
-uniform and single networks where the experts' capacity binds (gin/quickstart_compare.gin, 2 min on 2 cores):
+uniform and single networks where the experts' capacity binds (gin/quickstart_compare.gin, 3 min on 2 cores):
 
     python tools/landscape.py --gin gin/quickstart_compare.gin --n 2 --boundaries --seeds 0 1 2 3 4 \
-        --solver 'cbs=split.solver = @deboor()' --baseline 'N1x2steps=expert/training.steps = 8000' \
+        --solver 'cbs=gin/splits/warm_split.gin' --baseline 'N1x2steps=expert/training.steps = 4000' \
         --baseline 'N1x2params=mlp.width = 29' --out runs/quickstart_compare --jobs 2
 
 With --jobs > 1 every run is a child process forked from a server that has imported cbsflow once
