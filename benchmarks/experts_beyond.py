@@ -55,6 +55,19 @@ IMAGES = {
 }
 
 
+def _cpu() -> str | None:
+    """The CPU's model name (wall times are compared only between runs on the same one); None where unknown, as for
+    the rows stored before 2026-12-06 (all measured on the project's Intel Xeon machine)."""
+    try:
+        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
+    except OSError:
+        return None
+    return names[0] if names else None
+
+
+CPU = _cpu()
+
+
 def _run(cmd: list[str], out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print("$ " + shlex.join(cmd), flush=True)
@@ -121,13 +134,17 @@ def landscape_table(name: str, report: Path, primary: str, stored: dict | None =
     data = json.loads(report.read_text())
     summary, settings = data["summary"], data["settings"]
     cfgs, metrics = summary["configs"], summary["metrics"]
-    walls = {k: r.get("wall_s") for k, r in (stored or {}).get("rows", {}).items()}
+    stored_rows = (stored or {}).get("rows", {})
 
-    def wall_of(label: str) -> float | None:
+    def wall_of(label: str) -> tuple[float | None, str | None]:
+        """(seconds, the CPU they were measured on): this machine's runs, else the stored row's."""
         measured = _wall(report.parent, label)
-        return measured if measured is not None else walls.get(label)
+        if measured is not None:
+            return measured, CPU
+        row = stored_rows.get(label, {})
+        return row.get("wall_s"), row.get("wall_cpu")
 
-    fixed = wall_of("uniform")
+    fixed, fixed_cpu = wall_of("uniform")
     others = [m for m in metrics if m != primary]
     md = [f"### {name}", "", f"`{os.path.relpath(report, REPO)}`; N = {settings['n']},"
           f" seeds {settings['seeds']}; regret {summary['regret_method']}; best on {primary}: "
@@ -142,12 +159,16 @@ def landscape_table(name: str, report: Path, primary: str, stored: dict | None =
         c = cfgs[label]
         mu, se = c["stats"][primary]
         b = c["mean_boundaries"]
-        wall = wall_of(label)
-        extra = f"{wall / fixed - 1:+.0%}" if wall and fixed and c["kind"] != "search" else ""
+        wall, cpu = wall_of(label)
+        # Wall times compare only when measured on the same CPU (runs read back from an earlier session's report
+        # keep the times of the machine that ran them).
+        extra = (f"{wall / fixed - 1:+.0%}" if cpu == fixed_cpu else "other CPU") if (
+            wall and fixed and c["kind"] != "search") else ""
         regrets = {m: summary["regret"][m].get(label) for m in metrics}
         md.append(f"| {label} | {c['kind']} | {', '.join(f'{v:.2f}' for v in b[1:-1]) or '—'} | {mu:.4f} ± {se:.4f}"
                   f" | {_fmt(regrets[primary])} | " + " | ".join(_fmt(regrets[m]) for m in others) + f" | {extra} |")
-        rows[label] = {"kind": c["kind"], "boundaries": b, "stats": c["stats"], "regret": regrets, "wall_s": wall}
+        rows[label] = {"kind": c["kind"], "boundaries": b, "stats": c["stats"], "regret": regrets, "wall_s": wall,
+                       "wall_cpu": cpu}
     u = rows.get("uniform", {}).get("regret", {}).get(primary)
     md += [""]
     for label, row in rows.items():

@@ -112,12 +112,13 @@ def {name}(velocity, x1, t, path, y=None, generator=None):
 
 
 def test_custom_monitor_by_import_flag(tmp_path, monkeypatch):
-    (tmp_path / "my_monitors.py").write_text(CUSTOM_MONITOR.format(name="my_monitor"))
+    # Its own module and name: the README test imports the README's my_monitors.my_monitor in the same process.
+    (tmp_path / "bump_monitors.py").write_text(CUSTOM_MONITOR.format(name="bump_monitor"))
     monkeypatch.syspath_prepend(str(tmp_path))
     run_dir = str(tmp_path / "run")
-    assert main(["--gin", SMOKE, "--import", "my_monitors", "--bind", "profile.monitor = @my_monitor",
+    assert main(["--gin", SMOKE, "--import", "bump_monitors", "--bind", "profile.monitor = @bump_monitor",
                  "--run-dir", run_dir, "--stages", "profile,split"]) == 0
-    assert load(run_dir, "profile.json")["monitor"] == "my_monitor"
+    assert load(run_dir, "profile.json")["monitor"] == "bump_monitor"
     b = load(run_dir, "split.json")["boundaries"]
     assert all(0.0 < x < 0.45 for x in b[1:-1])  # every cut lands in the bump around t = 0.2
 

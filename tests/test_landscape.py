@@ -224,6 +224,25 @@ def test_parallel_runs_are_forked_and_match_serial_ones(tmp_path, repo_root):
     assert (bad / "runs" / "cbs" / "seed0" / "profile.png").exists()  # --figures: each run draws its own
 
 
+def test_fixed_splits_stay_fixed_where_the_configuration_ships_a_moving_split(tmp_path, repo_root):
+    """On a configuration whose train.adaptation moves the boundaries (the quickstart's warm split), N = 1, uniform
+    and the grid are trained where the landscape puts them; only the solver (the configured method) moves."""
+    cmd = [sys.executable, "tools/landscape.py", "--gin", "gin/smoke/toy.gin", "--gin", "gin/splits/warm_split.gin",
+           "--n", "2", "--boundaries", "0.3", "--seeds", "0", "--solver", "warm=warm_split.n_samples = 64",
+           "--bind", "evaluate.metrics = [@sliced_wasserstein()]", "--bind", "evaluate.floor_draws = 0",
+           "--out", str(tmp_path), "--jobs", "1"]
+    proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    configs = json.loads((tmp_path / "landscape.json").read_text())["summary"]["configs"]
+    assert configs["uniform"]["boundaries"]["0"] == [0.0, 0.5, 1.0]
+    assert configs["b=0.300"]["boundaries"]["0"] == [0.0, 0.3, 1.0]
+    assert not (tmp_path / "runs" / "b=0.300" / "seed0" / "checkpoints" / "adaptation.json").exists()
+    warm = tmp_path / "runs" / "warm" / "seed0"
+    assert json.loads((warm / "split.json").read_text())["adapted_by"] == "warm_split"
+    assert configs["warm"]["boundaries"]["0"][1] != 0.5
+
+
 def test_the_best_is_a_fixed_split_so_a_solvers_regret_ignores_the_other_solvers():
     """A solver better than every fixed split has a negative regret (it is never the reference), and adding another
     solver to the report leaves the first one's regret as it was."""

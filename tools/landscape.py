@@ -3,12 +3,13 @@
 best one found (its regret) -- before spending GPU weeks on a split, run this on a small version of the problem.
 
     python tools/landscape.py --gin gin/quickstart.gin --n 2 --seeds 0 1 2 3 4 --out runs/landscape \\
-        --solver 'cbs=split.solver = @deboor()' --jobs 2
+        --solver 'cbs=gin/splits/warm_split.gin' --jobs 2
     python tools/landscape.py --gin gin/quickstart.gin --n 4 --seeds 0 1 2 3 4 --out runs/landscape4 --solver 'cbs=...'
 
 For N = 2 the boundary is swept over --boundaries (default 0.1, 0.2, ..., 0.9); for N = 3 or 4 a coordinate search
 starts from the uniform split and moves one boundary at a time by each --search-steps while the primary metric's mean
-improves. One network (N = 1) and the uniform split are always measured. Each --solver NAME=BINDINGS ('; '-separated
+improves. One network (N = 1) and the uniform split are always measured; they and every fixed split train on their
+own boundaries whatever train.adaptation the gin files ship (the quickstart's warm split), the solvers keep it. Each --solver NAME=BINDINGS ('; '-separated
 gin bindings for the profile and split stages) is profiled and split once per seed and its split trained and
 evaluated like the others (with --interpolate, N = 2 only: read off the measured landscape instead of trained).
 Every configuration runs the same seeds, so differences are paired. Runs go through tools/run.py (one run directory
@@ -16,10 +17,12 @@ each, under OUT/runs), so an interrupted landscape resumes where it stopped; exp
 and interval are trained once and shared (OUT/experts), and so are identical profiles (OUT/profiles).
 To score a new monitor on a landscape measured earlier, pass that report with --measured: N = 1, uniform, the grid (or
 the search's splits) and any solver or --baseline it already holds (same name and bindings) are read from it, and
-only the new ones run -- and the seeds it lacks, so a landscape can be extended with more seeds:
+only the new ones run -- and the seeds it lacks, so a landscape can be extended with more seeds. E.g. a monitor of
+your own read off a landscape of the quickstart with a profile stage (gin/quickstart_aux.gin) measured before:
 
-    python tools/landscape.py --gin gin/quickstart.gin --n 2 --seeds 0 1 2 3 4 --out runs/landscape --name mine \\
-        --measured runs/landscape/landscape.json --interpolate --solver 'mine=profile.monitor = @my_monitor()'
+    python tools/landscape.py --gin gin/quickstart_aux.gin --n 2 --seeds 0 1 2 3 4 --out runs/landscape_aux \\
+        --name mine --measured runs/landscape_aux/landscape.json --interpolate \\
+        --solver 'mine=profile.monitor = @my_monitor'
 
 --boundaries with no value measures only N = 1, the uniform split and the solvers: a paired comparison, e.g. CBS beside
 uniform and single networks where the experts' capacity binds (gin/quickstart_compare.gin, 3 min on 2 cores):
@@ -94,7 +97,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--measured", metavar="REPORT",
                    help="read N = 1, uniform, the grid (or the search's splits) and every solver of the same name "
                         "and bindings from REPORT (an earlier landscape's .json with the same gin files and bindings) instead of running "
-                        "them, so that new solvers are scored on a landscape already paid for")
+                        "them, so that new solvers are scored on a landscape already paid for; matched by names, file "
+                        "names and bindings, not by what the gin files hold: after editing one, measure anew or give "
+                        "the changed solver a new name")
     p.add_argument("--out", required=True, help="output folder (runs, caches and the report)")
     p.add_argument("--name", default="landscape", help="report file names: OUT/NAME.{json,md,png} (default landscape)")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time (each a child process, sharing the cores)")
@@ -167,9 +172,12 @@ class Runner:
         return {**digests, "needs_profile": cli.solver_needs_profile()}
 
     def bindings(self, cfg: ls.Config, seed: int) -> list[str]:
-        """A fixed split through the manual solver; a solver's own bindings with N_SEGMENTS = --n (gin/base.gin)."""
+        """A fixed split through the manual solver, its experts trained on those boundaries even where the gin files
+        ship a method that moves them (train.adaptation, e.g. the quickstart's warm split); a solver's own bindings
+        with N_SEGMENTS = --n (gin/base.gin)."""
         if cfg.boundaries is not None:
-            split = ["split.solver = @manual()", f"manual.boundaries = {list(cfg.boundaries)}"]
+            split = ["split.solver = @manual()", f"manual.boundaries = {list(cfg.boundaries)}",
+                     "train.adaptation = None"]
         else:
             split = [f"N_SEGMENTS = {self.args.n}"]
         figures = [] if self.args.figures else [f"{stage}.figures = False" for stage in ("split", "train", "sample", "evaluate")]

@@ -2,7 +2,7 @@
 """Run the cbsflow pipeline (profile -> split -> train -> sample -> evaluate) from gin files.
 
     python tools/run.py --gin gin/quickstart.gin
-    python tools/run.py --gin gin/quickstart.gin --bind 'split.solver = @uniform()' --run-dir runs/uniform
+    python tools/run.py --gin gin/quickstart.gin --bind 'train.adaptation = None' --run-dir runs/uniform
     python tools/run.py --list
 """
 
