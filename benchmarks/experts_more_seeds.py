@@ -69,7 +69,7 @@ def summarise(regime: str, report: Path, methods: list[str]) -> tuple[list[str],
                                   boundaries={int(s): b for s, b in c["boundaries"].items()})
                for label, c in configs.items()}
     labels = ["N=1", "uniform", *methods]
-    out = {"seeds": seeds, "report": os.path.relpath(report, REPO), "mean": {}, "vs_uniform": {}, "pairs": {}}
+    out = {"seeds": seeds, "report": os.path.relpath(report, REPO), "mean": {}, "pairs": {}}
     md = [f"## {regime}", "", f"`{os.path.relpath(report, REPO)}`; {len(seeds)} paired seeds {seeds}; every figure"
           " a paired difference over all of them (first − second; below 0: the first is better), 95 % t-interval;"
           " **bold** = resolved.", "",

@@ -18,7 +18,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 RESULTS = REPO / "benchmarks" / "results"
 PRIMARY = "sliced_wasserstein"
 BASELINES = ("N=1", "N1x2steps", "N1x2params")  # one network; trained 2x the steps; ~2x the parameters
-PAIRED_AGAINST = "centred_light"  # the quickstart's split method 2026-12-04 to 2026-12-05, the reference of the paired table
+PAIRED_AGAINST = "centred_light"  # the paired table's reference: the quickstart's split 2026-12-04 to 2026-12-05
 
 
 def _timings(run_root: Path, label: str) -> list[dict]:

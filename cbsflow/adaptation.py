@@ -370,10 +370,19 @@ class warm_split:
                                           "loss": out["loss"], "config_digest": job.config_digest})
         return state, field.eval()
 
-    def profile(self, field, job) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _monitor(self):
         from cbsflow.monitors import dirichlet
 
-        monitor = self.monitor if self.monitor is not None else dirichlet(centred=True)
+        return self.monitor if self.monitor is not None else dirichlet(centred=True)
+
+    def _described(self, solver) -> dict:
+        """What profile.png needs besides the profile: the monitor and the density the solver cut."""
+        monitor = self._monitor()
+        return {"monitor": name_of(monitor), "centred": bool(getattr(monitor, "centred", False)),
+                "exponent": getattr(solver, "exponent", None), "floor": getattr(solver, "floor", None)}
+
+    def profile(self, field, job) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        monitor = self._monitor()
         x1, y = job.dataset.sample(self.n_samples, seed=derive_seed(job.seed, 9, 11))
         t = torch.linspace(0.0, self.t_max, self.n_points)
         mean, se = monitor(field, x1, t, path=job.path, y=y,
@@ -400,10 +409,7 @@ class warm_split:
             b = rundir.check_boundaries(solver(t, value, path=job.path), "warm_split.solver")
             record["history"].append({"step": shared // n, "boundaries": b.tolist(), "moved": True,
                                       "profile": {"t": t.tolist(), "value": value.tolist(), "stderr": se.tolist(),
-                                                  "monitor": name_of(self.monitor) if self.monitor is not None
-                                                  else "dirichlet", "centred": self.monitor is None or getattr(self.monitor, "centred", False),
-                                                  "exponent": getattr(solver, "exponent", None),
-                                                  "floor": getattr(solver, "floor", None)}})
+                                                  **self._described(solver)}})
             print(f"[train] warm_split after {shared} steps of the shared network ({shared // n} per expert): "
                   f"boundaries {np.round(initial[1:-1], 3).tolist()} -> {np.round(b[1:-1], 3).tolist()}", flush=True)
             _save_record(job.run_dir, record)
