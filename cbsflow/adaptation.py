@@ -346,7 +346,14 @@ class warm_split:
         return solver
 
     def base(self, job, steps: int, init: dict | None):
-        """The shared network (trained once; then read from checkpoints/warm_base.pt) and the field to profile."""
+        """The shared network (trained once; then read from checkpoints/warm_base.pt) and the field to profile.
+        Locked while it trains: a second job in the same run directory stops with one line naming the holder."""
+        from cbsflow import locks
+
+        with locks.held(locks.expert_lock(job.run_dir, "warm_base"), process_state()):
+            return self._base(job, steps, init)
+
+    def _base(self, job, steps: int, init: dict | None):
         import dataclasses
 
         from cbsflow.segmented import Expert, build_network
@@ -362,7 +369,8 @@ class warm_split:
             net.load_state_dict(init)
         out = fit(Expert(net, job.path), job.dataset, job.path, (0.0, 1.0),
                   dataclasses.replace(job.settings, steps=steps), seed=job.seed,
-                  state_dir=rundir.state_dir(job.run_dir, "warm_base"), desc="warm_split: shared network")
+                  state_dir=rundir.state_dir(job.run_dir, "warm_base"), desc="warm_split: shared network",
+                  identity={"config": job.config_digest, "start": job.start_digest(init), "share": self.share})
         field = out["ema"] if out["ema"] is not None else Expert(net, job.path)
         state = field.net.state_dict()
         if process_state().is_main_process:
@@ -376,10 +384,14 @@ class warm_split:
         return self.monitor if self.monitor is not None else dirichlet(centred=True)
 
     def _described(self, solver) -> dict:
-        """What profile.png needs besides the profile: the monitor and the density the solver cut."""
+        """What set the boundaries: the solver, the monitor (None when the solver needs no profile) and the density
+        the solver cut (what profile.png and split.json name)."""
+        if not getattr(solver, "needs_profile", True):
+            return {"boundary_solver": name_of(solver), "monitor": None, "share": self.share}
         monitor = self._monitor()
-        return {"monitor": name_of(monitor), "centred": bool(getattr(monitor, "centred", False)),
-                "exponent": getattr(solver, "exponent", None), "floor": getattr(solver, "floor", None)}
+        return {"boundary_solver": name_of(solver), "monitor": name_of(monitor),
+                "centred": bool(getattr(monitor, "centred", False)), "exponent": getattr(solver, "exponent", None),
+                "floor": getattr(solver, "floor", None), "share": self.share}
 
     def profile(self, field, job) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         monitor = self._monitor()
@@ -392,8 +404,6 @@ class warm_split:
         return t.numpy().astype(np.float64), mean, se
 
     def __call__(self, job, initial: np.ndarray, base: dict | None) -> np.ndarray:
-        import dataclasses
-
         if job.local_time:
             raise UserError("warm_split starts every expert from a network that saw global t; it needs "
                             "train.local_time = False")
@@ -405,27 +415,55 @@ class warm_split:
         if record["history"]:
             b = np.array(record["history"][-1]["boundaries"], dtype=float)
         else:
-            t, value, se = self.profile(field, job)
-            b = rundir.check_boundaries(solver(t, value, path=job.path), "warm_split.solver")
-            record["history"].append({"step": shared // n, "boundaries": b.tolist(), "moved": True,
-                                      "profile": {"t": t.tolist(), "value": value.tolist(), "stderr": se.tolist(),
-                                                  **self._described(solver)}})
-            print(f"[train] warm_split after {shared} steps of the shared network ({shared // n} per expert): "
-                  f"boundaries {np.round(initial[1:-1], 3).tolist()} -> {np.round(b[1:-1], 3).tolist()}", flush=True)
-            _save_record(job.run_dir, record)
-        later = dataclasses.replace(settings, steps=rest)
+            b = self._split(job, field, solver, record, initial, shared)
         for k in range(n):
-            expert = job.new_expert(k, (float(b[k]), float(b[k + 1])), state)
-            seen = widened(expert.interval, job.margin)
-            out = job.fit_expert(k, n, expert, seen, settings=later)
-            job.save_expert(k, expert, out, seen)
-        record.update(final_boundaries=b.tolist(), done=True, extra_compute=self.extra_compute(n, settings))
+            self._expert(job, k, b, state, shared, rest)
+        record.update(final_boundaries=b.tolist(), done=True, extra_compute=self.extra_compute(n, settings, solver),
+                      described=self._described(solver))
         _save_record(job.run_dir, record)
         return b
 
-    def extra_compute(self, n: int, settings) -> float:
+    def _split(self, job, field, solver, record: dict, initial: np.ndarray, shared: int) -> np.ndarray:
+        """The boundaries from the shared network's profile (none is measured for a solver that needs none, e.g.
+        the uniform control ``warm_uniform``), recorded in checkpoints/adaptation.json."""
+        n = len(initial) - 1
+        entry = {"step": shared // n, "moved": True}
+        if getattr(solver, "needs_profile", True):
+            t, value, se = self.profile(field, job)
+            b = rundir.check_boundaries(solver(t, value, path=job.path), "warm_split.solver")
+            entry["profile"] = {"t": t.tolist(), "value": value.tolist(), "stderr": se.tolist(),
+                                **self._described(solver)}
+        else:
+            b = rundir.check_boundaries(solver(path=job.path), "warm_split.solver")
+        record["history"].append({**entry, "boundaries": b.tolist()})
+        print(f"[train] warm_split after {shared} steps of the shared network ({shared // n} per expert): "
+              f"boundaries {np.round(initial[1:-1], 3).tolist()} -> {np.round(b[1:-1], 3).tolist()}", flush=True)
+        _save_record(job.run_dir, record)
+        return b
+
+    def _expert(self, job, k: int, b: np.ndarray, state: dict, shared: int, rest: int) -> None:
+        """Expert k from the shared weights, trained ``rest`` steps on its interval; skipped when a finished
+        checkpoint of it exists (a resumed run); locked as the fixed split's experts are."""
+        import dataclasses
+
+        from cbsflow import locks
+
+        n, interval = len(b) - 1, (float(b[k]), float(b[k + 1]))
+        with locks.held(locks.expert_lock(job.run_dir, k), process_state()):
+            if job.complete(rundir.checkpoint_path(job.run_dir, k), interval, rest):
+                print(f"[train] expert {k + 1}/{n} is complete, skipped")
+                return
+            expert = job.new_expert(k, interval, state)
+            seen = widened(expert.interval, job.margin)
+            out = job.fit_expert(k, n, expert, seen, settings=dataclasses.replace(job.settings, steps=rest))
+            job.save_expert(k, expert, out, seen, steps=rest, inherited=shared)
+
+    def extra_compute(self, n: int, settings, solver=None) -> float:
         """The monitor's passes (a Jacobian-vector product ~ 3 forward passes, per probe, time and sample) against
-        one fixed-split training's (forward + backward ~ 3 passes per sample); the steps themselves add nothing."""
+        one fixed-split training's (forward + backward ~ 3 passes per sample); the steps themselves add nothing, and
+        a solver that needs no profile (the uniform control) adds nothing at all."""
+        if solver is not None and not getattr(solver, "needs_profile", True):
+            return 0.0
         probes = getattr(self.monitor, "n_probes", 4) if self.monitor is not None else 4
         passes = 3.0 * self.n_points * self.n_samples * probes
         return passes / (3.0 * n * settings.steps * settings.batch_size * settings.grad_accum)

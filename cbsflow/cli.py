@@ -288,7 +288,9 @@ def warn_unused_processes(state) -> None:
 def _check_retraining(run_dir: str, reasons: dict, args) -> None:
     """A changed binding that would retrain trained experts needs --rerun (or --force): say what changed."""
     reason = reasons.get("train")
-    trained = os.path.exists(rundir.checkpoint_path(run_dir, 0)) or rundir.exists(rundir.artifact(run_dir, "train"))
+    # Only a finished train stage (train.json) has experts to lose: a stage stopped part-way (preempted after its
+    # first expert) resumes with the same command, and its training state is tied to its settings either way.
+    trained = rundir.exists(rundir.artifact(run_dir, "train"))
     if reason and reason != "--force" and trained and not (args.rerun or args.force or args.dry_run):
         raise UserError(f"this would retrain the experts in {run_dir}: train is out of date ({reason}); add --rerun "
                         "to retrain, or undo the change (tools/run.py --run-dir DIR alone reruns the recorded settings)")

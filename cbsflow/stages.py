@@ -155,14 +155,14 @@ def _adapt(run_dir, prov, adaptation, figures: bool, job, shared_init_steps: int
     split = rundir.read_json(path, "train")
     initial = rundir.check_boundaries(split.get("initial_boundaries", split.get("boundaries")), path)
     base = job.initial_state(init_from, shared_init_steps)
+    job.origin = initial.tolist()  # every expert's training state is tied to the split the method started from
     final = np.asarray(adaptation(job, initial, base), dtype=float)
     if not process_state().is_main_process:
         return
-    # split.json keeps its own provenance (so the split stage stays up to date) and now holds the trained split.
-    rundir.write_json(path, {**{k: v for k, v in split.items() if k != "burden"}, "boundaries": final.tolist(),
-                             "initial_boundaries": initial.tolist(),
-                             "adapted_by": name_of(adaptation)})
     record = rundir.read_json(os.path.join(run_dir, "checkpoints", "adaptation.json"), "adaptation")
+    # split.json keeps its own provenance (so the split stage stays up to date) and now holds the trained split,
+    # named by the method that set it (the split stage's own solver and settings stay as initial_*).
+    rundir.write_json(path, _adapted_split(split, adaptation, initial, final, record))
     if figures:
         _plot(run_dir, record, job.settings.steps)
         _plot_adapted_profile(run_dir, record, final)
@@ -172,6 +172,22 @@ def _adapt(run_dir, prov, adaptation, figures: bool, job, shared_init_steps: int
         "adaptation": name_of(adaptation), "extra_compute": record.get("extra_compute"),
         "final_loss": job.final_losses(n), "steps_per_segment": job.settings.steps, "local_time": False,
         **_record(prov), "input_digest": rundir.digest(path)})
+
+
+def _adapted_split(split: dict, adaptation, initial: np.ndarray, final: np.ndarray, record: dict) -> dict:
+    """split.json after an adaptation: the final boundaries named by the method, its monitor and density settings
+    (where it has them), and the split it started from with the solver that made it."""
+    described = record.get("described") or {}
+    kept = {k: v for k, v in split.items() if k not in ("burden", "solver", "monitor", "exponent", "floor")}
+    return {**kept, "solver": name_of(adaptation), "adapted_by": name_of(adaptation),
+            "monitor": described.get("monitor"), "exponent": described.get("exponent"),
+            "floor": described.get("floor"),
+            **{k: v for k, v in described.items() if k not in ("monitor", "exponent", "floor")},
+            "boundaries": final.tolist(), "initial_boundaries": initial.tolist(),
+            "initial_solver": split.get("initial_solver", split.get("solver")),
+            "initial_monitor": split.get("initial_monitor", split.get("monitor")),
+            "initial_exponent": split.get("initial_exponent", split.get("exponent")),
+            "initial_floor": split.get("initial_floor", split.get("floor"))}
 
 
 def _plot_adapted_profile(run_dir: str, record: dict, final: np.ndarray) -> None:
@@ -300,6 +316,7 @@ def evaluate(run_dir, prov=None, /, *, dataset: Instance("dataset") = gin.REQUIR
     know a reference of their own (the data's entropy for the NLL) report it as their floor. Metrics that score the
     model itself (the NLL) load the experts; under ``accelerate launch`` image features are extracted data-parallel.
     """
+    from cbsflow.data.shards import skipped_record
     from cbsflow.segmented import load_segmented
 
     if floor_draws < 0:
@@ -326,9 +343,10 @@ def evaluate(run_dir, prov=None, /, *, dataset: Instance("dataset") = gin.REQUIR
         result["resolves"] = resolves_from_floor(result)
     if not process_state().is_main_process:
         return
+    skipped = skipped_record(dataset)  # the reference data's unreadable samples, by shard (sharded data only)
     rundir.write_json(rundir.artifact(run_dir, "evaluate"), {
         "nfe": info["nfe"], "sampling": {**sampling, "steps_per_segment": info.get("steps_per_segment")},
-        "metrics": results, **_record(prov)})
+        "metrics": results, **({"skipped_samples": skipped} if skipped is not None else {}), **_record(prov)})
     if not figures:
         return
     n_experts = len(rundir.read_boundaries(run_dir, "evaluate")) - 1

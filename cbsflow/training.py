@@ -309,8 +309,84 @@ class _Loop(typing.NamedTuple):
     resumed_from: str | None
 
 
-def _prepare(net: nn.Module, settings: TrainSettings, state_dir: str | None, desc: str, seed: int) -> _Loop:
-    """Accelerator, AdamW, EMA, the noise generator, and the newest readable checkpoint restored if there is one."""
+def state_identity(settings: TrainSettings, seed: int, identity: dict | None) -> dict:
+    """What a state folder's checkpoints depend on: every training setting, the seed of the data and noise streams,
+    and what the caller adds (the run's configuration digest, where the network starts from)."""
+    fields = {}
+    for f in dataclasses.fields(settings):
+        v = getattr(settings, f.name)
+        fields[f.name] = v if isinstance(v, (int, float, str, bool, type(None))) else list(v) if isinstance(
+            v, tuple) else _describe_component(v)
+    return {"settings": fields, "seed": int(seed), **(identity or {})}
+
+
+def _describe_component(obj) -> str:
+    """A stable description of a component instance (its class and public attributes, never its address)."""
+    attrs = {k: v for k, v in sorted(vars(obj).items()) if not k.startswith("_")} if hasattr(obj, "__dict__") else {}
+    return f"{type(obj).__name__}({', '.join(f'{k}={v!r}' for k, v in attrs.items())})"
+
+
+def identity_digest(identity: dict) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+IDENTITY_FILE = "identity.json"
+
+
+def claim_state_dir(state_dir: str, identity: dict, desc: str) -> str | None:
+    """Make ``state_dir`` belong to ``identity``: a folder written under other settings (or by a version that did not
+    record them) is set aside as ``<state_dir>.stale-<time>`` with one line saying why, so that a resume never mixes
+    two configurations. Returns the folder it was moved to, or None. Main process only."""
+    digest = identity_digest(identity)
+    record = os.path.join(state_dir, IDENTITY_FILE)
+    moved = None
+    if os.path.isdir(state_dir) and os.listdir(state_dir):
+        try:
+            with open(record) as f:
+                old = json.load(f)
+        except (OSError, ValueError):
+            old = {}
+        if old.get("digest") != digest:
+            moved = f"{state_dir}.stale-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+            os.replace(state_dir, moved)
+            what = _changed_keys(old["identity"], identity) if old.get("identity") else "it records no settings"
+            if ", " in what and what.startswith("config: "):  # the digest says less than the settings that follow
+                what = what.split(", ", 1)[1]
+            print(f"{desc}: {state_dir} was written under other settings ({what}); set aside as "
+                  f"{os.path.basename(moved)}, training starts from step 0", flush=True)
+    os.makedirs(state_dir, exist_ok=True)
+    if not os.path.exists(record) or moved:
+        from cbsflow.rundir import write_json
+
+        write_json(record, {"digest": digest, "identity": identity})
+    return moved
+
+
+def _changed_keys(old: dict, new: dict, prefix: str = "") -> str:
+    """'settings.lr: 0.002 -> 0.0001, ...' for the leaves that differ (at most 4 named)."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            sub = _changed_keys(a, b, f"{prefix}{k}.")
+            out += [sub] if sub else []
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    text = ", ".join(out[:4]) + (f" and {len(out) - 4} more" if len(out) > 4 else "")
+    return text
+
+
+def _prepare(net: nn.Module, settings: TrainSettings, state_dir: str | None, desc: str, seed: int,
+             identity: dict | None = None) -> _Loop:
+    """Accelerator, AdamW, EMA, the noise generator, and the newest readable checkpoint restored if there is one
+    (of this configuration only: ``claim_state_dir`` sets aside a folder written under other settings)."""
+    if state_dir:  # before anything (a tracker's folder) is written into it
+        state = process_state()
+        if state.is_main_process:
+            claim_state_dir(state_dir, state_identity(settings, seed, identity), desc)
+        state.wait_for_everyone()
     tracking = os.path.join(state_dir, "tracking") if state_dir and settings.log_with else None
     accelerator = make_accelerator(settings.mixed_precision, settings.grad_accum, tracking and settings.log_with, tracking)
     if tracking:
@@ -336,15 +412,37 @@ def _prepare(net: nn.Module, settings: TrainSettings, state_dir: str | None, des
 
 
 def fit(net: nn.Module, dataset, path, interval: tuple[float, float], settings: TrainSettings, seed: int = 0,
-        state_dir: str | None = None, desc: str = "train", stop_at: int | None = None) -> dict:
+        state_dir: str | None = None, desc: str = "train", stop_at: int | None = None,
+        identity: dict | None = None) -> dict:
     """Train ``net`` in place on t drawn inside ``interval``; returns {'ema': EMA copy or None, 'loss': last loss}.
 
     With a ``state_dir``, Accelerate's state is saved every ``settings.checkpoint_every`` steps and the loop resumes
     from the newest readable one; every ``log_every`` steps a line goes to ``state_dir/log.jsonl``. ``stop_at`` < steps
     ends this call after that many steps with a checkpoint, so that a later call (possibly on another interval)
     continues the same run: the learning rate, EMA and data and noise streams go on as if it had never stopped.
+    The folder belongs to one configuration: the settings, the seed and ``identity`` (what the caller knows of the
+    rest: the run's configuration digest, the starting weights) are recorded in it, and a folder written under
+    others is set aside, never resumed. While it trains, the network is locked (``<state_dir>.lock``): a second job
+    that reaches it stops with one line naming the holder.
     """
-    accelerator, model, opt, ema, progress, resumed = _prepare(net, settings, state_dir, desc, seed)
+    if not state_dir:
+        return _fit(net, dataset, path, interval, settings, seed, None, desc, stop_at, identity)
+    from cbsflow import locks
+
+    lock = locks.Lock(state_dir.rstrip(os.sep) + ".lock", f"training of {_short(state_dir)}")
+    with locks.held(lock, process_state()):
+        return _fit(net, dataset, path, interval, settings, seed, state_dir, desc, stop_at, identity)
+
+
+def _short(state_dir: str) -> str:
+    """checkpoints/<name> of a run directory, as messages name it."""
+    parts = os.path.normpath(state_dir).split(os.sep)
+    return os.sep.join(parts[parts.index("checkpoints") - 1:]) if "checkpoints" in parts[1:] else state_dir
+
+
+def _fit(net, dataset, path, interval, settings: TrainSettings, seed: int, state_dir: str | None, desc: str,
+         stop_at: int | None, identity: dict | None) -> dict:
+    accelerator, model, opt, ema, progress, resumed = _prepare(net, settings, state_dir, desc, seed, identity)
     rank, start = accelerator.process_index, progress.step
     end = settings.steps if stop_at is None else min(int(stop_at), settings.steps)
     # The data stream of this process, replayed up to the step the run resumes at.
@@ -476,6 +574,21 @@ def _micro_step(model, accelerator, path, batches, gen, t_sampler, interval, cla
         return velocity_loss(model, path, x1, y, t, eps)
 
 
+def weights_digest(state: dict) -> str:
+    """A digest of a state dict's names and values (what a network starts from, recorded with its training state)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(state):
+        value = state[name]
+        h.update(name.encode())
+        if torch.is_tensor(value):
+            h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            h.update(repr(value).encode())
+    return h.hexdigest()[:16]
+
+
 def widened(interval, margin: float) -> tuple[float, float]:
     """An interval widened by ``margin`` on each side, within [0, 1]."""
     return max(0.0, interval[0] - margin), min(1.0, interval[1] + margin)
@@ -489,6 +602,10 @@ class TrainingRun:
                  config_digest: str | None, margin: float = 0.0):
         self.run_dir, self.backbone, self.dataset, self.path, self.settings = run_dir, backbone, dataset, path, settings
         self.local_time, self.seed, self.config_digest, self.margin = local_time, seed, config_digest, margin
+        # What every expert's state folder is tied to besides its settings: a method that moves the boundaries sets
+        # ``origin`` to the boundaries it started from; otherwise an expert's own interval is its origin.
+        self.origin: list | None = None
+        self._digests: dict[int, str] = {}
 
     def complete(self, path: str, interval, steps: int) -> bool:
         """A finished checkpoint for exactly this interval, step count and (when known) configuration."""
@@ -497,6 +614,14 @@ class TrainingRun:
         state = torch.load(path, map_location="cpu", weights_only=True)
         return (np.allclose(state.get("interval", [-1, -1]), interval, rtol=0, atol=1e-12)
                 and state.get("steps") == steps and state.get("config_digest") == self.config_digest)
+
+    def start_digest(self, base: dict | None) -> str:
+        """'fresh' or a digest of the weights an expert starts from (computed once per state dict)."""
+        if base is None:
+            return "fresh"
+        if id(base) not in self._digests:
+            self._digests[id(base)] = weights_digest(base)
+        return self._digests[id(base)]
 
     def expert(self, k: int, boundaries: np.ndarray, base: dict | None) -> None:
         """Train expert k unless it is complete; a lock per expert keeps two jobs from training the same one."""
@@ -527,7 +652,9 @@ class TrainingRun:
         net = build_network(self.backbone, self.dataset)
         if base is not None:
             net.load_state_dict(base)
-        return Expert(net, self.path, interval, self.local_time)
+        expert = Expert(net, self.path, interval, self.local_time)
+        expert.origin = {"start": self.start_digest(base), "from": self.origin or [float(x) for x in interval]}
+        return expert
 
     def fit_expert(self, k: int, n: int, expert, seen, stop_at: int | None = None, state: str | None = None,
                    settings: TrainSettings | None = None) -> dict:
@@ -536,18 +663,23 @@ class TrainingRun:
         from cbsflow import rundir
 
         a, b = expert.interval
+        identity = {"config": self.config_digest, "local_time": self.local_time, "margin": self.margin,
+                    **getattr(expert, "origin", {})}
         return fit(expert, self.dataset, self.path, seen, settings or self.settings, seed=self.seed + 1000 * (k + 1),
                    state_dir=rundir.state_dir(self.run_dir, state or f"segment_{k}"),
-                   desc=f"expert {k + 1}/{n} [{a:.3f}, {b:.3f})", stop_at=stop_at)
+                   desc=f"expert {k + 1}/{n} [{a:.3f}, {b:.3f})", stop_at=stop_at, identity=identity)
 
-    def save_expert(self, k: int, expert, out: dict, seen) -> None:
-        """checkpoints/segment_k.pt: the weights, their EMA, the interval owned and the one trained on."""
+    def save_expert(self, k: int, expert, out: dict, seen, steps: int | None = None, inherited: int = 0) -> None:
+        """checkpoints/segment_k.pt: the weights, their EMA, the interval owned and the one trained on, the steps this
+        expert took itself (``steps``, default the experts' setting) and those its starting weights had already
+        taken (``inherited``: a shared network's steps)."""
         from cbsflow import rundir
 
         if process_state().is_main_process:
             rundir.save_checkpoint(rundir.checkpoint_path(self.run_dir, k), {
                 "state_dict": expert.net.state_dict(), "ema": out["ema"] and out["ema"].net.state_dict(),
-                "interval": list(expert.interval), "train_interval": list(seen), "steps": self.settings.steps,
+                "interval": list(expert.interval), "train_interval": list(seen),
+                "steps": self.settings.steps if steps is None else int(steps), "inherited_steps": int(inherited),
                 "local_time": self.local_time, "loss": out["loss"], "config_digest": self.config_digest})
 
     def initial_state(self, init_from: str | None, shared_init_steps: int) -> dict | None:
@@ -583,7 +715,8 @@ class TrainingRun:
         if init is not None:
             net.load_state_dict(init)
         out = fit(Expert(net, self.path), self.dataset, self.path, (0.0, 1.0), dataclasses.replace(self.settings, steps=steps),
-                  seed=self.seed, state_dir=rundir.state_dir(self.run_dir, "base"), desc="shared base")
+                  seed=self.seed, state_dir=rundir.state_dir(self.run_dir, "base"), desc="shared base",
+                  identity={"config": self.config_digest, "start": self.start_digest(init)})
         if process_state().is_main_process:
             rundir.save_checkpoint(path, {"state_dict": net.state_dict(), "ema": None, "interval": [0.0, 1.0],
                                           "steps": steps, "loss": out["loss"], "config_digest": self.config_digest})

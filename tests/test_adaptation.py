@@ -179,7 +179,7 @@ def test_warm_split_trains_a_shared_start_splits_by_its_field_and_keeps_the_tota
     for k in range(2):
         log = [json.loads(line) for line in (run / "checkpoints" / f"segment_{k}" / "log.jsonl").open()]
         ckpt = torch.load(run / "checkpoints" / f"segment_{k}.pt", weights_only=True)
-        assert log[-1]["step"] == 60 and ckpt["steps"] == 80 and ckpt["interval"] == split["boundaries"][k:k + 2]
+        assert log[-1]["step"] == ckpt["steps"] == 60 and ckpt["inherited_steps"] == 40 and ckpt["interval"] == split["boundaries"][k:k + 2]
     # Extra compute: the monitor's 32 times x 512 samples x 4 probes (~3 passes each) against 3 x 2 x 80 x 128.
     assert record["extra_compute"] == pytest.approx(3 * 32 * 512 * 4 / (3 * 2 * 80 * 128))
     assert (run / "adaptation.png").exists()

@@ -118,14 +118,14 @@ def test_expert_locks_let_segment_jobs_run_side_by_side(tmp_path, capsys, holder
 # ------------------------------------------------------------------------------------------ checkpoints
 
 def test_a_truncated_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
-    _fit(tmp_path / "s", 6, checkpoint_every=2)
+    _fit(tmp_path / "s", 8, checkpoint_every=2)
     states = sorted(p.name for p in (tmp_path / "s").iterdir() if p.name.startswith("step_"))
-    assert states == ["step_00000002", "step_00000004"]
-    weights = tmp_path / "s" / "step_00000004" / "model.safetensors"
+    assert states == ["step_00000004", "step_00000006"]
+    weights = tmp_path / "s" / "step_00000006" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])  # a node crash mid-write
-    with pytest.warns(RuntimeWarning, match="step_00000004 is unreadable"):
+    with pytest.warns(RuntimeWarning, match="step_00000006 is unreadable"):
         resumed, _ = _fit(tmp_path / "s", 8, checkpoint_every=2)
-    assert (tmp_path / "s" / "unreadable_step_00000004").is_dir()
+    assert (tmp_path / "s" / "unreadable_step_00000006").is_dir()
     straight, _ = _fit(tmp_path / "straight", 8, checkpoint_every=2)
     for a, b in zip(resumed.state_dict().values(), straight.state_dict().values()):
         assert torch.equal(a, b)
