@@ -51,6 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--branch-from", metavar="RUN_DIR",
                    help="start a new run directory from another one's profile, split and trained experts (hard links), "
                         "e.g. to sample the same experts with other settings")
+    p.add_argument("--strict", action="store_true",
+                   help="stop when a binding is read by none of the chosen stages (default: a warning line)")
     p.add_argument("--force", action="store_true", help="redo the chosen stages even if they are up to date")
     p.add_argument("--rerun", action="store_true",
                    help="retrain experts whose settings changed (without it a changed binding that would retrain "
@@ -231,6 +233,7 @@ def run(args: argparse.Namespace) -> None:
     config.check_required_macros(chosen, args.gin)  # the data a user must name, before anything else
     if skipped:
         print(skipped)
+    _check_unread(args, chosen)
     for name in STAGE_ORDER:  # every binding against its annotation, before anything is built or written
         config.check(name, required=name in chosen)
     for name in chosen:  # build every chosen stage's components: their own checks run now, too
@@ -283,6 +286,23 @@ def warn_unused_processes(state) -> None:
         print(f"warning: accelerate launch asked for {asked} processes but this run has {state.num_processes}; on a "
               "CPU add --multi_gpu (it starts gloo workers): accelerate launch --multi_gpu --num_processes "
               f"{asked} --mixed_precision no tools/run.py ...", file=sys.stderr)
+
+
+def _check_unread(args, chosen: list[str]) -> None:
+    """One warning line per --bind (or binding of a --gin file) that no chosen stage reads; --strict stops instead."""
+    from cbsflow.unread import bindings_of, unread_bindings
+
+    texts = ["\n".join(args.bind)]
+    for path in args.gin:
+        if os.path.basename(path) != RECORD:  # a run's record lists what its stages read, by construction
+            with open(path) as f:
+                texts.append(f.read())
+    lines = unread_bindings([b for text in texts for b in bindings_of(text)], chosen)
+    if lines and args.strict:
+        raise UserError(lines[0] + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else "")
+                        + "; remove it, or drop --strict to run anyway")
+    for line in lines:
+        print(f"warning: {line}", file=sys.stderr)
 
 
 def _check_retraining(run_dir: str, reasons: dict, args) -> None:

@@ -1,0 +1,75 @@
+"""Run a study: one TOML file of settings turned into one `tools/landscape.py` call.
+
+    python benchmarks/run_study.py benchmarks/studies/cause_compare.toml            # train what is missing
+    python benchmarks/run_study.py benchmarks/studies/cause_compare.toml --dry-run  # print the command only
+
+A study file holds `gin` (files), `bind` (bindings for every run), `n`, `boundaries` (N = 2 sweep; [] for none),
+`seeds`, `out`, optional `jobs`, `primary`, `select_seeds`, `measured` (an earlier report to read back), and two
+tables of named configurations: `[solvers]` (name = bindings or a gin file, as `--solver`) and `[baselines]`
+(name = bindings, as `--baseline`). `warm_fixed = [0.2, ...]` adds, for each boundary b, the solver `wb<b>`: the
+warm split's shared start with the boundary fixed at b (the warm-started landscape). Runs are resumable: the
+landscape tool keeps every finished run under `out` and skips it when called again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WARM_FIXED = "gin/splits/warm_split.gin; warm_split.solver = @manual(); manual.boundaries = [0.0, {b}, 1.0]"
+
+
+def command(study: dict) -> list[str]:
+    """The tools/landscape.py command line of a study."""
+    cmd = [sys.executable, "tools/landscape.py"]
+    for g in study["gin"]:
+        cmd += ["--gin", g]
+    for b in study.get("bind", []):
+        cmd += ["--bind", b]
+    cmd += ["--n", str(study.get("n", 2)), "--boundaries", *map(str, study.get("boundaries", []))]
+    cmd += ["--seeds", *map(str, study["seeds"])]
+    if "select_seeds" in study:
+        cmd += ["--select-seeds", *map(str, study["select_seeds"])]
+    solvers = dict(study.get("solvers", {}))
+    solvers.update({f"wb{b}": WARM_FIXED.format(b=b) for b in study.get("warm_fixed", [])})
+    for name, bindings in solvers.items():
+        cmd += ["--solver", f"{name}={bindings}"]
+    for name, bindings in study.get("baselines", {}).items():
+        cmd += ["--baseline", f"{name}={bindings}"]
+    for key, flag in (("primary", "--primary"), ("measured", "--measured"), ("name", "--name")):
+        if key in study:
+            cmd += [flag, str(study[key])]
+    return cmd + ["--out", study["out"], "--jobs", str(study.get("jobs", 2))]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("study", help="a TOML file under benchmarks/studies/")
+    p.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
+    args = p.parse_args(argv)
+    try:
+        with open(args.study, "rb") as f:
+            study = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        print(f"error: cannot read the study {args.study}: {err}", file=sys.stderr)
+        return 2
+    missing = [k for k in ("gin", "seeds", "out") if k not in study]
+    if missing:
+        print(f"error: {args.study} lacks {', '.join(missing)}; see benchmarks/run_study.py's docstring", file=sys.stderr)
+        return 2
+    cmd = command(study)
+    print("$ " + shlex.join(cmd), flush=True)
+    if args.dry_run:
+        return 0
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    return subprocess.run(cmd, cwd=REPO, env=env).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
