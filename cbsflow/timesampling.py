@@ -22,8 +22,12 @@ class TimeSampler:
         a, b = (torch.tensor(float(v), dtype=torch.float64, device=device) for v in interval)
         lo, hi = self.cdf(a), self.cdf(b)
         u = lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64, device=device)
-        t = self.icdf(u).clamp(a, b)
-        return torch.where(t >= b, torch.nextafter(b, a), t).float()
+        # Drawn in float64, returned in float32 inside [float32(a), float32(b)): the experts are routed by comparing
+        # float32 times with float32 boundaries (cbsflow.segmented.segment_index), so a time just below b must not
+        # round up onto b's float32 value, which belongs to the next expert.
+        a32, b32 = a.float(), b.float()
+        t = self.icdf(u).clamp(a, b).float().clamp(min=a32)
+        return torch.where(t >= b32, torch.nextafter(b32, a32), t)
 
 
 @register("time_sampler")

@@ -73,3 +73,16 @@ def test_conditional_labels_follow_their_samples():
     y = torch.tensor([3, 1, 4, 1, 5])
     out = model(torch.zeros(5, 2), torch.tensor([0.9, 0.1, 0.7, 0.3, 0.5]), y)
     assert torch.equal(out[:, 0].long(), y)
+
+
+def test_times_drawn_for_an_expert_are_routed_to_it_in_float32():
+    """A time drawn just below a boundary must not round (float64 -> float32) onto the next expert's side."""
+    from cbsflow.segmented import segment_index
+    from cbsflow.timesampling import logit_normal, uniform_time
+
+    boundaries = torch.tensor([0.0, 0.668, 0.6680001, 1.0], dtype=torch.float64)
+    for sampler in (uniform_time(), logit_normal()):
+        for k in range(3):
+            interval = (float(boundaries[k]), float(boundaries[k + 1]))
+            t = sampler(20000, interval, torch.Generator().manual_seed(k))
+            assert t.dtype == torch.float32 and torch.all(segment_index(t, boundaries) == k), (sampler, k)
