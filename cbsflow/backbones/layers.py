@@ -9,11 +9,12 @@ from torch import nn
 from cbsflow.errors import UserError
 
 
-def timestep_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0, max_period: float = 1e4) -> torch.Tensor:
+def timestep_embedding(t: torch.Tensor, dim: int, scale: float = 1.0, max_period: float = 1e4) -> torch.Tensor:
     """Sinusoidal embedding of t in [0, 1] (Transformer / DiT style), t scaled by ``scale`` first.
 
-    Scaling t by 1000 gives the fastest frequency a period of 2*pi/1000 in t, so even an expert that owns an
-    interval of width 0.01 sees embeddings that vary over its interval.
+    ``scale = 1`` is what SiT, JiT and torchcfm's UNet feed (t itself); scaling t by 1000 gives the fastest
+    frequency a period of 2*pi/1000 in t, so even an expert that owns an interval of width 0.01 sees embeddings
+    that vary over its interval (docs/math.md, "Time scale").
     """
     if t.device.type == "cpu" and t.dim() == 1 and t.shape[0] > 1 and bool((t == t[0]).all()):
         # One t for the whole batch (every sampler step): embed it once; the same values, b times fewer sin/cos.
@@ -31,7 +32,7 @@ def timestep_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0, max_per
 class TimestepEmbedder(nn.Module):
     """Sinusoidal features of t followed by a two-layer MLP (DiT's timestep embedder)."""
 
-    def __init__(self, hidden: int, frequency_dim: int = 256, scale: float = 1000.0):
+    def __init__(self, hidden: int, frequency_dim: int = 256, scale: float = 1.0):
         super().__init__()
         self.frequency_dim, self.scale = frequency_dim, scale
         self.mlp = nn.Sequential(nn.Linear(frequency_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
@@ -52,6 +53,20 @@ class LabelEmbedder(nn.Module):
         if y is None:
             y = torch.full((batch,), self.num_classes, device=device, dtype=torch.long)
         return self.table(y)
+
+
+def sincos_2d(grid_h: int, grid_w: int, dim: int) -> torch.Tensor:
+    """Fixed 2-D sin-cos position table (grid_h * grid_w, dim), rows in raster order, in MAE / DiT / SiT / JiT's
+    channel order [sin w, cos w, sin h, cos h] (each quarter over the frequencies 1 / 10000^(k / (dim/4)))."""
+    quarter = dim // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)  # (dim/4,)
+    hh, ww = torch.meshgrid(torch.arange(grid_h, dtype=torch.float64), torch.arange(grid_w, dtype=torch.float64),
+                            indexing="ij")
+    parts = []
+    for pos in (ww.reshape(-1), hh.reshape(-1)):  # the column index first, as MAE's meshgrid(w, h) does
+        angle = pos[:, None] * omega[None]  # (n, dim/4)
+        parts += [torch.sin(angle), torch.cos(angle)]
+    return torch.cat(parts, dim=1).float()  # (n, dim)
 
 
 def check_image_shape(data_shape: tuple[int, ...], factor: int, hint: str) -> tuple[int, int, int]:

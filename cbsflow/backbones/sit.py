@@ -15,7 +15,8 @@ class sit(PatchTransformer):
 
     def __init__(self, data_shape: tuple[int, ...], num_classes: int = 0, size: str = "S", patch: int = 2,
                  mlp_ratio: float = 4.0, depth: int | None = None, width: int | None = None, heads: int | None = None,
-                 time_scale: float = 1000.0):
-        """``time_scale`` multiplies t before the sinusoidal embedding (lower: smoother in t, e.g. for aux nets)."""
+                 time_scale: float = 1.0):
+        """``time_scale`` multiplies t before the sinusoidal embedding: 1 feeds t in [0, 1] as SiT does (and as
+        its checkpoints need); other values are for networks trained here (docs/math.md, "Time scale")."""
         super().__init__(data_shape, num_classes, size=size, patch=patch, mlp_ratio=mlp_ratio, depth=depth,
                          width=width, heads=heads, time_scale=time_scale)

@@ -1,4 +1,4 @@
-"""Patch transformer with adaLN-Zero conditioning, shared by the SiT and JiT backbones.
+"""Patch transformer with adaLN-Zero conditioning: the DiT / SiT network (the ``sit`` backbone).
 
 DiT (Peebles & Xie, 2023, "Scalable Diffusion Models with Transformers"), Sec. 3.2: every block regresses
 shift, scale and gate from the conditioning vector; the regressors and the final layer start at zero, so
@@ -14,7 +14,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from cbsflow.backbones.layers import LabelEmbedder, TimestepEmbedder, check_image_shape
+from cbsflow.backbones.layers import LabelEmbedder, TimestepEmbedder, check_image_shape, sincos_2d
 from cbsflow.errors import UserError
 
 # size -> (depth, width, heads); S/B/L/XL as in DiT Table 1, T is a tiny size for CPU tests.
@@ -78,7 +78,7 @@ class PatchTransformer(nn.Module):
     """DiT-style transformer over image patches; output has the shape of the input (what it means is the subclass's)."""
 
     def __init__(self, data_shape: tuple[int, ...], num_classes: int, *, size: str, patch: int, mlp_ratio: float,
-                 depth: int | None, width: int | None, heads: int | None, time_scale: float = 1000.0):
+                 depth: int | None, width: int | None, heads: int | None, time_scale: float = 1.0):
         super().__init__()
         c, hgt, wid = check_image_shape(data_shape, patch, "pick another `patch`")
         depth, width, heads = resolve_size(size, depth, width, heads)
@@ -88,10 +88,7 @@ class PatchTransformer(nn.Module):
                             f"heads={heads}; bind width = {max(step, round(width / step) * step)} (or other heads)")
         self.data_shape, self.patch, self.grid = (c, hgt, wid), patch, (hgt // patch, wid // patch)
         self.embed = nn.Linear(patch * patch * c, width)
-        from timm.layers import build_sincos2d_pos_embed
-
-        pos = build_sincos2d_pos_embed(list(self.grid), dim=width)  # (n, d), fixed
-        self.register_buffer("pos", pos[None], persistent=False)
+        self.register_buffer("pos", sincos_2d(*self.grid, width)[None], persistent=False)  # (1, n, d), DiT's table
         self.time = TimestepEmbedder(width, scale=time_scale)
         self.label = LabelEmbedder(num_classes, width) if num_classes else None
         self.blocks = nn.ModuleList(AdaLNBlock(width, heads, mlp_ratio) for _ in range(depth))

@@ -1,6 +1,9 @@
-"""UNet backbone in the style of DDPM++ / ADM (Song et al., 2021; Dhariwal & Nichol, 2021, "Diffusion Models Beat
-GANs on Image Synthesis"), in the CIFAR-10 configuration used by flow-matching papers (Lipman et al., 2023;
-Tong et al., 2024)."""
+"""UNet backbone: torchcfm's UNet (atong01/conditional-flow-matching, ``torchcfm/models/unet``), which is ADM's
+(Dhariwal & Nichol, 2021, "Diffusion Models Beat GANs on Image Synthesis") with the timestep embedding added to
+every residual block. ``gin/cifar10_unet.gin`` builds torchcfm's CIFAR-10 network exactly (Tong et al., 2024;
+Lipman et al., 2023): 128 channels, multipliers (1, 2, 2, 2), 2 residual blocks per level, attention at 16x16 (4 heads
+of 64 channels), dropout 0.1, unconditional, t in [0, 1] into the embedding; 35,746,307 parameters. ADM's
+scale-shift (FiLM) conditioning and class conditioning are options."""
 
 from __future__ import annotations
 
@@ -29,26 +32,33 @@ def zero_(module: nn.Module) -> nn.Module:
 
 
 class ResBlock(nn.Module):
-    """GroupNorm-SiLU-conv residual block with scale-shift time conditioning (ADM's use_scale_shift_norm)."""
+    """GroupNorm-SiLU-conv residual block; the embedding is added after the first convolution (torchcfm's default)
+    or, with ``scale_shift``, modulates the second normalisation (FiLM; ADM's use_scale_shift_norm)."""
 
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float):
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float, scale_shift: bool = False):
         super().__init__()
+        self.scale_shift = scale_shift
         self.norm1, self.conv1 = group_norm(c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 2 * c_out))
+        self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, (2 if scale_shift else 1) * c_out))
         self.norm2, self.drop = group_norm(c_out), nn.Dropout(dropout)
         self.conv2 = zero_(nn.Conv2d(c_out, c_out, 3, padding=1))
         self.skip = nn.Identity() if c_in == c_out else nn.Conv2d(c_in, c_out, 1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))  # (b, c_out, h, w)
-        scale, shift = self.emb(emb)[:, :, None, None].chunk(2, dim=1)  # 2 x (b, c_out, 1, 1)
-        h = self.norm2(h) * (1 + scale) + shift
+        e = self.emb(emb)[:, :, None, None]  # (b, c_out or 2 c_out, 1, 1)
+        if self.scale_shift:
+            scale, shift = e.chunk(2, dim=1)
+            h = self.norm2(h) * (1 + scale) + shift
+        else:
+            h = self.norm2(h + e)
         h = self.conv2(self.drop(F.silu(h)))  # (b, c_out, h, w)
         return self.skip(x) + h
 
 
 class AttnBlock(nn.Module):
-    """Multi-head self-attention over pixels with a zero-initialised output projection (ADM)."""
+    """Multi-head self-attention over pixels with a zero-initialised output projection (ADM; the qkv channels
+    grouped head by head, as ADM's and torchcfm's QKVAttentionLegacy split them)."""
 
     def __init__(self, channels: int, heads: int):
         super().__init__()
@@ -62,7 +72,7 @@ class AttnBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
         hgt = x.shape[-2]
-        qkv = rearrange(self.qkv(self.norm(x)), "b (k n d) h w -> k b n (h w) d", k=3, n=self.heads)
+        qkv = rearrange(self.qkv(self.norm(x)), "b (n k d) h w -> k b n (h w) d", k=3, n=self.heads)
         a = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (b, n, h*w, d)
         return x + self.proj(rearrange(a, "b n (h w) d -> b (n d) h w", h=hgt))  # (b, c, h, w)
 
@@ -93,25 +103,30 @@ class Upsample(nn.Module):
 
 @register("backbone")
 class unet(nn.Module):
-    """DDPM++/ADM UNet velocity network (Dhariwal & Nichol, 2021), CIFAR-10 flow-matching configuration."""
+    """torchcfm's UNet (ADM's, additive time embedding) velocity network; CIFAR-10 as in Tong et al., 2024."""
 
     example = ((3, 32, 32), 10)  # data shape and classes for which `--list` counts parameters
 
     def __init__(self, data_shape: tuple[int, ...], num_classes: int = 0, channels: int = 128,
                  channel_mult: tuple[int, ...] = (1, 2, 2, 2), num_res_blocks: int = 2,
                  attention_resolutions: tuple[int, ...] = (16,), dropout: float = 0.1, heads: int = 4,
-                 time_scale: float = 1000.0):
-        """``time_scale`` multiplies t before the sinusoidal embedding (lower: smoother in t, e.g. for aux nets)."""
+                 time_scale: float = 1.0, class_cond: bool = True, scale_shift: bool = False):
+        """``time_scale`` multiplies t before the sinusoidal embedding: 1 feeds t in [0, 1] as torchcfm does
+        (docs/math.md, "Time scale"). ``class_cond = False`` ignores the dataset's labels (torchcfm's CIFAR-10
+        network is unconditional); ``scale_shift = True`` conditions by FiLM (ADM's use_scale_shift_norm) instead
+        of adding the embedding."""
         super().__init__()
         c, hgt, wid = check_image_shape(data_shape, 2 ** (len(channel_mult) - 1), "the factor is 2**(len(channel_mult) - 1)")
         self.data_shape, emb_dim = (c, hgt, wid), 4 * channels
         self.time = TimestepEmbedder(emb_dim, frequency_dim=channels, scale=time_scale)
-        self.label = LabelEmbedder(num_classes, emb_dim) if num_classes else None
+        self.label = LabelEmbedder(num_classes, emb_dim) if num_classes and class_cond else None
         self.inp = nn.Conv2d(c, channels, 3, padding=1)
-        block = dict(emb_dim=emb_dim, dropout=dropout, heads=heads, attn_at=tuple(attention_resolutions))
+        block = dict(emb_dim=emb_dim, dropout=dropout, heads=heads, attn_at=tuple(attention_resolutions),
+                     scale_shift=scale_shift)
         self.down, skips, ch = _down_path(channels, tuple(channel_mult), num_res_blocks, hgt, **block)
         res = hgt // 2 ** (len(channel_mult) - 1)
-        self.mid = Stage(ResBlock(ch, ch, emb_dim, dropout), AttnBlock(ch, heads), ResBlock(ch, ch, emb_dim, dropout))
+        self.mid = Stage(ResBlock(ch, ch, emb_dim, dropout, scale_shift), AttnBlock(ch, heads),
+                         ResBlock(ch, ch, emb_dim, dropout, scale_shift))
         self.up, ch = _up_path(channels, tuple(channel_mult), num_res_blocks, res, skips, ch, **block)
         self.out = nn.Sequential(group_norm(ch), nn.SiLU(), zero_(nn.Conv2d(ch, c, 3, padding=1)))
 
@@ -130,13 +145,13 @@ class unet(nn.Module):
         return self.out(h)  # (b, c, H, W)
 
 
-def _down_path(channels: int, mult: tuple[int, ...], num_res_blocks: int, res: int, emb_dim: int,
-               dropout: float, heads: int, attn_at: tuple[int, ...]) -> tuple[nn.ModuleList, list[int], int]:
+def _down_path(channels: int, mult: tuple[int, ...], num_res_blocks: int, res: int, emb_dim: int, dropout: float,
+               heads: int, attn_at: tuple[int, ...], scale_shift: bool) -> tuple[nn.ModuleList, list[int], int]:
     """Encoder stages (one per skip connection), the skip channel counts (input conv first), and the final width."""
     stages, skips, ch = nn.ModuleList(), [channels], channels
     for level, m in enumerate(mult):
         for _ in range(num_res_blocks):
-            layers = [ResBlock(ch, m * channels, emb_dim, dropout)]
+            layers = [ResBlock(ch, m * channels, emb_dim, dropout, scale_shift)]
             ch = m * channels
             layers += [AttnBlock(ch, heads)] if res in attn_at else []
             stages.append(Stage(*layers))
@@ -149,12 +164,13 @@ def _down_path(channels: int, mult: tuple[int, ...], num_res_blocks: int, res: i
 
 
 def _up_path(channels: int, mult: tuple[int, ...], num_res_blocks: int, res: int, skips: list[int], ch: int,
-             emb_dim: int, dropout: float, heads: int, attn_at: tuple[int, ...]) -> tuple[nn.ModuleList, int]:
+             emb_dim: int, dropout: float, heads: int, attn_at: tuple[int, ...],
+             scale_shift: bool) -> tuple[nn.ModuleList, int]:
     """Decoder stages, each consuming one skip connection (last in, first out), and the final width."""
     stages, skips = nn.ModuleList(), list(skips)
     for level in reversed(range(len(mult))):
         for i in range(num_res_blocks + 1):
-            layers = [ResBlock(ch + skips.pop(), mult[level] * channels, emb_dim, dropout)]
+            layers = [ResBlock(ch + skips.pop(), mult[level] * channels, emb_dim, dropout, scale_shift)]
             ch = mult[level] * channels
             layers += [AttnBlock(ch, heads)] if res in attn_at else []
             if level > 0 and i == num_res_blocks:

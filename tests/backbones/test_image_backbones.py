@@ -197,3 +197,152 @@ def test_bad_shapes_raise_readable_errors():
         sit((3, 8, 8), size="Q")
     with pytest.raises(UserError, match="divisible"):
         unet((3, 6, 6), channels=16, channel_mult=(1, 2, 2))
+
+
+# --- JiT as published (LTH14/JiT model_jit.py); counts from the reference code's constructors, trainable only ---
+JIT_COUNTS = {  # (size, patch, side) -> trainable parameters of the official JiT with 1000 classes
+    ("B", 4, 64): 130_477_872,  # gin/jit_imagenet64.gin: JiT-B hyper-parameters at patch 4, 64 px
+    ("B", 16, 256): 131_123_712,  # JiT-B/16
+    ("L", 16, 256): 458_877_664,  # JiT-L/16
+    ("H", 16, 256): 952_514_368,  # JiT-H/16
+}
+
+
+def trainable(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("size,patch,side", [k for k in JIT_COUNTS if k[0] == "B"]
+                         + [pytest.param(*k, marks=pytest.mark.slow) for k in JIT_COUNTS if k[0] != "B"])
+def test_jit_parameter_count_equals_the_official_architectures(size, patch, side):
+    with torch.device("meta"):
+        model = jit((3, side, side), num_classes=1000, size=size, patch=patch)
+    assert trainable(model) == count(model) == JIT_COUNTS[(size, patch, side)]
+
+
+def test_jit_sizes_carry_the_official_constructor_settings():
+    with torch.device("meta"):
+        b, l, h = (jit((3, 64, 64), 1000, size=s, patch=16) for s in "BLH")
+    assert (len(b.blocks), b.embed[0].out_features, b.in_context_start, b.in_context_len) == (12, 128, 4, 32)
+    assert (len(l.blocks), l.embed[1].out_features, l.in_context_start) == (24, 1024, 8)
+    assert (len(h.blocks), h.embed[0].out_features, h.in_context_start) == (32, 256, 10)
+    block = b.blocks[0]
+    assert block.mlp.w3.in_features == int(4 * 768 * 2 / 3) and b.embed[0].bias is None  # SwiGLU, bias-free bottleneck
+    assert tuple(block.attn.q_norm.weight.shape) == (64,) and tuple(b.in_context_posemb.shape) == (1, 32, 768)
+
+
+def test_jit_dropout_acts_in_the_middle_half_of_the_blocks_only():
+    model = jit((3, 16, 16), size="T", patch=4, depth=8, attn_drop=0.1, proj_drop=0.2)
+    attn = [blk.attn.attn_drop for blk in model.blocks]
+    proj = [blk.attn.proj_drop.p for blk in model.blocks]
+    assert attn == [0.0, 0.0, 0.1, 0.1, 0.1, 0.1, 0.0, 0.0] and proj == [0.0, 0.0, 0.2, 0.2, 0.2, 0.2, 0.0, 0.0]
+    assert [blk.mlp.drop.p for blk in model.blocks] == proj
+
+
+def test_jit_in_context_tokens_carry_the_label_and_leave_before_the_output():
+    """The L class tokens join before block in_context_start and leave before the final layer; with the label
+    removed from every adaLN modulation (zero weights), labels still reach the output through the tokens alone."""
+    model = build("jit").eval()
+    perturb(model)
+    seen = []
+    for blk in model.blocks:
+        blk.register_forward_hook(lambda mod, args, out: seen.append(out.shape[1]))
+    model.final.register_forward_hook(lambda mod, args, out: seen.append(out.shape[1]))
+    x, t, _ = inputs("jit")
+    model(x, t)
+    n, ctx = 16, model.in_context_len  # 16x16 pixels in 4x4 patches
+    assert seen == [n] * model.in_context_start + [n + ctx] * (len(model.blocks) - model.in_context_start) + [n]
+    with torch.no_grad():
+        for blk in model.blocks:
+            blk.ada[-1].weight.zero_()
+        model.final.ada[-1].weight.zero_()
+    assert not torch.allclose(model(x, t, torch.tensor([0, 0, 0])), model(x, t, torch.tensor([1, 1, 1])))
+
+
+def test_jit_rotary_embedding_is_relative_along_each_axis():
+    """<R(i) q, R(j) k> depends on i - j only: shifting both positions by one row (or column) keeps the logit."""
+    from cbsflow.backbones.jit import apply_rope, rope_2d
+
+    rope = rope_2d(16, 4, 4)  # (2, 16, 16): a 4x4 grid, head width 16
+    g = torch.Generator().manual_seed(5)
+    q, k = torch.randn(1, 1, 1, 16, generator=g), torch.randn(1, 1, 1, 16, generator=g)
+
+    def logit(i, j):
+        return (apply_rope(q, rope[:, i:i + 1]) * apply_rope(k, rope[:, j:j + 1])).sum()
+
+    torch.testing.assert_close(logit(0, 5), logit(4, 9))  # one row down: token index + 4
+    torch.testing.assert_close(logit(1, 2), logit(2, 3))  # one column right
+    assert not torch.allclose(logit(0, 5), logit(0, 6))
+    prefixed = rope_2d(16, 4, 4, prefix=3)
+    assert torch.equal(prefixed[0, :3], torch.ones(3, 16)) and torch.equal(prefixed[1, :3], torch.zeros(3, 16))
+    assert torch.equal(prefixed[:, 3:], rope)
+
+
+def test_fixed_position_table_has_the_mae_dit_channel_order():
+    """[sin w, cos w, sin h, cos h], each over 1 / 10000^(k / (d/4)): written out here with numpy (MAE's formula)."""
+    import numpy as np
+
+    from cbsflow.backbones.layers import sincos_2d
+
+    gh, gw, d = 3, 5, 16
+    omega = 1.0 / 10000 ** (np.arange(d // 4) / (d // 4))
+    rows = []
+    for h in range(gh):
+        for w in range(gw):
+            rows.append(np.concatenate([np.sin(w * omega), np.cos(w * omega), np.sin(h * omega), np.cos(h * omega)]))
+    np.testing.assert_allclose(sincos_2d(gh, gw, d).numpy(), np.stack(rows), atol=1e-7)
+
+
+def test_jit_bad_settings_are_one_clear_error():
+    with pytest.raises(UserError, match="unknown jit size"):
+        jit((3, 16, 16), size="XL")
+    with pytest.raises(UserError, match="in_context_start = 2 must name one of the 2 blocks"):
+        jit((3, 16, 16), size="T", patch=4, in_context_start=2)
+    with pytest.raises(UserError, match="head width divisible by 4"):
+        jit((3, 16, 16), size="T", patch=4, width=40, heads=4)
+
+
+# --- time as the references feed it ---
+def test_image_backbones_feed_t_in_0_1_by_default_and_keep_the_option():
+    from cbsflow.backbones.mlp import mlp
+
+    for name in ("sit-rgb", "jit", "unet"):
+        assert build(name).time.scale == 1.0
+    assert mlp((2,)).time.scale == 1000.0  # the toy / auxiliary MLP keeps its resolving scale (docs/math.md)
+    assert sit((3, 8, 8), size="T", patch=2, time_scale=1000.0).time.scale == 1000.0
+
+
+# --- the reference UNet (torchcfm, examples/images/cifar10) ---
+def test_unet_cifar10_configuration_is_torchcfms_network():
+    """torchcfm's UNetModelWrapper(dim=(3, 32, 32), num_channels=128, num_res_blocks=2, channel_mult=[1, 2, 2, 2],
+    num_heads=4, num_head_channels=64, attention_resolutions='16', dropout=0.1): 35,746,307 parameters."""
+    with torch.device("meta"):
+        model = unet((3, 32, 32), num_classes=10, class_cond=False)
+    assert count(model) == 35_746_307 and model.label is None
+    block = model.down[0].layers[0]
+    assert block.emb[-1].out_features == 128 and not block.scale_shift  # the embedding is added, not FiLM
+
+
+def test_unet_film_and_class_conditioning_stay_options():
+    film = unet((3, 8, 8), num_classes=5, channels=16, channel_mult=(1, 2), attention_resolutions=(4,),
+                scale_shift=True)
+    assert film.down[0].layers[0].emb[-1].out_features == 2 * 16 and film.label is not None
+    perturb(film.eval())
+    x, t, y = inputs("unet")
+    assert not torch.allclose(film(x, t, y), film(x, t))
+
+
+def test_unet_computes_torchcfms_function():
+    """torchcfm's UNet (dim (3, 8, 8), 32 channels, (1, 1), 1 res block, attention at 4x4 with 16-channel heads,
+    every weight perturbed) run by the reference code; its weights renamed module by module onto ours
+    (tests/fixtures/README.md): the same outputs, so the additive embedding and the head-major qkv split match."""
+    import os
+
+    f = torch.load(os.path.join(os.path.dirname(__file__), "..", "fixtures", "unet_torchcfm_tiny.pt"),
+                   map_location="cpu", weights_only=True)
+    model = unet((3, 8, 8), num_classes=10, channels=32, channel_mult=(1, 1), num_res_blocks=1,
+                 attention_resolutions=(4,), heads=2, class_cond=False).eval()
+    model.load_state_dict({k: v.float() for k, v in f["state"].items()})
+    assert f["torchcfm_names"]["mid.layers.1.qkv.weight"] == "middle_block.1.qkv.weight"
+    with torch.no_grad():
+        torch.testing.assert_close(model(f["x"], f["t"]), f["out"], atol=1e-5, rtol=1e-5)
