@@ -66,7 +66,8 @@ class dirichlet:
     """
 
     def __init__(self, n_probes: int = 4, probe: str = "rademacher", batch_size: int = 4096, target: str = "velocity",
-                 centred: bool = False, group_size: int = 16, progress: bool = True):
+                 centred: bool = False, group_size: int = 16, progress: bool = True,
+                 memory_budget: float | None = None):
         if probe not in ("rademacher", "gaussian"):
             raise ValueError(f"dirichlet.probe must be 'rademacher' or 'gaussian', got {probe!r}")
         if target not in ("velocity", "x1", "eps"):
@@ -75,6 +76,7 @@ class dirichlet:
             raise ValueError(f"dirichlet.group_size must be at least 2 (a group's mean needs two samples), got {group_size}")
         self.n_probes, self.probe, self.batch_size, self.target = n_probes, probe, batch_size, target
         self.centred, self.group_size, self.progress = centred, int(group_size), progress
+        self.memory_budget = memory_budget  # GB for one chunk of JVPs; None: half the device's free memory
 
     def __call__(self, velocity, x1, t, path, y=None, generator=None):
         generator = generator or torch.Generator().manual_seed(0)
@@ -87,6 +89,8 @@ class dirichlet:
         n_groups = max(min(2, b // 2), b // self.group_size) if self.centred else b  # two groups at least: an error
         group = torch.arange(b) * n_groups // b
         per_unit = torch.zeros(len(t), n_groups)
+        rows = _chunk_rows(velocity, x1, y, float(t[0]), device, min(self.batch_size, b * self.n_probes),
+                           self.memory_budget, "dirichlet")
         for i, ti in enumerate(progress(t.tolist(), "dirichlet", disable=not self.progress)):
             eps = torch.randn(x1.shape, generator=generator)
             x_t, _ = path.interpolate(x1, eps, torch.full((b,), ti))
@@ -98,7 +102,7 @@ class dirichlet:
             else:
                 z = probes(x_rep.shape, self.probe, generator)
             jzs = (_jvp_x(velocity, x_rep[sl], ti, None if y_rep is None else y_rep[sl], z[sl], device)
-                   .reshape(sl.stop - sl.start, -1) for sl in chunks(len(x_rep), self.batch_size))
+                   .reshape(sl.stop - sl.start, -1) for sl in chunks(len(x_rep), rows))
             if self.centred:  # every J z is needed for the group means
                 jz = torch.cat([j.cpu() for j in jzs]).reshape(self.n_probes, b, -1).double()
                 per_unit[i] = _centred_groups(jz, group, n_groups).mean(0).float() / d
@@ -142,6 +146,21 @@ class energy:
         return mean_and_stderr(per_sample)
 
 
+def _chunk_rows(velocity, x1, y, ti: float, device, requested: int, budget: float | None, what: str,
+                jvp=None) -> int:
+    """Rows per chunk of JVPs that fit the memory budget (cbsflow.memory.jvp_rows), measured on this batch."""
+    from cbsflow.memory import jvp_rows
+
+    def run(n: int):
+        idx = torch.arange(n) % x1.shape[0]
+        yy = None if y is None else y[idx]
+        if jvp is not None:
+            return jvp(x1[idx].to(device), yy)
+        return _jvp_x(velocity, x1[idx], ti, yy, torch.ones_like(x1[idx]), device)
+
+    return jvp_rows(run, requested, device, budget, what)
+
+
 def _jvp_x(velocity, x, ti: float, y, z, device):
     tt = torch.full((x.shape[0],), ti, device=device)
     x, z = x.to(device), z.to(device)
@@ -168,10 +187,12 @@ class acceleration:
     ``method='exact'``: d^2x/dt^2 = dv/dt + (dv/dx) v, one JVP of v in the direction (v, 1).
     """
 
-    def __init__(self, method: str = "fd", substeps: int = 4, refine: int = 4, progress: bool = True):
+    def __init__(self, method: str = "fd", substeps: int = 4, refine: int = 4, progress: bool = True,
+                 memory_budget: float | None = None):
         if method not in ("fd", "exact"):
             raise ValueError(f"acceleration.method must be 'fd' or 'exact', got {method!r}")
         self.method, self.substeps, self.refine, self.progress = method, substeps, refine, progress
+        self.memory_budget = memory_budget  # GB for one chunk of the exact method's JVPs; None: half of what is free
 
     def __call__(self, velocity, x1, t, path, y=None, generator=None):
         """``refine`` - 1 extra points between grid points sharpen the finite differences ('fd' only)."""
@@ -186,10 +207,14 @@ class acceleration:
         d, b = x1[0].numel(), x1.shape[0]
         x = _integrate(velocity, x, 0.0, float(t[0]), self.substeps * 4, y) if t[0] > 0 else x
         vs, accs = [], []
+        if self.method == "exact":
+            rows = _chunk_rows(velocity, x, y, float(t[0]), device, b, self.memory_budget, "acceleration",
+                               jvp=lambda xx, yy: _total_derivative(velocity, xx, float(t[0]), yy))
         for i in progress(range(len(t)), "acceleration", disable=not self.progress):
             ti = float(t[i])
             if self.method == "exact":
-                v, acc = _total_derivative(velocity, x, ti, y)
+                acc = torch.cat([_total_derivative(velocity, x[sl], ti, None if y is None else y[sl])[1]
+                                 for sl in chunks(b, rows)])
                 accs.append(acc.reshape(b, -1).pow(2).sum(-1).cpu() / d)
             else:
                 with torch.no_grad():

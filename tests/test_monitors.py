@@ -156,3 +156,34 @@ def test_dirichlet_error_bars_cover_the_exact_value_of_a_mixture(centred):
         mean, se = monitor(field, data(512), torch.tensor([t]), path=linear(), generator=torch.Generator().manual_seed(seed))
         covered += abs(mean.item() - exact) <= 1.96 * se.item()
     assert covered >= 72, f"{covered}/80 intervals hold the exact value {exact:.4f}"
+
+
+def test_jvp_chunks_fit_a_memory_budget_and_give_the_same_profile():
+    """The monitor's JVP batch is cut to what the budget holds (issue 33, point 6); the numbers do not change."""
+    import pytest
+
+    from cbsflow import memory
+    from cbsflow.errors import UserError
+    from cbsflow.monitors import acceleration, dirichlet
+    from cbsflow.paths import linear
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2048), torch.nn.SiLU(), torch.nn.Linear(2048, 2))
+
+    def field(x, t, y=None):
+        return net(torch.cat([x, t[:, None]], dim=1))
+
+    x = torch.randn(64, 3, requires_grad=False)
+    rows = memory.jvp_rows(lambda n: torch.func.jvp(lambda x_: field(x_, torch.zeros(n)), (x[:n, :2],),
+                                                     (torch.ones(n, 2),)), 256, torch.device("cpu"), 0.003, "dirichlet")
+    assert 1 <= rows < 256  # 2,048 hidden units x (value + tangent) x several temporaries per row: ~3 MB holds few
+    x1, t = torch.randn(64, 2), torch.linspace(0.1, 0.9, 3)
+    for monitor in (dirichlet, lambda **kw: acceleration(method="exact", **kw)):
+        small = monitor(memory_budget=0.003, progress=False)(field, x1, t, path=linear(),
+                                                              generator=torch.Generator().manual_seed(1))
+        whole = monitor(progress=False)(field, x1, t, path=linear(), generator=torch.Generator().manual_seed(1))
+        for a, b in zip(small, whole):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    with pytest.raises(UserError, match=r"dirichlet: one row of its Jacobian-vector products needs about .* GB but "
+                                        r"the memory budget is 0.00 GB; raise dirichlet.memory_budget"):
+        dirichlet(memory_budget=1e-7, progress=False)(field, x1, t, path=linear())
