@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import inspect
 import os
 import sys
 import time
+import warnings
 
 import gin
 
-from cbsflow import config, locks, registry, rundir
+from cbsflow import config, locks, registry, rundir, threads
 from cbsflow.errors import EXIT_PREEMPTED, Preempted, UserError
 from cbsflow.rundir import STAGE_ORDER
 
@@ -85,7 +87,11 @@ def list_components() -> str:
             kind = entry.kind
             lines.append(f"{kind}:")
         lines.append(f"  {entry.name:<22} {entry.summary}{_parameter_count(entry)}")
-    lines.append("`tools/run.py --list NAME` shows a component's parameters and defaults.")
+    lines.append("settings (bind e.g. expert/training.steps = 2000):")
+    for name in config.settings_names():
+        doc = inspect.getdoc(gin.get_configurable(name)) or ""
+        lines.append(f"  {name:<22} {doc.splitlines()[0] if doc else ''}")
+    lines.append("`tools/run.py --list NAME` shows a component's (or the settings') parameters and defaults.")
     return "\n".join(lines)
 
 
@@ -211,6 +217,21 @@ def solver_needs_profile() -> bool:
     return solver is None or bool(getattr(solver, "needs_profile", True))
 
 
+def _startup() -> None:
+    """Before a run: a CPU thread count that does not oversubscribe the cores (cbsflow/threads.py), and torch's
+    forward-mode AD decompositions loaded without the ``torch.jit.script`` FutureWarning torch itself triggers (the
+    first torch.func.jvp of the monitors loads them with torch.jit.script; the project calls no torch.jit)."""
+    note = threads.configure()
+    if note:
+        print(note)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is", category=FutureWarning)
+        try:
+            from torch._decomp import decompositions_for_jvp  # noqa: F401
+        except ImportError:  # a torch without it: nothing to load
+            pass
+
+
 def run(args: argparse.Namespace) -> None:
     from cbsflow import stages
     from cbsflow.training import process_state
@@ -219,6 +240,7 @@ def run(args: argparse.Namespace) -> None:
     if args.list is not None:
         print(config.describe_component(args.list) if args.list else list_components())
         return
+    _startup()
     if not args.gin and args.run_dir and os.path.exists(os.path.join(args.run_dir, RECORD)):
         args.gin = [os.path.join(args.run_dir, RECORD)]  # the run's own record: every binding and --import of it
         print(f"configuration: {args.gin[0]} (the run's recorded settings)")

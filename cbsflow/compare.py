@@ -104,13 +104,21 @@ def load_run(path: str | Path) -> Run:
         path=path,
         label=label,
         seed=None if seed is None else int(seed),
-        solver=split.get("solver"),
+        solver=split.get("adapted_by") or split.get("solver"),  # the method that set the boundaries
         boundaries=None if boundaries is None else tuple(float(b) for b in boundaries),
-        monitor=None if profile is None else profile.get("monitor"),
+        monitor=_monitor(split, profile),
         profile=None if profile is None else {k: list(profile.get(k) or []) for k in ("t", "value", "stderr")},
         nfe=metrics.get("nfe"),
         metrics=values,
     )
+
+
+def _monitor(split: dict[str, Any], profile: dict[str, Any] | None) -> str | None:
+    """The monitor behind the final boundaries: an adaptation's own (split.json names it, a warm split measures it
+    during training), else the profile stage's."""
+    if split.get("adapted_by") and split.get("monitor"):
+        return split["monitor"]
+    return (profile or {}).get("monitor") or split.get("monitor")
 
 
 # What tools/compare.py and tools/sweep.py write next to the runs: skipped when a shell glob passes them back.

@@ -99,7 +99,8 @@ def explain(err: BaseException, binding: str | None = None) -> str:
 def unknown_component(name: str, slot: Slot | None = None) -> str:
     """'no component named x; did you mean ...?' with the valid names (of the slot's kind when known)."""
     pool = [e.name for e in registry.entries(slot.kind if slot else None)]
-    close = difflib.get_close_matches(name, [e.name for e in registry.entries()] + list(_stage_names()), n=3)
+    names = [e.name for e in registry.entries()] + list(_stage_names()) + settings_names()
+    close = difflib.get_close_matches(name, names, n=3)
     text = f"no component named {name!r}"
     if close:
         text += f"; did you mean {' or '.join(close)}?"
@@ -109,10 +110,12 @@ def unknown_component(name: str, slot: Slot | None = None) -> str:
 
 def unknown_selector(name: str) -> str:
     """A binding whose left side names nothing."""
-    close = difflib.get_close_matches(name, [e.name for e in registry.entries()] + list(_stage_names()), n=3)
+    close = difflib.get_close_matches(name, [e.name for e in registry.entries()] + list(_stage_names())
+                                      + settings_names(), n=3)
     hint = f"; did you mean {' or '.join(close)}?" if close else ""
     return (f"nothing is called {name!r}{hint} (a binding sets a parameter of a stage, "
-            f"{', '.join(_stage_names())}, or of a component: `tools/run.py --list` shows them)")
+            f"{', '.join(_stage_names())}, of the settings {', '.join(settings_names()) or 'none'}, "
+            "or of a component: `tools/run.py --list` shows them)")
 
 
 def unknown_parameter(selector: str, param: str) -> str:
@@ -130,7 +133,8 @@ def _stage_names() -> tuple[str, ...]:
 
 
 def _object_of(name: str) -> Any:
-    """The registered component or stage function called ``name`` (None if unknown)."""
+    """The registered component, stage function or other gin configurable (e.g. the ``training`` settings) called
+    ``name`` (None if unknown)."""
     if name in _stage_names():
         from cbsflow import stages
 
@@ -138,6 +142,24 @@ def _object_of(name: str) -> Any:
     try:
         return registry.get(name).obj
     except KeyError:
+        return _configurable(name)
+
+
+def settings_names() -> list[str]:
+    """Gin configurables of the 'settings' module (e.g. ``training``): bindable, but neither stages nor components."""
+    try:
+        return sorted(c.name for _, c in gin.config._REGISTRY.items() if c.module == "settings")
+    except AttributeError:  # a gin without this (private) registry: --list then shows the components only
+        return []
+
+
+def _configurable(name: str) -> Any:
+    """A gin configurable that is neither a stage nor a registered component (None if there is none)."""
+    if name in ("macro", "constant"):
+        return None
+    try:
+        return gin.get_configurable(name)
+    except ValueError:
         return None
 
 
@@ -508,6 +530,8 @@ def describe_component(name: str) -> str:
     """`--list NAME`: a component's (or stage's) kind, docstring and parameters with their defaults and types."""
     if name in _stage_names():
         obj, kind = _object_of(name), "pipeline stage"
+    elif _configurable(name) is not None and name not in [e.name for e in registry.entries()]:
+        obj, kind = _configurable(name), "settings"
     else:
         try:
             entry = registry.get(name)

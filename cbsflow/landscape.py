@@ -80,9 +80,24 @@ class Regret:
     method: str = IN_SAMPLE
 
     @property
-    def resolved(self) -> bool:
-        """The interval excludes zero."""
+    def worse(self) -> bool:
+        """The interval lies above zero: resolved worse than the reference."""
         return self.n >= 2 and self.mean - self.half_width > 0
+
+    @property
+    def better(self) -> bool:
+        """The interval lies below zero: resolved better than the reference."""
+        return self.n >= 2 and self.mean + self.half_width < 0
+
+    @property
+    def resolved(self) -> bool:
+        """The interval excludes zero, on either side (docs/math.md, "Regret")."""
+        return self.worse or self.better
+
+    @property
+    def direction(self) -> str | None:
+        """'better', 'worse', or None where not resolved."""
+        return "better" if self.better else "worse" if self.worse else None
 
 
 def regret(results: dict[str, Measured], label: str, best: str, metric: str, seeds: Sequence[int]) -> Regret | None:

@@ -67,13 +67,30 @@ def exists(path: str) -> bool:
 
 # ----------------------------------------------------------------------------------------------- writers
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux reports it (else set and restored at once)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic(path: str, write) -> None:
     """Write through a temporary file in the same folder, flush it to disk and rename it, so that a killed run never
     leaves half a file; a failed write (a full disk) leaves the previous file as it was and raises one user error."""
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600; an artifact gets what open() would give it
+    finally:
+        os.close(fd)
     try:
         write(tmp)
         fd = os.open(tmp, os.O_RDONLY)

@@ -144,7 +144,16 @@ def train(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQU
     if process_state().is_main_process and job.all_complete(boundaries):
         rundir.write_json(rundir.artifact(run_dir, "train"), {
             "n_segments": n, "boundaries": boundaries.tolist(), "final_loss": job.final_losses(n),
-            "steps_per_segment": settings.steps, "local_time": local_time, **_record(prov)})
+            "steps_per_segment": settings.steps, "local_time": local_time, **_skipped(dataset), **_record(prov)})
+
+
+def _skipped(dataset) -> dict:
+    """Samples the shard reader could not decode this run, by shard (train.json / metrics.json); {} for data in
+    memory."""
+    from cbsflow.data.shards import skipped_record
+
+    skipped = skipped_record(dataset)
+    return {} if skipped is None else {"skipped_samples": skipped}
 
 
 def _adapt(run_dir, prov, adaptation, figures: bool, job, shared_init_steps: int, init_from: str | None) -> None:
@@ -171,7 +180,7 @@ def _adapt(run_dir, prov, adaptation, figures: bool, job, shared_init_steps: int
         "n_segments": n, "boundaries": final.tolist(), "initial_boundaries": initial.tolist(),
         "adaptation": name_of(adaptation), "extra_compute": record.get("extra_compute"),
         "final_loss": job.final_losses(n), "steps_per_segment": job.settings.steps, "local_time": False,
-        **_record(prov), "input_digest": rundir.digest(path)})
+        **_skipped(job.dataset), **_record(prov), "input_digest": rundir.digest(path)})
 
 
 def _adapted_split(split: dict, adaptation, initial: np.ndarray, final: np.ndarray, record: dict) -> dict:

@@ -166,6 +166,8 @@ BAD_BINDINGS = {
     "misspelt parameter": (["--bind", "deboor.n_segment = 3"], "deboor has no parameter 'n_segment'; did you mean "
                            "n_segments?"),
     "misspelt stage": (["--bind", "sampel.n_steps = 3"], "did you mean sample?"),
+    "misspelt training setting": (["--bind", "expert/training.step = 100"], "training has no parameter 'step'; did "
+                                  "you mean steps? (its parameters: steps, batch_size, lr, "),
     "unknown stage": (["--stages", "split,fly"], "fly"),
     "bad import": (["--import", "no_such_module_xyz"], "no_such_module_xyz"),
 }
@@ -422,6 +424,18 @@ def test_help_shows_examples_and_list_shows_one_components_parameters(capsys):
     assert "sample.sampler (required)   [a sampler]" in capsys.readouterr().out
 
 
+def test_list_shows_the_training_settings(capsys):
+    """`training` is a gin configurable of its own (the settings each network is trained with), not a component."""
+    assert main(["--list"]) == 0
+    assert any(line.split()[:1] == ["training"] for line in capsys.readouterr().out.splitlines())
+    assert main(["--list", "training"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("training (settings):") and "training.steps = 1000   [an integer]" in out
+    assert "training.t_sampler = None   [a time_sampler]" in out
+    assert main(["--list", "trainin"]) == 2
+    assert "did you mean training" in capsys.readouterr().err
+
+
 def test_a_split_that_needs_no_profile_skips_the_profile_stage_and_says_so(tmp_path, capsys):
     assert main(["--gin", SMOKE, "--run-dir", str(tmp_path), "--bind", "split.solver = @uniform()",
                  "--bind", "uniform.n_segments = 2"]) == 0
@@ -504,3 +518,14 @@ def test_a_backbone_that_cannot_be_built_is_one_error_line(tmp_path, capsys, rep
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("error: transformer width 90 must be divisible") and "width = 88" in err[-1]
     assert not any("Traceback" in line for line in err)
+
+
+def test_a_run_warns_of_no_deprecated_call_and_says_how_many_threads_it_takes(repo_root, tmp_path):
+    """The dirichlet monitor's torch.func.jvp made torch script its JVP decompositions, printing torch.jit.script's
+    FutureWarning on every run; a CPU run with no OMP_NUM_THREADS picks its thread count and says so."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    proc = subprocess.run([sys.executable, "-W", "error::FutureWarning", "tools/run.py", "--gin", SMOKE,
+                           "--stages", "profile", "--run-dir", str(tmp_path)], cwd=repo_root, capture_output=True,
+                          text=True, env={**env, "CUDA_VISIBLE_DEVICES": ""}, timeout=300)
+    assert proc.returncode == 0 and "Warning" not in proc.stderr, proc.stderr[-2000:]
+    assert any(line.startswith("threads: ") and "OMP_NUM_THREADS" in line for line in proc.stdout.splitlines())

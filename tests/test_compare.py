@@ -118,6 +118,23 @@ def test_table_rows(runs_root):
     assert len(md.splitlines()) == 2 + 3
 
 
+@pytest.mark.parametrize("extra", [{"solver": "uniform", "monitor": None},  # written before split.json named it
+                                   {"solver": "warm_split", "monitor": "dirichlet"}])
+def test_an_adapted_split_is_labelled_by_the_method_that_set_its_boundaries(tmp_path, extra):
+    """A warm split starts from uniform boundaries and measures its monitor in train (no profile.json): the table
+    names warm_split and its monitor, not the uniform start."""
+    d = write_run(tmp_path / "runs", "warm", 0, 9.0)
+    split = json.loads((d / "split.json").read_text())
+    split.update({"adapted_by": "warm_split", "initial_solver": "uniform", "initial_monitor": None}, **extra)
+    (d / "split.json").write_text(json.dumps(split))
+    (d / "profile.json").unlink()
+    run = load_run(d)
+    assert run.solver == "warm_split"
+    assert run.monitor == extra["monitor"]
+    table = build_table(group_runs([run]))
+    assert dict(zip(table.headers, table.rows[0]))["solver"] == "warm_split"
+
+
 def test_missing_or_broken_run_dirs_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="no such run directory"):
         load_run(tmp_path / "nope")

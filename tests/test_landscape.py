@@ -49,20 +49,33 @@ def test_held_out_regret_resolves_equal_configurations_at_the_nominal_rate():
     on the same seeds calls a given one "resolved worse" far above the nominal 2.5 % and gives it a positive mean
     regret; choosing on half the seeds and scoring on the other half does neither."""
     rng = np.random.default_rng(0)
-    seeds, in_sample, held_out, means = list(range(6)), 0, 0, []
+    seeds, in_sample, held_out, either, means = list(range(6)), 0, 0, 0, []
     select = ls.default_selection(seeds)
     assert select == [0, 1, 2]
     for _ in range(3000):
         results = _equal_configs(rng, 10, 6)
         labels = list(results)
         best = ls.best_config(results, "m", seeds, labels)
-        in_sample += best != "c0" and ls.regret(results, "c0", best, "m", seeds).resolved
+        in_sample += best != "c0" and ls.regret(results, "c0", best, "m", seeds).worse
         r, _ = ls.held_out_regret(results, "c0", "m", seeds, labels, select)
-        held_out += r.resolved
+        held_out += r.worse
+        either += r.resolved
         means.append(r.mean)
         assert r.n == 3 and "scored on seeds [3, 4, 5]" in r.method
     assert in_sample / 3000 > 0.08
     assert held_out / 3000 < 0.035 and abs(np.mean(means)) < 0.05
+    assert either / 3000 < 0.065  # two-sided: resolved better or worse, nominally 5 %
+
+
+@pytest.mark.parametrize("diffs, direction", [([0.10, 0.11, 0.12], "worse"), ([-0.10, -0.11, -0.12], "better"),
+                                              ([-0.1, 0.1, 0.01], None)])
+def test_a_regret_is_resolved_when_its_interval_excludes_zero_on_either_side(diffs, direction):
+    """docs/math.md: "resolved" means the interval excludes 0 -- better than the best fixed split as well as worse."""
+    results = {"a": measured({s: {"sw": 1.0 + d} for s, d in enumerate(diffs)}),
+               "best": measured({s: {"sw": 1.0} for s in range(3)})}
+    r = ls.regret(results, "a", "best", "sw", SEEDS)
+    assert r.direction == direction and r.resolved == (direction is not None)
+    assert (r.better, r.worse) == (direction == "better", direction == "worse")
 
 
 def test_fewer_than_four_seeds_give_an_in_sample_regret_labelled_as_such():
@@ -336,3 +349,38 @@ def test_the_verdict_line_says_better_worse_or_not_resolved_per_metric():
     noisy = {"a": measured({0: {"m": 1.0}, 1: {"m": 2.0}, 2: {"m": 0.5}}),
              "b": measured({0: {"m": 1.1}, 1: {"m": 1.0}, 2: {"m": 1.2}})}
     assert ls.verdict(noisy, "a", "b", ["m"], SEEDS) == "not resolved on m"
+
+
+def _tool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("landscape_tool", os.path.join(os.path.dirname(__file__), "..",
+                                                                                 "tools", "landscape.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def test_a_solver_whose_boundary_never_moves_is_reported_and_drawn(tmp_path):
+    """Regression: 3 seeds at 0.7 average to 0.6999999999999998 < min, and matplotlib refused the negative error bar
+    after the report was written (ValueError: 'xerr' must not contain negative values). The report also marks a
+    resolved regret better as well as worse, each said in words."""
+    import types
+
+    tool = _tool()
+    sw = {"N=1": 0.9, "uniform": 0.5, "b=0.300": 0.6, "w0.7": 0.4}
+    kinds = {"N=1": "single", "uniform": "uniform", "b=0.300": "grid", "w0.7": "solver"}
+    bounds = {"N=1": [0.0, 1.0], "uniform": [0.0, 0.5, 1.0], "b=0.300": [0.0, 0.3, 1.0], "w0.7": [0.0, 0.7, 1.0]}
+    configs = {k: ls.Config(k, kinds[k], None) for k in sw}
+    results = {k: ls.Measured(values={s: {"sliced_wasserstein": sw[k] + 0.01 * s + 0.001 * (s == 1)} for s in SEEDS},
+                              boundaries={s: bounds[k] for s in SEEDS}) for k in sw}
+    args = types.SimpleNamespace(seeds=SEEDS, select_seeds=None, primary="sliced_wasserstein", n=2, gin=["g.gin"],
+                                 bind=[], interpolate=False)
+    runner = types.SimpleNamespace(args=args, configs=configs, results=results, failures=[])
+    summary = tool.summarise(runner)
+    assert summary["configs"]["w0.7"]["mean_boundaries"][1] < 0.7  # the rounding that broke the plot
+    tool.plot(runner, summary, tmp_path / "l.png")
+    assert (tmp_path / "l.png").stat().st_size > 0
+    tool.write_markdown(runner, summary, tmp_path / "l.md", "python tools/landscape.py")
+    text = (tmp_path / "l.md").read_text()
+    assert "| w0.7 | **-0.1 ± 0 (better)** |" in text and "| b=0.300 | **+0.1 ± 0 (worse)** |" in text, text

@@ -1,5 +1,7 @@
 """The run directory: atomic writers, readers that raise user errors, provenance and staleness."""
 
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -84,3 +86,17 @@ def test_a_parameter_added_later_at_its_default_leaves_an_artifact_up_to_date(tm
     changed = StageConfig({**old, "uniform.n_segments": 3, "split.figures_dpi": None})
     changed.defaults = frozenset({"split.figures_dpi"})
     assert rundir.why_stale(str(tmp_path), "split", changed).startswith("its settings changed: uniform.n_segments 2 -> 3")
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_artifacts_get_the_permissions_of_the_process_umask(tmp_path, mask, mode):
+    old = os.umask(mask)
+    try:
+        rundir.write_json(str(tmp_path / "a.json"), {"x": 1})
+        rundir.write_text(str(tmp_path / "a.gin"), "x = 1\n")
+        rundir.save_npz(str(tmp_path / "a.npz"), x=np.zeros(2))
+        rundir.save_checkpoint(str(tmp_path / "a.pt"), {"x": torch.zeros(1)})
+    finally:
+        os.umask(old)
+    for name in ("a.json", "a.gin", "a.npz", "a.pt"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == mode, name

@@ -62,6 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from cbsflow import landscape as ls  # noqa: E402
+from cbsflow import threads as threads_module  # noqa: E402
 from cbsflow import workers  # noqa: E402
 from cbsflow.compare import t_quantile  # noqa: E402
 from cbsflow.errors import EXIT_PREEMPTED, UserError  # noqa: E402
@@ -147,7 +148,7 @@ class Runner:
         self.lock = threading.Lock()
         os.environ["TQDM_DISABLE"] = "1"  # no progress bars, here or in the runs
         if args.jobs > 1 and "OMP_NUM_THREADS" not in os.environ:  # the cores shared out between parallel runs
-            os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.jobs))
+            os.environ["OMP_NUM_THREADS"] = str(max(1, int(threads_module.usable_cores()) // args.jobs))
         threads = os.environ.get("OMP_NUM_THREADS", "")
         self.threads = int(threads) if args.jobs > 1 and threads.isdigit() else 0
         if args.jobs <= 1:  # the runs happen in this process
@@ -481,7 +482,15 @@ def summarise(runner: Runner) -> dict:
 
 def dataclass_dict(obj):
     return None if obj is None else {"mean": obj.mean, "half_width": obj.half_width, "n": obj.n,
-                                     "resolved": obj.resolved, "method": obj.method}
+                                     "resolved": obj.resolved, "direction": obj.direction, "method": obj.method}
+
+
+def regret_cell(r: dict | None) -> str:
+    """'+0.01 ± 0.004'; bold and marked '(better)' or '(worse)' where resolved, plain where not."""
+    if r is None:
+        return "—"
+    text = f"{r['mean']:+.4g} ± {fmt(r['half_width'], 2)}"
+    return f"**{text} ({'worse' if r['mean'] > 0 else 'better'})**" if r["resolved"] else text
 
 
 def fmt(x: float | None, digits: int = 4) -> str:
@@ -496,7 +505,8 @@ def write_markdown(runner: Runner, summary: dict, path: Path, command: str) -> N
              f"{datetime.date.today().isoformat()}, gin {', '.join(args.gin)}, bindings {args.bind or 'none'}, "
              f"paired seeds {seeds}; primary metric `{args.primary}`. Values are means ± standard errors over seeds;"
              " regrets are paired differences to the best fixed split (never a solver's), with 95 % t-intervals"
-             " (positive = worse; **bold** = resolved).", "",
+             " (positive = worse; **bold** = resolved: the interval excludes 0, marked (better) or (worse) than the"
+             " best fixed split).", "",
              f"Regret: {summary['regret_method']}.", ""]
     if args.interpolate:
         lines += ["Solver rows are **interpolated** on the measured N = 2 landscape at each seed's boundary, not "
@@ -524,8 +534,7 @@ def write_markdown(runner: Runner, summary: dict, path: Path, command: str) -> N
         cells = []
         for m in metrics:
             r = summary["regret"][m][label]
-            text = "—" if r is None else f"{r['mean']:+.4g} ± {fmt(r['half_width'], 2)}"
-            cells.append(f"**{text}**" if r and r["resolved"] else text)
+            cells.append(regret_cell(r))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "## Do the metrics agree?", ""]
     lines += [f"- Kendall's tau of each metric's ranking of the splits with `{args.primary}`'s: "
@@ -593,8 +602,9 @@ def _plot_sweep(ax, cfgs: dict, m: str, t95: float) -> None:
         ax.axvline(mean, color=color, lw=1.2, label=f"{label} ({lo:.2f}-{hi:.2f})" if hi > lo else label)
         if c["stats"][m]:
             mu, se = c["stats"][m]
-            ax.errorbar([mean], [mu], xerr=[[mean - lo], [hi - mean]], yerr=[t95 * se], fmt="s", color=color,
-                        ms=5, capsize=2)
+            # clipped at 0: the mean of equal boundaries can round a hair outside their min and max
+            ax.errorbar([mean], [mu], xerr=[[max(mean - lo, 0.0)], [max(hi - mean, 0.0)]], yerr=[t95 * se], fmt="s",
+                        color=color, ms=5, capsize=2)
     ax.set_xlabel("boundary t_1 (0 = noise, 1 = data)")
     ax.set_xlim(0, 1)
 

@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import tarfile
 import warnings
 from itertools import count
 from typing import Any, Iterator
@@ -128,17 +129,125 @@ def decode_sample(sample: dict, shape: tuple[int, ...], num_classes: int, image_
     return x, label, is_image
 
 
-def _open_shards(urls: Iterator[dict], handler) -> Iterator[dict]:
-    """Open each shard for webdataset's tar expander and close it once read (webdataset's opener never closes)."""
+def _open_shards(urls: Iterator[dict], handler, tally: "_Tally") -> Iterator[dict]:
+    """Open each shard for webdataset's tar expander and close it once read (webdataset's opener never closes);
+    ``tally`` learns which shard is being read and when it is done."""
     for src in urls:
+        tally.open(src["url"])
         try:
             f = open(src["url"], "rb")
         except OSError as exc:
-            if handler(exc):
-                continue
-            raise
+            handler(exc)
+            tally.close()
+            continue
         with f:
+            if not src["url"].endswith((".gz", ".tgz")) and not _ends_cleanly(f):
+                handler(tarfile.ReadError("no end-of-archive marker: the file is truncated"))  # gzip checks its own
             yield {"url": src["url"], "stream": f}
+        tally.close()
+
+
+def _ends_cleanly(f) -> bool:
+    """A plain tar ends with two zero blocks; Python's tar reader takes a file cut at a member header for a complete
+    archive, so a shard truncated there would lose its tail silently."""
+    size = os.fstat(f.fileno()).st_size
+    if size < 1024 or size % 512:
+        return False
+    f.seek(size - 1024)
+    tail = f.read(1024)
+    f.seek(0)
+    return tail == bytes(1024)
+
+
+class _Tally:
+    """One reader's count per shard, over every pass through it: samples read, samples that did not decode, passes
+    completed and passes that broke off (a truncated or unreadable shard: its samples after the break are lost)."""
+
+    def __init__(self):
+        # url -> [read, undecodable, passes completed, passes broken off, read in the completed passes]
+        self.counts: dict[str, list[int]] = {}
+        self.current, self.broken_now, self.changed = None, False, False
+
+    def _of(self, url: str) -> list[int]:
+        self.changed = True
+        return self.counts.setdefault(url, [0, 0, 0, 0, 0])
+
+    def open(self, url: str) -> None:
+        self.current, self.broken_now = url, False
+        self._of(url)
+
+    def error(self) -> None:
+        """A read error while ``current`` is open (per member or of the whole stream): it broke off."""
+        self.broken_now = True
+
+    def close(self) -> None:
+        entry = self._of(self.current)
+        entry[2] += 1
+        entry[3] += self.broken_now
+        entry[4] = entry[0]
+
+    def read(self, sample: dict) -> dict:
+        self._of(sample.get("__url__", self.current))[0] += 1
+        return sample
+
+    def undecodable(self, sample: dict) -> None:
+        self._of(sample.get("__url__", self.current))[1] += 1
+
+    def snapshot(self) -> dict[str, tuple[int, ...]] | None:
+        """The counts if they changed since the last snapshot (sent with a batch to the main process), else None."""
+        if not self.changed:
+            return None
+        self.changed = False
+        return {url: tuple(c) for url, c in self.counts.items()}
+
+
+def skip_report(counts: dict[str, tuple[int, ...]], max_skipped: float) -> dict[str, Any]:
+    """Samples read (usable) and skipped, by shard file name, from per-shard counts (``_Tally``); ``shards_done``: how
+    many shards were read to their end (or break) at least once; ``per_shard``: the most samples an intact shard gave
+    in one pass (0 before one was read to its end).
+
+    A shard that broke off lost the samples after the break; each broken pass is estimated to have lost what a
+    complete shard holds (the most any intact shard gave in one pass) less what it gave, at least one sample.
+    """
+    full = max((c[4] / c[2] for c in counts.values() if c[2] and not c[3]), default=0.0)
+    by_shard, estimated, usable = {}, [], 0
+    for url, (read, bad, passes, broken, _) in counts.items():
+        lost = broken * max(1, round(full - read / passes)) if broken else 0  # a sample cut at the break: in read
+        usable += read - bad
+        if bad + lost:
+            by_shard[os.path.basename(url)] = bad + lost
+        if broken:
+            estimated.append(os.path.basename(url))
+    skipped = sum(by_shard.values())
+    return {"samples_read": usable, "skipped": skipped, "fraction": skipped / max(1, usable + skipped),
+            "max_skipped": max_skipped, "by_shard": by_shard, "broken_shards": estimated,
+            "shards_done": sum(1 for c in counts.values() if c[2]), "per_shard": round(full)}
+
+
+def _above(report: dict[str, Any], bound: float, n_shards: int) -> bool:
+    """Whether the skipped samples already exceed ``bound`` of all the samples a pass over the ``n_shards`` shards
+    will have read (estimated once an intact shard was read to its end; else known once every shard was): a bad
+    shard read first among a thousand good ones does not stop a run, one of four does."""
+    intact = report["shards_done"] - len(report["broken_shards"])
+    if not intact and report["shards_done"] < n_shards:
+        return False
+    total = max(report["samples_read"] + report["skipped"], report["per_shard"] * n_shards)
+    return report["skipped"] > bound * total
+
+
+def _summed(tallies: list[dict[str, tuple[int, ...]]]) -> dict[str, tuple[int, ...]]:
+    out: dict[str, tuple[int, ...]] = {}
+    for counts in tallies:
+        for url, c in counts.items():
+            out[url] = tuple(a + b for a, b in zip(out.get(url, (0,) * len(c)), c))
+    return out
+
+
+def skipped_record(dataset) -> dict[str, Any] | None:
+    """What a stage records of the samples its dataset could not read (``skip_report``), or None for data that is
+    never skipped (in-memory datasets). E.g. ``record["skipped_samples"] = skipped_record(dataset)``."""
+    report = getattr(dataset, "skip_report", None)
+    return report() if callable(report) else None
 
 
 def _rank_world() -> tuple[int, int]:
@@ -161,9 +270,9 @@ def _rank_world() -> tuple[int, int]:
 class _ShardStream(IterableDataset):
     """Endless batches from one process's shards: per-epoch seeded shard order, split across DataLoader workers.
 
-    Yields ``(x, y, worker, skipped)`` where ``skipped`` counts this worker's unusable samples so far. ``start``
-    batches of the whole stream are passed over first without decoding (a resumed run). That replay is exact unless
-    a passed-over sample is unusable (it is then counted as if it had been usable).
+    Yields ``(x, y, worker, counts)`` where ``counts`` is this worker's ``_Tally`` per shard when it changed (else
+    None). ``start`` batches of the whole stream are passed over first without decoding (a resumed run). That replay
+    is exact unless a passed-over sample is unusable (it is then counted as if it had been usable).
     """
 
     def __init__(self, ds: "shards", paths: list[str], batch_size: int, seed: int, rank: int, start: int = 0):
@@ -178,13 +287,14 @@ class _ShardStream(IterableDataset):
         # batches that one had made before `start`.
         worker = ((info.id if info is not None else 0) + self.start) % n_workers
         pass_over = max(0, -(-(self.start - worker) // n_workers)) * self.batch_size  # samples, not decoded
-        skipped, reason = 0, ""
+        skipped, reason, tally = 0, "", _Tally()
         xs: list[torch.Tensor] = []
         ys: list[int] = []
 
         def on_error(exc: Exception) -> bool:  # unreadable tar member or truncated shard: count and go on
             nonlocal skipped, reason
             skipped, reason = skipped + 1, f"{type(exc).__name__}: {exc}"
+            tally.error()
             return True
 
         for epoch in count():
@@ -194,7 +304,9 @@ class _ShardStream(IterableDataset):
                     derive_seed(self.seed, self.rank, epoch))).tolist()
             urls = [{"url": self.paths[i]} for i in order][worker::n_workers]  # this worker's share
             gen = torch.Generator().manual_seed(derive_seed(self.seed, self.rank, epoch, worker + 1))
-            raw = group_by_keys(tar_file_expander(_open_shards(urls, on_error), handler=on_error), handler=on_error)
+            raw = group_by_keys(tar_file_expander(_open_shards(urls, on_error, tally), handler=on_error),
+                                handler=on_error)
+            raw = (tally.read(sample) for sample in raw)
             good = 0
             for sample in buffer_shuffle(raw, self.ds.shuffle_buffer, gen):
                 if pass_over:
@@ -207,6 +319,7 @@ class _ShardStream(IterableDataset):
                     x, label, is_image = decode_sample(sample, self.ds.shape, self.ds.num_classes, self.ds.image_keys)
                 except Exception as exc:  # noqa: BLE001 -- any undecodable sample is skipped and counted
                     skipped, reason = skipped + 1, f"{sample.get('__key__')} in {sample.get('__url__')}: {exc}"
+                    tally.undecodable(sample)
                     continue
                 good += 1
                 if is_image and self.ds.flip and torch.rand((), generator=gen) < 0.5:
@@ -215,7 +328,7 @@ class _ShardStream(IterableDataset):
                 ys.append(label)
                 if len(xs) == self.batch_size:
                     y = torch.tensor(ys, dtype=torch.long) if self.ds.num_classes > 0 else None
-                    yield torch.stack(xs), y, worker, skipped
+                    yield torch.stack(xs), y, worker, tally.snapshot()
                     xs, ys = [], []
             if good == 0:
                 raise UserError(f"shards: no usable sample in {len(self.paths)} shard(s) of {self.ds.urls!r} "
@@ -237,7 +350,7 @@ class shards(Dataset):
 
     def __init__(self, urls: str, shape: tuple, num_classes: int = 0, image_key: str = "jpg;png;npy",
                  flip: bool = True, shuffle_buffer: int = 1000, resampled: bool = True, num_workers: int = 0,
-                 name_filter: str = ""):
+                 name_filter: str = "", max_skipped: float = 0.01):
         self.urls = str(urls)
         self.shape = tuple(int(s) for s in shape)
         self.num_classes = int(num_classes)
@@ -249,7 +362,11 @@ class shards(Dataset):
         if not self.paths:
             raise UserError(f"shards: no shard file name under {urls!r} contains {name_filter!r} (shards.name_filter); "
                             f"check the folder or {MAKE_SHARDS_HINT}")
-        self.skipped = 0  # unusable samples seen by the most recent ``batches`` iterator
+        if not 0 <= max_skipped <= 1:
+            raise UserError(f"shards.max_skipped must be a fraction in [0, 1] of the samples read, got {max_skipped}")
+        self.max_skipped = float(max_skipped)  # above this fraction of unusable samples the run stops
+        self.skipped = 0  # unusable samples (estimated for shards that broke off) in every stream read so far
+        self._streams: list[dict[int, dict]] = []  # per ``batches`` iterator: worker -> its latest _Tally counts
         meta = os.path.join(os.path.dirname(self.paths[0]), "latents.json")  # written by tools/encode_latents.py
         self.metadata = json.load(open(meta)) if os.path.exists(meta) else {}
 
@@ -277,26 +394,47 @@ class shards(Dataset):
         workers = min(self.num_workers, len(paths))  # an idle worker would never yield
         stream = _ShardStream(self, paths, batch_size, seed, rank, start)
         return self._count_skips(DataLoader(stream, batch_size=None, num_workers=workers,
-                                            collate_fn=_collate_one, persistent_workers=False))
+                                            collate_fn=_collate_one, persistent_workers=False), len(paths))
 
-    def _count_skips(self, loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        per_worker: dict[int, int] = {}
-        self.skipped, warned = 0, 0  # ``warned``: the count last reported
+    def skip_report(self) -> dict[str, Any]:
+        """Samples read and skipped so far by every stream of this dataset, by shard: what the stages record."""
+        return skip_report(_summed([c for stream in self._streams for c in stream.values()]), self.max_skipped)
+
+    def _count_skips(self, loader: DataLoader, n_shards: int) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """The loader's batches. The workers' counts join the dataset's (``skip_report``); a warning each time the
+        skipped samples pass a power of two; above ``max_skipped`` the stream stops with one UserError."""
+        per_worker: dict[int, dict] = {}
+        self._streams.append(per_worker)
+        warned = self.skipped  # the count last reported
         try:
-            for x, y, worker, skipped in loader:
-                per_worker[worker] = skipped
-                self.skipped = sum(per_worker.values())
-                if self.skipped.bit_length() > warned.bit_length():  # passed a power of two
-                    warned = self.skipped
-                    self._warn()
+            for x, y, worker, counts in loader:
+                if counts is not None:
+                    per_worker[worker] = counts
+                    report = self.skip_report()
+                    self.skipped = report["skipped"]
+                    if _above(report, self.max_skipped, n_shards):
+                        warned = self.skipped  # the error says it all
+                        raise UserError(self._describe(report, stop=True))
+                    if self.skipped.bit_length() > warned.bit_length():  # passed a power of two
+                        warned = self.skipped
+                        warnings.warn(self._describe(report), RuntimeWarning, stacklevel=2)
                 yield x, y
         finally:
             if self.skipped != warned:
-                self._warn()
+                warnings.warn(self._describe(self.skip_report()), RuntimeWarning, stacklevel=2)
 
-    def _warn(self) -> None:
-        warnings.warn(f"shards: skipped {self.skipped} unusable sample(s) (undecodable, wrong shape or missing key) "
-                      f"in {self.urls!r}", RuntimeWarning, stacklevel=3)
+    def _describe(self, report: dict[str, Any], stop: bool = False) -> str:
+        """One line: how many samples were skipped, of how many, and the worst shards."""
+        worst = sorted(report["by_shard"].items(), key=lambda kv: -kv[1])
+        shards_text = ", ".join(f"{name} ({n}{', broke off' if name in report['broken_shards'] else ''})"
+                                for name, n in worst[:5]) + (f" and {len(worst) - 5} more" if len(worst) > 5 else "")
+        total = report["samples_read"] + report["skipped"]
+        text = (f"shards: skipped {report['skipped']} unusable sample(s) of {total} ({100 * report['fraction']:.1f} %)"
+                f" in {self.urls!r}: {shards_text}")
+        if not stop:
+            return text + " (undecodable, wrong shape, missing key, or lost after a read error)"
+        return (f"{text}; that is above shards.max_skipped = {self.max_skipped:g}: replace or remake those shards "
+                f"({MAKE_SHARDS_HINT}), drop them with shards.name_filter, or raise shards.max_skipped")
 
 
 @register("dataset")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -17,7 +18,7 @@ import torch
 from PIL import Image
 
 from cbsflow.data import shards as shards_module
-from cbsflow.data.shards import digits, resolve_shards, shards, shards_for_rank
+from cbsflow.data.shards import digits, resolve_shards, shards, shards_for_rank, skip_report, skipped_record
 from cbsflow.errors import UserError
 from cbsflow.registry import get
 
@@ -183,14 +184,21 @@ def test_corrupt_samples_skipped(tmp_path):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    ds = shards(str(path), shape=(1, 4, 4), num_classes=2, flip=False, shuffle_buffer=0, resampled=False)
+    ds = shards(str(path), shape=(1, 4, 4), num_classes=2, flip=False, shuffle_buffer=0, resampled=False,
+                max_skipped=0.5)
     with pytest.warns(RuntimeWarning, match=r"skipped \d+ unusable") as record:
         it = ds.batches(6, seed=0)  # one epoch per batch; the 4 bad samples come after the good ones
         x, y = take(it, 3)[2]
         it.close()
     assert x.shape == (6, 1, 4, 4) and torch.equal(y, torch.ones(6, dtype=torch.long))
     assert ds.skipped == 8  # 4 per epoch
+    # counted as read when taken from the shard, as skipped when decoded: the next pass's first samples are read
     assert [str(w.message).split(" unusable")[0] for w in record] == ["shards: skipped 4", "shards: skipped 8"]
+    assert "corrupt-000000.tar (8)" in str(record[-1].message)
+    assert skipped_record(ds) == {"samples_read": 18, "skipped": 8, "fraction": 8 / 26, "max_skipped": 0.5,
+                                  "by_shard": {"corrupt-000000.tar": 8}, "broken_shards": [], "shards_done": 1,
+                                  "per_shard": 10}
+    assert skipped_record(digits()) is None  # in-memory data is never skipped
 
 
 def test_all_corrupt_raises(tmp_path):
@@ -351,3 +359,105 @@ def test_the_bin_width_of_8_bit_shards_is_their_decoded_pixel_spacing(digit_shar
     steps = torch.round((levels - levels[0]) / ds.bin_width)
     assert torch.allclose(levels - levels[0], steps * ds.bin_width, atol=1e-6)  # every value sits on the 2/255 grid
     assert ds.bin_width == pytest.approx(2 / 255)
+
+
+def _digit_shard(path: Path, n: int, gz: bool = True) -> None:
+    """n 8x8 labelled digit-like PNG samples in one shard."""
+    rng = np.random.default_rng(len(path.name))
+    with tarfile.open(path, "w:gz" if gz else "w") as tar:
+        for i in range(n):
+            for name, data in ((f"{i:04d}.png", png(rng.integers(0, 256, (8, 8), dtype=np.uint8))),
+                               (f"{i:04d}.cls", str(i % 10).encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.fixture
+def damaged_shards(tmp_path) -> Path:
+    """Four shards of 40 samples: -1 cut in half (gzip), -2 replaced by random bytes, -3 a plain tar cut at a member
+    header (which Python's tar reader alone takes for a complete archive)."""
+    out = tmp_path / "damaged"
+    out.mkdir()
+    for i in range(4):
+        _digit_shard(out / f"d-{i:06d}.tar{'' if i == 3 else '.gz'}", 40, gz=i != 3)
+    cut = out / "d-000001.tar.gz"
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    noise = out / "d-000002.tar.gz"
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, noise.stat().st_size, dtype=np.uint8).tobytes())
+    plain = out / "d-000003.tar"
+    plain.write_bytes(plain.read_bytes()[: 2 * 1024 * 30])  # 30 samples: 2 members of a header and one data block
+    return out
+
+
+def test_skipped_samples_are_counted_as_samples_and_named_by_shard(damaged_shards):
+    """Per pass: -2 loses all its 40 samples, -3 its last 10, -1 about half; the record names exactly those."""
+    ds = shards(str(damaged_shards), shape=(1, 8, 8), num_classes=10, flip=False, max_skipped=1.0,
+                resampled=False, shuffle_buffer=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        it = ds.batches(10, seed=0)
+        take(it, 40)  # several passes over the ~100 usable samples
+        it.close()
+    record = skipped_record(ds)
+    assert set(record["by_shard"]) == set(record["broken_shards"]) == {"d-000001.tar.gz", "d-000002.tar.gz",
+                                                                         "d-000003.tar"}
+    passes = record["by_shard"]["d-000002.tar.gz"] // 40
+    assert passes >= 2 and record["by_shard"]["d-000002.tar.gz"] == 40 * passes
+    assert record["by_shard"]["d-000003.tar"] in (10 * passes, 10 * (passes + 1))
+    assert 0.35 < record["fraction"] < 0.55 and record["samples_read"] >= 100  # ~72 of 160 per pass
+
+
+def test_above_max_skipped_the_stream_stops_with_one_line_naming_the_shards(damaged_shards):
+    ds = shards(str(damaged_shards), shape=(1, 8, 8), num_classes=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing besides the error
+        with pytest.raises(UserError) as info:
+            take(ds.batches(10, seed=0), 40)
+    msg = str(info.value)
+    assert "\n" not in msg and "shards.max_skipped = 0.01" in msg
+    assert "d-000002.tar.gz (40, broke off)" in msg and "d-000001.tar.gz" in msg
+    with pytest.raises(UserError, match="max_skipped"):
+        shards(str(damaged_shards), shape=(1, 8, 8), max_skipped=2)
+
+
+def test_the_skip_report_estimates_what_a_broken_shard_lost():
+    """[read, undecodable, passes, broken passes, read in completed passes] per shard: a complete shard gave 50 per
+    pass, so one that broke off after 20 lost 30 per pass; an unreadable one that gave nothing lost 50."""
+    counts = {"/a/s-0.tar": (100, 2, 2, 0, 100), "/a/s-1.tar": (40, 0, 2, 2, 40), "/a/s-2.tar": (0, 0, 1, 1, 0)}
+    report = skip_report(counts, 0.01)
+    assert report["by_shard"] == {"s-0.tar": 2, "s-1.tar": 60, "s-2.tar": 50}
+    assert report["samples_read"] == 138 and report["skipped"] == 112
+    assert report["fraction"] == pytest.approx(112 / 250) and report["broken_shards"] == ["s-1.tar", "s-2.tar"]
+
+
+def test_one_bad_shard_among_many_good_ones_does_not_stop_a_run():
+    """The bound applies to a whole pass: a bad shard read first is judged against what every shard will give."""
+    def report(done, broken, per_shard, read, skipped):
+        return {"shards_done": done, "broken_shards": ["s"] * broken, "per_shard": per_shard, "samples_read": read,
+                "skipped": skipped}
+
+    assert not shards_module._above(report(1, 1, 0, 0, 1), 0.01, 1000)  # nothing intact read yet
+    assert not shards_module._above(report(2, 1, 500, 500, 500), 0.01, 1000)  # 500 of ~500,000
+    assert shards_module._above(report(2, 1, 500, 500, 500), 0.01, 4)  # 500 of ~2,000
+    assert shards_module._above(report(1, 1, 0, 0, 1), 0.01, 1)  # the only shard is unreadable
+
+
+def test_a_run_on_damaged_shards_stops_or_records_what_it_skipped(damaged_shards, tmp_path):
+    """The CLI: above shards.max_skipped one error line and exit 2; below it, metrics.json says what was skipped."""
+    from cbsflow.cli import main
+
+    data = ["--gin", str(ROOT / "gin/smoke/unet.gin"), "--bind", "DATASET = @shards()",
+            "--bind", f"shards.urls = '{damaged_shards}'", "--bind", "shards.shape = (1, 8, 8)",
+            "--bind", "shards.num_classes = 10", "--bind", "fd_offline.n_reference = 64"]
+    proc = subprocess.run([sys.executable, str(ROOT / "tools/run.py"), *data, "--run-dir", str(tmp_path / "stop")],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: shards: skipped"), proc.stderr[-2000:]
+    assert "d-000002.tar.gz" in proc.stderr.strip().splitlines()[-1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main([*data, "--bind", "shards.max_skipped = 1.0", "--run-dir", str(tmp_path / "run")]) == 0
+    for artifact in ("metrics.json", "checkpoints/train.json"):
+        record = json.loads((tmp_path / "run" / artifact).read_text())["skipped_samples"]
+        assert record["skipped"] > 0 and "d-000002.tar.gz" in record["by_shard"], artifact
