@@ -56,46 +56,85 @@ def heun_step(drift, state: tuple[torch.Tensor, ...], t0: float, t1: float) -> t
 
 @register("sampler")
 @torch.no_grad()
-def heun(velocity, x: torch.Tensor, t_grid, y=None, path=None, generator=None) -> torch.Tensor:
-    """Heun's method (second order, two evaluations per step; EDM Algorithm 1 without noise)."""
+def heun(velocity, x: torch.Tensor, t_grid, y=None, path=None, generator=None, *,
+         final_euler: bool = False) -> torch.Tensor:
+    """Heun's method (second order, two evaluations per step; EDM Algorithm 1 without noise).
+
+    ``final_euler``: the step that ends at t = 1 is an Euler step, as JiT's sampler takes it (LTH14/JiT denoiser.py,
+    ``generate``): no evaluation at the data end, where an x-prediction's velocity divides by max(1 - t, t_eps).
+    """
     def drift(state, t):
         return (velocity(state[0], _full(t, state[0]), y),)
 
-    for t0, t1 in zip(t_grid[:-1], t_grid[1:]):
-        (x,) = heun_step(drift, (x,), t0, t1)
+    pairs = list(zip(t_grid[:-1], t_grid[1:]))
+    for i, (t0, t1) in enumerate(pairs):
+        if final_euler and i == len(pairs) - 1 and _at_data_end(t1):
+            x = x + (t1 - t0) * drift((x,), t0)[0]  # Euler step.
+        else:
+            (x,) = heun_step(drift, (x,), t0, t1)
     return x
+
+
+def _at_data_end(t: float) -> bool:
+    return float(t) >= 1.0 - 1e-9
+
+
+def stop_before_data_end(t_grid, last_step: float) -> list[float]:
+    """A grid of k steps that ends at t = 1, remade the way SiT's SDE sampler ends (willisma/SiT transport/
+    transport.py ``sample_sde``): its first k points stretched onto [t_0, 1 - last_step], then 1. A uniform grid on
+    [0, 1] becomes SiT's linspace(0, 1 - last_step, k) and its final step of ``last_step``; a one-step grid keeps its
+    one step."""
+    ts = [float(t) for t in t_grid]
+    if len(ts) < 3:
+        return ts
+    t0, stop = ts[0], 1.0 - last_step
+    if stop <= t0:
+        raise UserError(f"euler_maruyama.last_step = {last_step} is not shorter than the last segment [{t0:g}, 1]; "
+                        "bind a smaller euler_maruyama.last_step")
+    scale = (stop - t0) / (ts[-2] - t0)
+    return [t0 + (t - t0) * scale for t in ts[:-1]] + [1.0]
 
 
 @register("sampler")
 class euler_maruyama:
-    """Euler-Maruyama for dx = [v + (w/2) score] dt + sqrt(w) dW, w = noise * sigma(t) (SiT's SDE sampler).
+    """Euler-Maruyama for dx = [v + (w/2) score] dt + sqrt(w) dW, w = noise * sigma(t).
 
-    The score comes from the velocity through the path (``Path.score``); the drift keeps the marginals of the ODE.
-    The last step is a plain Euler step (no noise is added at the data end). The Brownian increments come from
-    ``generator`` (the sample stage gives the sampler its own, never the one that drew the starting noise).
+    ``noise = 2`` is SiT's SDE sampler (willisma/SiT transport/integrators.py: drift v + sigma score, noise
+    sqrt(2 sigma) dW with the 'sigma' diffusion form); ``noise = 1`` (our default) has half its diffusion. The score
+    comes from the velocity through the path (``Path.score``); the drift keeps the marginals of the ODE. The step that
+    ends at t = 1 adds no noise: with ``last_step = 0`` (ours) it is a plain Euler step in v; with ``last_step = h``
+    (SiT's ``last_step='Mean'``, ``last_step_size`` 0.04) the grid that ends at 1 stops its noisy steps at 1 - h
+    (``stop_before_data_end``) and its final step is the SDE drift over h, without noise. The Brownian increments come
+    from ``generator`` (the sample stage gives the sampler its own, never the one that drew the starting noise).
     """
 
-    def __init__(self, noise: float = 1.0):
+    def __init__(self, noise: float = 1.0, last_step: float = 0.0):
         if noise < 0:
             raise UserError(f"euler_maruyama.noise must be >= 0, got {noise}")
-        self.noise = noise
+        if not 0 <= last_step < 1:
+            raise UserError(f"euler_maruyama.last_step must be in [0, 1), got {last_step}")
+        self.noise, self.last_step = noise, last_step
 
     @torch.no_grad()
     def __call__(self, velocity, x: torch.Tensor, t_grid, y=None, path=None, generator=None) -> torch.Tensor:
         if path is None:
             raise ValueError("euler_maruyama needs the path (the sample stage passes it)")
-        pairs = list(zip(t_grid[:-1], t_grid[1:]))
-        for i, (t0, t1) in enumerate(pairs):
+        ts = [float(t) for t in t_grid]
+        to_data = _at_data_end(ts[-1])
+        if to_data and self.last_step:
+            ts = stop_before_data_end(ts, self.last_step)
+        for i, (t0, t1) in enumerate(zip(ts[:-1], ts[1:])):
             t = _full(t0, x)
             v = velocity(x, t, y)
-            if i == len(pairs) - 1:
+            final = to_data and i == len(ts) - 2
+            if final and not self.last_step:
                 x = x + (t1 - t0) * v  # Euler step.
                 continue
-            sigma = path.sigma(t).reshape((-1,) + (1,) * (x.dim() - 1))
-            w = self.noise * sigma  # diffusion coefficient
-            drift = v + 0.5 * w * path.score(v, x, t)
-            dw = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            x = x + (t1 - t0) * drift + torch.sqrt(w * (t1 - t0)) * dw
+            w = self.noise * path.sigma(t).reshape((-1,) + (1,) * (x.dim() - 1))  # diffusion coefficient
+            x = x + (t1 - t0) * (v + 0.5 * w * path.score(v, x, t))  # Drift step (SiT's 'Mean' step when final).
+            if not final:
+                dw = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                x = x + torch.sqrt(w * (t1 - t0)) * dw  # Noise.
         return x
 
 
@@ -103,11 +142,15 @@ class Guided:
     """Classifier-free guidance: v_null + scale (v_y - v_null) for t inside ``interval``, plain v_y outside.
 
     Conditional and unconditional passes run as one doubled batch. ``null_class`` is the label index the
-    backbone reserves for 'no class' (index num_classes).
+    backbone reserves for 'no class' (index num_classes). ``channels`` = c guides only the first c channels and
+    leaves the rest conditional, as SiT does with 3 of its 4 latent channels (willisma/SiT models.py,
+    ``forward_with_cfg``); None guides all.
     """
 
-    def __init__(self, velocity, scale: float, interval: tuple[float, float], null_class: int):
+    def __init__(self, velocity, scale: float, interval: tuple[float, float], null_class: int,
+                 channels: int | None = None):
         self.velocity, self.scale, self.interval, self.null_class = velocity, scale, interval, null_class
+        self.channels = channels
 
     def __call__(self, x, t, y=None):
         lo, hi = self.interval
@@ -115,8 +158,11 @@ class Guided:
             return self.velocity(x, t, y)
         both = self.velocity(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, self.null_class)]))
         cond, uncond = both.chunk(2)
+        guided = uncond + self.scale * (cond - uncond)
+        if self.channels is not None:
+            guided = torch.cat([guided[:, :self.channels], cond[:, self.channels:]], dim=1)
         inside = ((t >= lo) & (t <= hi)).reshape((-1,) + (1,) * (x.dim() - 1))
-        return torch.where(inside, uncond + self.scale * (cond - uncond), cond)
+        return torch.where(inside, guided, cond)
 
 
 def allocate(weights: np.ndarray, n_steps: int) -> np.ndarray:
@@ -295,7 +341,7 @@ def sample_segmented(model, sampler, grids: list[np.ndarray], x: torch.Tensor, y
                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, int]:
     """Integrate from noise x through every segment with its own expert; returns samples and NFE per sample.
 
-    ``guidance`` = (scale, interval, null_class) applies classifier-free guidance; NFE counts network calls
+    ``guidance`` = (scale, interval, null_class[, channels]) applies classifier-free guidance; NFE counts network calls
     (a guided call runs the conditional and unconditional halves as one doubled batch). ``path`` and
     ``generator`` go to the sampler.
     """

@@ -218,19 +218,34 @@ def _plot_adapted_profile(run_dir: str, record: dict, final: np.ndarray) -> None
                  lambda m: density(m, **{k: v for k, v in (('exponent', exponent), ('floor', floor)) if v is not None}))
 
 
+def _checked_guidance(dataset, scale: float, interval: tuple[float, float],
+                      channels: int | None) -> tuple[float, float]:
+    """The sample stage's guidance settings checked (one UserError line each); returns the interval."""
+    lo, hi = interval
+    if scale != 1.0 and not dataset.num_classes:
+        raise UserError("sample.guidance_scale needs class-conditional data (the dataset has num_classes = 0)")
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise UserError(f"sample.guidance_interval must satisfy 0 <= low <= high <= 1, got {interval}")
+    if channels is not None and not 1 <= channels <= dataset.shape[0]:
+        raise UserError(f"sample.guidance_channels = {channels}: the data has {dataset.shape[0]} channels; bind 1 to "
+                        f"{dataset.shape[0]}, or None to guide them all")
+    return lo, hi
+
+
 @gin.configurable(module="stage")
 def sample(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQUIRED,
            dataset: Instance("dataset") = gin.REQUIRED, path: Instance("path") = gin.REQUIRED,
            sampler: Instance("sampler") = gin.REQUIRED, schedule: Instance("schedule") = gin.REQUIRED,
            n_steps: int = 32, n_samples: int = 4096, batch_size: int = 1024, use_ema: bool = True,
            guidance_scale: float = 1.0, guidance_interval: tuple[float, float] = (0.0, 1.0),
-           autoencoder: Instance("autoencoder") | None = None, mixed_precision: str = "no", compile: bool = False,
-           seed: int = 0, figures: bool = True) -> None:
+           guidance_channels: int | None = None, autoencoder: Instance("autoencoder") | None = None,
+           mixed_precision: str = "no", compile: bool = False, seed: int = 0, figures: bool = True) -> None:
     """Generate samples with the segmented model, one expert per segment; write samples.npz + sample.json.
 
     Image data is stored as uint8 (N, C, H, W) under ``images`` with a PNG grid; other data as float32 under ``x``.
     Labels (``labels``) are drawn uniformly for class-conditional data; ``guidance_scale`` != 1 applies
-    classifier-free guidance inside ``guidance_interval``. With an ``autoencoder`` the samples are latents, decoded
+    classifier-free guidance inside ``guidance_interval``, to the first ``guidance_channels`` channels only when set
+    (SiT guides 3 of its 4 latent channels). With an ``autoencoder`` the samples are latents, decoded
     into images before they are stored. Under ``accelerate launch`` every process makes its share of the batches
     (seeded per batch, so the samples do not depend on the number of processes) and the main one gathers them.
     ``mixed_precision = 'bf16'`` samples under bf16 autocast, ``compile`` runs every expert through torch.compile.
@@ -239,11 +254,7 @@ def sample(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQ
     from cbsflow.samplers import generate
     from cbsflow.segmented import load_segmented
 
-    lo, hi = guidance_interval
-    if guidance_scale != 1.0 and not dataset.num_classes:
-        raise UserError("sample.guidance_scale needs class-conditional data (the dataset has num_classes = 0)")
-    if not 0.0 <= lo <= hi <= 1.0:
-        raise UserError(f"sample.guidance_interval must satisfy 0 <= low <= high <= 1, got {guidance_interval}")
+    lo, hi = _checked_guidance(dataset, guidance_scale, guidance_interval, guidance_channels)
     if n_steps < 1 or n_samples < 1 or batch_size < 1:
         raise UserError(f"sample: n_steps, n_samples and batch_size must be >= 1, got {n_steps}, {n_samples}, {batch_size}")
     if mixed_precision not in ("no", "bf16"):
@@ -260,7 +271,8 @@ def sample(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQ
         for expert in model.experts:
             expert.net = torch.compile(expert.net)
     grids = schedule(model.boundaries.cpu().numpy(), n_steps)
-    guidance = (guidance_scale, (lo, hi), dataset.num_classes) if guidance_scale != 1.0 else None
+    guidance = (guidance_scale, (lo, hi), dataset.num_classes, guidance_channels) if guidance_scale != 1.0 else None
+    only = {"channels": guidance_channels} if guidance_channels is not None else {}
     batches, nfe = generate(model, sampler, grids, dataset.shape, dataset.num_classes, n_samples, batch_size, seed,
                             state.process_index, state.num_processes, guidance, path,
                             _autocast(state.device, mixed_precision))
@@ -269,7 +281,7 @@ def sample(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQ
         return
     info = {"sampler": name_of(sampler), "schedule": name_of(schedule), "steps": n_steps, "nfe": nfe,
             "steps_per_segment": [len(g) - 1 for g in grids], "n_samples": n_samples, "ema": use_ema, "seed": seed,
-            "guidance": {"scale": guidance_scale, "interval": [lo, hi]} if guidance else None,
+            "guidance": {"scale": guidance_scale, "interval": [lo, hi], **only} if guidance else None,
             "processes": state.num_processes, "mixed_precision": mixed_precision, "compile": compile,
             "decoded_by": autoencoder.describe() if autoencoder is not None else None}
     images = dataset.is_image or autoencoder is not None

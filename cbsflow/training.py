@@ -49,19 +49,21 @@ def velocity_loss(net: nn.Module, path, x1: torch.Tensor, y, t: torch.Tensor, ep
 
 
 @torch.no_grad()
-def ema_update(ema: nn.Module, net: nn.Module, decay: float, step: int) -> None:
-    """EMA of the weights with warm-up: the decay used is min(decay, (1 + step) / (10 + step)).
+def ema_update(ema: nn.Module, net: nn.Module, decay: float, step: int, warmup: bool = True) -> None:
+    """EMA of the weights, with warm-up by default: the decay used is min(decay, (1 + step) / (10 + step)).
 
     Without the warm-up the random initial weights keep a share decay^step of the average
-    (45 % after 800 steps at 0.999), which ruins short runs.
+    (45 % after 800 steps at 0.999), which ruins short runs. ``warmup = False`` uses ``decay`` from the first step,
+    as SiT, JiT and torchcfm do (their EMA starts as a copy of the initial weights).
     """
-    _ema_step(list(ema.parameters()), list(net.parameters()), list(zip(ema.buffers(), net.buffers())), decay, step)
+    _ema_step(list(ema.parameters()), list(net.parameters()), list(zip(ema.buffers(), net.buffers())), decay, step,
+              warmup)
 
 
 @torch.no_grad()
-def _ema_step(targets: list, sources: list, buffers: list, decay: float, step: int) -> None:
+def _ema_step(targets: list, sources: list, buffers: list, decay: float, step: int, warmup: bool = True) -> None:
     """``ema_update`` on lists collected once (walking the module tree every step costs more than a tiny net)."""
-    decay = ema_decay_at(decay, step)
+    decay = ema_decay_at(decay, step, warmup)
     if targets:
         # One call for all tensors (many small ones on a CPU).
         torch._foreach_lerp_(targets, [p.detach().to(q.dtype) for p, q in zip(sources, targets)], 1 - decay)
@@ -94,9 +96,10 @@ def decay_factor(step: int, steps: int, kind: str) -> float:
     return 1.0 - frac if kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * frac))
 
 
-def ema_decay_at(decay: float, step: int) -> float:
-    """The EMA decay used at optimizer step ``step``: min(decay, (1 + step) / (10 + step))."""
-    return min(decay, (1 + step) / (10 + step))
+def ema_decay_at(decay: float, step: int, warmup: bool = True) -> float:
+    """The EMA decay used at optimizer step ``step``: min(decay, (1 + step) / (10 + step)), or ``decay`` itself
+    without warm-up."""
+    return min(decay, (1 + step) / (10 + step)) if warmup else decay
 
 
 class Progress:
@@ -263,6 +266,7 @@ class TrainSettings:
     grad_clip: float = 1.0
     grad_accum: int = 1
     ema_decay: float = 0.0
+    ema_warmup: bool = True  # decay min(ema_decay, (1 + step) / (10 + step)); False: ema_decay from step 0 (SiT, JiT)
     class_dropout: float = 0.0
     mixed_precision: str = "no"
     t_sampler: Instance("time_sampler") | None = None
@@ -480,13 +484,14 @@ def _fit(net, dataset, path, interval, settings: TrainSettings, seed: int, state
                     _optimizer_step(opt, accelerator)
                     opt.zero_grad(set_to_none=True)
             if ema is not None:
-                _ema_step(*ema_lists, settings.ema_decay, step)
+                _ema_step(*ema_lists, settings.ema_decay, step, settings.ema_warmup)
             progress.step = step + 1
             if progress.step % settings.log_every == 0 or progress.step == settings.steps:
                 loss_value = loss.item()
                 bar.set_postfix(loss=f"{loss_value:.4f}")
                 _log(log, accelerator, progress.step, loss_value, lr,
-                     ema_decay_at(settings.ema_decay, step) if ema is not None else None, time.time() - tic)
+                     ema_decay_at(settings.ema_decay, step, settings.ema_warmup) if ema is not None else None,
+                     time.time() - tic)
             if _stop_everywhere(accelerator, caught):
                 if log:
                     log.close()

@@ -31,7 +31,10 @@ def test_backbone_smoke_configuration_runs_every_stage(backbone, tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert "fd_randconv" in metrics["metrics"] and "fid" not in metrics["metrics"]
     info = json.loads((tmp_path / "sample.json").read_text())
-    assert info["guidance"] == {"scale": 2.0, "interval": [0.2, 1.0]}
+    channels = {"channels": 1} if backbone == "sit" else {}  # the SiT smoke run guides as SiT does
+    assert info["guidance"] == {"scale": 2.0, "interval": [0.2, 1.0], **channels}
+    nfe = {"sit": 4, "jit": 7, "unet": 8}[backbone]  # SDE: 1 per step; JiT: Heun with an Euler step into t = 1
+    assert info["nfe"] == nfe and info["sampler"] == ("euler_maruyama" if backbone == "sit" else "heun")
 
 
 def test_fixed_seed_gives_identical_samples_and_another_seed_does_not(tmp_path):
@@ -108,7 +111,8 @@ TINY = ["aux/training.steps = 2", "aux/training.batch_size = 4", "aux/training.m
         "profile.n_samples = 4", "dirichlet.n_probes = 1", "expert/training.steps = 4", "expert/training.batch_size = 4",
         "warm_split.n_points = 4", "warm_split.n_samples = 4",
         "expert/training.mixed_precision = 'no'", "expert/training.checkpoint_every = 0", "sample.n_steps = 4", "sample.n_samples = 4",
-        "sample.batch_size = 4", "shards.num_workers = 0", "shards.shuffle_buffer = 4"]
+        "sample.batch_size = 4", "shards.num_workers = 0", "shards.shuffle_buffer = 4",
+        "expert/training.ema_warmup = True"]  # a few steps: the references' EMA (no warm-up) would still be the init
 
 
 @pytest.mark.parametrize("config", sorted(SHRINK))

@@ -147,3 +147,95 @@ def test_dpm_solver_pp_is_second_order_and_beats_heun_at_equal_evaluations():
     assert 3.4 < err[40] / err[80] < 4.4  # error ~ h^2
     heun_20_nfe = (heun(field, exact(0.1), np.linspace(0.1, 0.9, 11).tolist()) - exact(0.9)).abs().max().item()
     assert err[20] < heun_20_nfe  # 20 steps of one evaluation against 10 of two
+
+
+# --- SiT's SDE sampler and JiT's last step -------------------------------------------------------------------------
+# SiT's sample_sde (willisma/SiT transport/transport.py, integrators.py), written here from its formulas: on the
+# linear path with the 'sigma' diffusion form and last_step='Mean', num_steps K: t = linspace(0, 1 - h, K), K - 1 steps
+# x <- x + (v + D score) dt + sqrt(2 D) sqrt(dt) z with D = 1 - t, then x <- x + (v + D score)(t = 1 - h) h, no noise.
+MU, S = torch.tensor([1.0, -2.0]), torch.tensor([0.5, 0.2])
+
+
+def gaussian_velocity_and_score(x, t):
+    """Closed forms for data N(MU, S^2) on x_t = t x1 + (1 - t) eps: the marginal is N(t MU, t^2 S^2 + (1 - t)^2)."""
+    var = t**2 * S**2 + (1 - t) ** 2
+    v = MU + (t * S**2 - (1 - t)) / var * (x - t * MU)
+    return v, -(x - t * MU) / var
+
+
+def sit_sample_sde_mean_last_step(x, num_steps, last_step_size, generator):
+    ts = torch.linspace(0.0, 1.0 - last_step_size, num_steps, dtype=torch.float64)
+    dt = ts[1] - ts[0]
+    for t in ts[:-1]:
+        dw = torch.randn(x.shape, generator=generator, dtype=x.dtype) * torch.sqrt(dt)
+        v, score = gaussian_velocity_and_score(x, t)
+        x = x + (v + (1 - t) * score) * dt + torch.sqrt(2 * (1 - t)) * dw
+    v, score = gaussian_velocity_and_score(x, ts[-1])
+    return x + (v + (1 - ts[-1]) * score) * last_step_size
+
+
+def test_euler_maruyama_with_noise_2_and_last_step_is_sits_sample_sde_with_its_mean_last_step():
+    from cbsflow.estimators import MixtureVelocity
+    from cbsflow.paths import linear
+    from cbsflow.samplers import CountingVelocity, euler_maruyama
+
+    field = CountingVelocity(MixtureVelocity(torch.ones(1), MU[None], S[None], linear()).double())
+    x0 = torch.randn(4000, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    ours = euler_maruyama(noise=2.0, last_step=0.04)(field, x0, np.linspace(0, 1, 251), path=linear(),
+                                                     generator=torch.Generator().manual_seed(0))
+    sit = sit_sample_sde_mean_last_step(x0, 250, 0.04, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(ours, sit, atol=1e-6, rtol=0)  # the same Brownian path; t is float32 in the sampler
+    assert field.nfe == 250  # SiT's num_steps: 249 noisy steps and the last one
+    torch.testing.assert_close(ours.mean(0), MU.double(), atol=0.05, rtol=0)  # and it samples the data
+    torch.testing.assert_close(ours.std(0), S.double(), atol=0.03, rtol=0)
+
+
+def test_euler_maruyama_last_step_ends_only_the_grid_that_reaches_the_data():
+    from cbsflow.paths import linear
+    from cbsflow.samplers import euler_maruyama, stop_before_data_end
+
+    np.testing.assert_allclose(stop_before_data_end(np.linspace(0.5, 1.0, 6), 0.04),
+                               [0.5, 0.615, 0.73, 0.845, 0.96, 1.0])
+    assert stop_before_data_end([0.9, 1.0], 0.04) == [0.9, 1.0]  # a one-step grid keeps its one step
+    seen = []
+
+    def velocity(x, t, y=None):
+        seen.append(round(float(t[0]), 6))
+        return torch.zeros_like(x)
+
+    sampler = euler_maruyama(noise=2.0, last_step=0.04)
+    inner = sampler(velocity, torch.zeros(3, 2), [0.0, 0.25, 0.5], path=linear(), generator=torch.Generator())
+    assert seen == [0.0, 0.25] and inner.abs().sum() > 0  # a segment that stops before t = 1 keeps its noise
+    with pytest.raises(UserError, match="last_step"):
+        sampler(velocity, torch.zeros(3, 2), [0.97, 0.98, 1.0], path=linear(), generator=torch.Generator())
+    with pytest.raises(UserError, match="last_step"):
+        euler_maruyama(last_step=1.0)
+
+
+def test_heun_final_euler_takes_jits_euler_step_into_the_data_end_only():
+    seen = []
+
+    def velocity(x, t, y=None):
+        seen.append(round(float(t[0]), 6))
+        return torch.ones_like(x)
+
+    x = heun(velocity, torch.zeros(2, 1), [0.0, 0.5, 1.0], final_euler=True)
+    assert seen == [0.0, 0.5, 0.5] and torch.allclose(x, torch.ones(2, 1))  # Heun, then Euler from 0.5: 3 evaluations
+    seen.clear()
+    heun(velocity, torch.zeros(2, 1), [0.0, 0.25, 0.5], final_euler=True)
+    assert seen == [0.0, 0.25, 0.25, 0.5]  # a segment that stops before t = 1 is all Heun
+
+
+def test_guidance_channels_guide_only_the_first_channels_as_sit_does():
+    from cbsflow.samplers import Guided
+
+    def velocity(x, t, y):  # conditional = 1 + label, unconditional (null class 10) = 0, in every channel
+        label = (1.0 + y)[:, None, None, None].expand_as(x)
+        return torch.where((y == 10)[:, None, None, None], torch.zeros_like(x), label)
+
+    x, t, y = torch.zeros(2, 4, 2, 2), torch.full((2,), 0.5), torch.tensor([1, 2])
+    guided = Guided(velocity, scale=1.5, interval=(0.0, 1.0), null_class=10, channels=3)(x, t, y)
+    torch.testing.assert_close(guided[:, :3], 1.5 * (1.0 + y)[:, None, None, None].expand(2, 3, 2, 2))
+    torch.testing.assert_close(guided[:, 3], (1.0 + y)[:, None, None].expand(2, 2, 2))  # channel 4: conditional
+    full = Guided(velocity, scale=1.5, interval=(0.0, 1.0), null_class=10)(x, t, y)
+    torch.testing.assert_close(full, 1.5 * (1.0 + y)[:, None, None, None].expand_as(x))

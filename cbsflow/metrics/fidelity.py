@@ -131,7 +131,9 @@ class _FidelityMetric:
     """Shared pipeline of the torch-fidelity metrics; subclasses set ``metric`` and implement ``compute``.
 
     ``cache_root``: the folder of cached reference features (keyed by the data's fingerprint, n, extractor, layer and
-    seed); ``''`` turns the cache off.
+    seed); ``''`` turns the cache off. ``reference_npz``: an ADM reference batch (or statistics alone) read from a local
+    file instead of the dataset. ``protocol``: what the number is comparable with (e.g. "ADM ImageNet-256 reference
+    batch, 50k samples"), recorded with it.
     """
 
     metric = ""  # torch-fidelity's metric key: "fid", "isc", "kid" or "prc"
@@ -145,6 +147,7 @@ class _FidelityMetric:
         cache_root: str = DEFAULT_CACHE_ROOT,
         batch_size: int = 64,
         reference_npz: str | None = None,
+        protocol: str | None = None,
     ):
         from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
@@ -164,6 +167,8 @@ class _FidelityMetric:
         self.layer = cls.get_default_feature_layer_for_metric(self.metric)
         self._extractor: FeatureExtractorBase | None = None
         self.reference_npz = os.path.expanduser(reference_npz) if reference_npz else None
+        self.protocol = protocol
+        self._npz_entry: dict[str, Any] | None = None
         if self.reference_npz:
             self._reference_file()  # like the weights: checked when the configuration is built
         if not self.offline:
@@ -205,9 +210,12 @@ class _FidelityMetric:
     def _reference_file(self) -> dict[str, Any]:
         """The keys of ``reference_npz``: an ADM-style reference batch (``arr_0`` uint8 N x H x W x 3 images, and
         ``mu``/``sigma`` statistics of the full training set) or statistics alone."""
-        path = self.reference_npz
+        path, name = self.reference_npz, type(self).__name__
         if not os.path.isfile(path):
-            raise UserError(f"{type(self).__name__}.reference_npz: {path} does not exist")
+            raise UserError(f"{name}.reference_npz: {path} does not exist — put the reference batch there (ADM's "
+                            f"{os.path.basename(path)}: openai/guided-diffusion evaluations/README.md) or bind "
+                            f"`{name}.reference_npz = '/path/to/it.npz'` (the image configurations: REFERENCE_BATCH); "
+                            "cbsflow never downloads it")
         with np.load(path) as f:
             keys = set(f.keys())
         has_stats, has_images = {"mu", "sigma"} <= keys, "arr_0" in keys
@@ -219,9 +227,13 @@ class _FidelityMetric:
     def _reference_description(self, dataset: Any) -> str:
         if not self.reference_npz:
             return f"dataset {dataset_fingerprint(dataset)}"
-        with open(self.reference_npz, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()[:16]
-        return f"reference file {self.reference_npz} (sha256 {digest})"
+        if getattr(self, "_npz_digest", None) is None:  # hashed once: ADM's 256 px batch is gigabytes
+            digest = hashlib.sha256()
+            with open(self.reference_npz, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 24), b""):
+                    digest.update(chunk)
+            self._npz_digest = digest.hexdigest()[:16]
+        return f"reference file {self.reference_npz} (sha256 {self._npz_digest})"
 
     def reference(self, dataset: Any, seed: int) -> tuple[dict[str, Any], bool]:
         """Reference features and statistics (from the disk cache when present) and whether the cache was used.
@@ -264,12 +276,16 @@ class _FidelityMetric:
         return entry, False
 
     def _npz_reference(self) -> dict[str, Any]:
+        """The reference of ``reference_npz``, read once per metric object (the floor's draws reuse it). FID with the
+        file's statistics never looks at its images; KID and precision/recall need them."""
         from torch_fidelity.metric_fid import fid_features_to_statistics
 
+        if self._npz_entry is not None:
+            return self._npz_entry
         kinds = self._reference_file()
         entry: dict[str, Any] = {"features": torch.empty(0, 0)}
         with np.load(self.reference_npz) as f:
-            if kinds["images"]:
+            if kinds["images"] and not (kinds["stats"] and self.metric == "fid"):
                 images = torch.from_numpy(np.ascontiguousarray(f["arr_0"])).permute(0, 3, 1, 2).contiguous()
                 entry["features"] = extract_features(self.extractor(), images, self.batch_size, self.cuda)
                 stats = fid_features_to_statistics(entry["features"])
@@ -277,6 +293,8 @@ class _FidelityMetric:
             if kinds["stats"]:
                 entry["mu"] = torch.from_numpy(np.asarray(f["mu"], dtype=np.float32))
                 entry["sigma"] = torch.from_numpy(np.asarray(f["sigma"], dtype=np.float64))
+                entry["statistics"] = "the file's mu and sigma"
+        self._npz_entry = entry
         return entry
 
     def __call__(self, *, samples: torch.Tensor, dataset: Any, velocity: Any = None, seed: int = 0) -> dict[str, dict]:
@@ -294,11 +312,16 @@ class _FidelityMetric:
         reference = None
         if self.needs_reference:
             reference, _ = self.reference(dataset, seed)
+            n_features = int(reference["features"].shape[0])
             settings |= {
                 "reference": self._reference_description(dataset),
-                "n_reference": int(reference["features"].shape[0]),
+                "n_reference": n_features if n_features else None,
                 "reference_seed": None if self.reference_npz else seed,
             }
+            if "statistics" in reference:
+                settings["reference_statistics"] = reference["statistics"]
+        if self.protocol:
+            settings["protocol"] = self.protocol
         if not self.offline and self.feature_extractor != INCEPTION:
             settings["note"] = f"computed in {self.feature_extractor} features, not Inception"
         if self.offline:
@@ -379,5 +402,5 @@ class fd_offline(fid):
     """Fréchet distance in fixed random-conv features (``cbsflow-randconv``): weights-free, NOT FID."""
 
     def __init__(self, n_reference: int = 10000, cache_root: str = DEFAULT_CACHE_ROOT, batch_size: int = 64,
-                 reference_npz: str | None = None):
-        super().__init__(n_reference, OFFLINE_EXTRACTOR, "", cache_root, batch_size, reference_npz)
+                 reference_npz: str | None = None, protocol: str | None = None):
+        super().__init__(n_reference, OFFLINE_EXTRACTOR, "", cache_root, batch_size, reference_npz, protocol)

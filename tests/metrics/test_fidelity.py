@@ -170,3 +170,46 @@ def test_empty_cache_root_caches_nothing(data, tmp_path, monkeypatch):
     metric = fd_offline(n_reference=50, cache_root="")
     metric(samples=data.x[:40], dataset=data, seed=0)
     assert metric.reference(data, 0)[1] is False and not list(tmp_path.iterdir())
+
+
+def test_fid_against_precomputed_reference_statistics_as_adm_reference_batches_hold_them(data, tmp_path, monkeypatch):
+    """ADM's reference batches (openai/guided-diffusion evaluations) hold mu/sigma of the whole training set beside
+    10k images; FID uses the statistics and never the images, and says so with its protocol."""
+    import numpy as np
+    import scipy.linalg
+
+    from cbsflow.metrics import fidelity
+
+    original, calls = fidelity.extract_features, []
+
+    def counting(extractor, images, *rest):
+        calls.append(images.shape[0])
+        return original(extractor, images, *rest)
+
+    extractor = fd_offline(cache_root="").extractor()
+    real = original(extractor, to_uint8_images(data.x), 64, False).double().numpy()
+    mu, sigma = real.mean(0), np.cov(real, rowvar=False)
+    arr_0 = to_uint8_images(noisy(data.x[:20], 0.5, seed=7)).permute(0, 2, 3, 1).numpy()  # images FID must ignore
+    np.savez(tmp_path / "VIRTUAL_fake.npz", mu=mu, sigma=sigma, arr_0=arr_0)
+    samples = noisy(data.x, 0.1)
+    metric = fd_offline(reference_npz=str(tmp_path / "VIRTUAL_fake.npz"), cache_root="", protocol="fake, 200 samples")
+    monkeypatch.setattr(fidelity, "extract_features", counting)
+    out = metric(samples=samples, dataset=data, seed=0)["fd_randconv"]
+    again = metric(samples=samples, dataset=data, seed=0)["fd_randconv"]  # as the floor's draws: the file read once
+    assert calls == [200, 200] and data.calls == 0  # the samples' features only: arr_0 is never extracted
+    feats = original(extractor, to_uint8_images(samples), 64, False).double().numpy()
+    m, s = feats.mean(0), np.cov(feats, rowvar=False)
+    expected = ((m - mu) ** 2).sum() + np.trace(s + sigma - 2 * scipy.linalg.sqrtm(s @ sigma).real)
+    assert out["value"] == pytest.approx(expected, rel=1e-4) and again["value"] == out["value"]
+    settings = out["settings"]
+    assert settings["protocol"] == "fake, 200 samples" and settings["reference_statistics"] == "the file's mu and sigma"
+    assert settings["n_reference"] is None and "VIRTUAL_fake.npz" in settings["reference"]
+
+
+def test_a_missing_reference_batch_is_one_line_that_says_where_it_goes(tmp_path):
+    path = tmp_path / "VIRTUAL_imagenet256_labeled.npz"
+    with pytest.raises(UserError) as info:  # when the metric is built, before any stage runs
+        fd_offline(reference_npz=str(path))
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and "fd_offline.reference_npz" in message
+    assert "guided-diffusion" in message and "REFERENCE_BATCH" in message
