@@ -4,7 +4,8 @@
     python benchmarks/run_study.py benchmarks/studies/cause_compare.toml --dry-run  # print the command only
 
 A study file holds `gin` (files), `bind` (bindings for every run), `n`, `boundaries` (N = 2 sweep; [] for none),
-`seeds`, `out`, optional `jobs`, `primary`, `select_seeds`, `measured` (an earlier report to read back), and two
+`seeds`, `out`, optional `jobs`, `primary`, `select_seeds`, `measured` (an earlier report to read back), for N >= 3
+`search_steps`, `max_evals` and `min_gap` (the coordinate search), and two
 tables of named configurations: `[solvers]` (name = bindings or a gin file, as `--solver`) and `[baselines]`
 (name = bindings, as `--baseline`). `warm_fixed = [0.2, ...]` adds, for each boundary b, the solver `wb<b>`: the
 warm split's shared start with the boundary fixed at b (the warm-started landscape). Runs are resumable: the
@@ -42,9 +43,12 @@ def command(study: dict) -> list[str]:
         cmd += ["--solver", f"{name}={bindings}"]
     for name, bindings in study.get("baselines", {}).items():
         cmd += ["--baseline", f"{name}={bindings}"]
-    for key, flag in (("primary", "--primary"), ("measured", "--measured"), ("name", "--name")):
+    for key, flag in (("primary", "--primary"), ("measured", "--measured"), ("name", "--name"),
+                      ("max_evals", "--max-evals"), ("min_gap", "--min-gap")):
         if key in study:
             cmd += [flag, str(study[key])]
+    if "search_steps" in study:
+        cmd += ["--search-steps", *map(str, study["search_steps"])]
     return cmd + ["--out", study["out"], "--jobs", str(study.get("jobs", 2))]
 
 
