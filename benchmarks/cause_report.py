@@ -65,6 +65,20 @@ def pair(results, a: str, b: str, metric: str, seeds) -> dict | None:
     return {"mean": d.mean, "half_width": d.half_width, "n": d.n}
 
 
+def pair_table(results, pairs, seeds, out: dict) -> list[str]:
+    """Markdown rows of paired differences (first − second) on every metric; each also recorded in out['pairs']."""
+    lines = ["| comparison (first − second) | " + " | ".join(SHORT[m] for m in METRICS) + " |",
+             "|---|" + "---|" * len(METRICS)]
+    for a, b, what in pairs:
+        cells = []
+        for m in METRICS:
+            p = pair(results, a, b, m, seeds)
+            out["pairs"].setdefault(f"{a} - {b}", {})[m] = p
+            cells.append("—" if p is None else fmt(p["mean"], p["half_width"]))
+        lines.append(f"| {a} − {b}{': ' + what if what else ''} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def regrets(data: dict, results, seeds) -> list[str]:
     """Held-out regret of the warm methods against the best scratch and the best warm-started fixed split."""
     configs = data["summary"]["configs"]
@@ -94,15 +108,7 @@ def section(name: str) -> tuple[list[str], dict]:
     out = {"seeds": seeds, "pairs": {}}
     lines = [f"## {name}", "", f"`benchmarks/studies/{name}.toml`; report `benchmarks/results/cause/{name}-landscape.json`;"
              f" {len(seeds)} paired seeds {seeds}.", "",
-             "| comparison (first − second) | " + " | ".join(SHORT[m] for m in METRICS) + " |",
-             "|---|" + "---|" * len(METRICS)]
-    for a, b, what in PAIRS:
-        cells = []
-        for m in METRICS:
-            p = pair(results, a, b, m, seeds)
-            out["pairs"].setdefault(f"{a} - {b}", {})[m] = p
-            cells.append("—" if p is None else fmt(p["mean"], p["half_width"]))
-        lines.append(f"| {a} − {b}: {what} | " + " | ".join(cells) + " |")
+             *pair_table(results, PAIRS, seeds, out)]
     means = {k: c["mean_boundaries"][1:-1] for k, c in data["summary"]["configs"].items() if k.startswith("warm")}
     lines += ["", "Mean boundaries: " + "; ".join(f"{k} {', '.join(f'{v:.3f}' for v in b)}" for k, b in means.items())]
     return lines + regrets(data, results, seeds), out
@@ -119,17 +125,10 @@ def restated() -> tuple[list[str], dict]:
     lines = ["## The 25-seed early-board claim, restated on the seeds that chose nothing", "",
              f"`{path.relative_to(REPO)}` (board_early-w16d2: the regime was chosen with seeds 0-4, and seeds were "
              f"then added until the result resolved); here only seeds {fresh[0]}-{fresh[-1]} ({len(fresh)}).", "",
-             "| comparison (first − second) | " + " | ".join(SHORT[m] for m in METRICS) + " |",
-             "|---|" + "---|" * len(METRICS)]
+             ]
     out = {"seeds": fresh, "pairs": {}}
-    for a, b in (("centred_default", "uniform"), ("warm_split", "centred_default"), ("warm_split", "uniform")):
-        cells = []
-        for m in METRICS:
-            p = pair(results, a, b, m, fresh)
-            out["pairs"].setdefault(f"{a} - {b}", {})[m] = p
-            cells.append("—" if p is None else fmt(p["mean"], p["half_width"]))
-        lines.append(f"| {a} − {b} | " + " | ".join(cells) + " |")
-    return lines, out
+    pairs = [("centred_default", "uniform", ""), ("warm_split", "centred_default", ""), ("warm_split", "uniform", "")]
+    return lines + pair_table(results, pairs, fresh, out), out
 
 
 def main() -> int:
