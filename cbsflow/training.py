@@ -610,6 +610,7 @@ class TrainingRun:
         # What every expert's state folder is tied to besides its settings: a method that moves the boundaries sets
         # ``origin`` to the boundaries it started from; otherwise an expert's own interval is its origin.
         self.origin: list | None = None
+        self.inherited = 0  # optimizer steps the experts' starting weights already took (a shared base's)
         self._digests: dict[int, str] = {}
 
     def complete(self, path: str, interval, steps: int) -> bool:
@@ -647,7 +648,7 @@ class TrainingRun:
         # With a margin the expert also learns a little on each side of the interval it owns (it samples only its own).
         seen = widened(interval, self.margin)
         out = self.fit_expert(k, n, expert, seen)
-        self.save_expert(k, expert, out, seen)
+        self.save_expert(k, expert, out, seen, inherited=self.inherited)
 
     def new_expert(self, k: int, interval, base: dict | None):
         """Expert k's network, freshly initialised (seed + k) or from the shared base."""
@@ -698,6 +699,7 @@ class TrainingRun:
             init, notes = init_state(init_from, build_network(self.backbone, self.dataset))
             if process_state().is_main_process:
                 print(f"[train] experts start from {init_from}" + (f" ({'; '.join(notes)})" if notes else ""))
+        self.inherited = int(shared_init_steps)
         return self.shared_base(shared_init_steps, init) if shared_init_steps else init
 
     def shared_base(self, steps: int, init: dict | None = None) -> dict:

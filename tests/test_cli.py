@@ -282,6 +282,8 @@ def test_shared_initialisation_trains_a_base_network_first(tmp_path, capsys):
     base = __import__("torch").load(tmp_path / "checkpoints" / "base.pt", weights_only=True)
     assert base["steps"] == 15 and base["interval"] == [0.0, 1.0]
     assert (tmp_path / "checkpoints" / "train.json").exists()
+    expert = __import__("torch").load(tmp_path / "checkpoints" / "segment_0.pt", weights_only=True)
+    assert expert["steps"] == 20 and expert["inherited_steps"] == 15  # its own steps, and those it started from
 
 
 def _copy(run_dir, tmp_path, name="copy"):
