@@ -232,6 +232,19 @@ def _checked_guidance(dataset, scale: float, interval: tuple[float, float],
     return lo, hi
 
 
+def _check_sampling(dataset, n_steps: int, n_samples: int, batch_size: int, mixed_precision: str,
+                    autoencoder) -> None:
+    """The sample stage's counts, precision and autoencoder checked against the data (one UserError line each)."""
+    if n_steps < 1 or n_samples < 1 or batch_size < 1:
+        raise UserError(f"sample: n_steps, n_samples and batch_size must be >= 1, got {n_steps}, {n_samples}, {batch_size}")
+    if mixed_precision not in ("no", "bf16"):
+        raise UserError(f"sample.mixed_precision must be 'no' or 'bf16', got {mixed_precision!r}")
+    made_by = getattr(dataset, "metadata", {}).get("autoencoder")
+    if autoencoder is not None and made_by and abs(made_by.get("scale", autoencoder.scale) - autoencoder.scale) > 1e-12:
+        raise UserError(f"sample.autoencoder: the latent shards were made with scale {made_by['scale']} "
+                        f"({made_by.get('path')}), the bound autoencoder has scale {autoencoder.scale}; bind vae.scale")
+
+
 @gin.configurable(module="stage")
 def sample(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQUIRED,
            dataset: Instance("dataset") = gin.REQUIRED, path: Instance("path") = gin.REQUIRED,
@@ -255,14 +268,7 @@ def sample(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQ
     from cbsflow.segmented import load_segmented
 
     lo, hi = _checked_guidance(dataset, guidance_scale, guidance_interval, guidance_channels)
-    if n_steps < 1 or n_samples < 1 or batch_size < 1:
-        raise UserError(f"sample: n_steps, n_samples and batch_size must be >= 1, got {n_steps}, {n_samples}, {batch_size}")
-    if mixed_precision not in ("no", "bf16"):
-        raise UserError(f"sample.mixed_precision must be 'no' or 'bf16', got {mixed_precision!r}")
-    made_by = getattr(dataset, "metadata", {}).get("autoencoder")
-    if autoencoder is not None and made_by and abs(made_by.get("scale", autoencoder.scale) - autoencoder.scale) > 1e-12:
-        raise UserError(f"sample.autoencoder: the latent shards were made with scale {made_by['scale']} "
-                        f"({made_by.get('path')}), the bound autoencoder has scale {autoencoder.scale}; bind vae.scale")
+    _check_sampling(dataset, n_steps, n_samples, batch_size, mixed_precision, autoencoder)
     if run_dir is None:
         return
     state = process_state()

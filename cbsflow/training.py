@@ -452,11 +452,7 @@ def _fit(net, dataset, path, interval, settings: TrainSettings, seed: int, state
     # The data stream of this process, replayed up to the step the run resumes at.
     batches = batches_from(dataset, settings.batch_size, derive_seed(seed, rank, 0, 0), start * settings.grad_accum)
     t_sampler = settings.t_sampler or uniform_time()
-    if state_dir and accelerator.is_main_process:
-        os.makedirs(state_dir, exist_ok=True)
-        if resumed:
-            _truncate_log(os.path.join(state_dir, "log.jsonl"), start)
-    log = open(os.path.join(state_dir, "log.jsonl"), "a") if state_dir and accelerator.is_main_process else None
+    log = _open_log(state_dir, accelerator, start if resumed else None)
     bar = progress_bar(range(start, end), desc, disable=not accelerator.is_main_process)
     loss_value, tic = math.nan, time.time()
     params = list(model.parameters())
@@ -465,10 +461,7 @@ def _fit(net, dataset, path, interval, settings: TrainSettings, seed: int, state
         ema_lists = (list(ema.parameters()), list(unwrapped.parameters()), list(zip(ema.buffers(), unwrapped.buffers())))
     with stop_requests() as caught:
         for step in bar:
-            lr = settings.lr * warmup_factor(step, settings.warmup_steps) * decay_factor(step, settings.steps,
-                                                                                          settings.lr_decay)
-            for group in opt.param_groups:
-                group["lr"] = lr
+            lr = _set_lr(opt, settings, step)
             for _ in range(settings.grad_accum):
                 with accelerator.accumulate(model):
                     loss = _micro_step(model, accelerator, path, batches, progress.generator, t_sampler, interval,
@@ -507,6 +500,24 @@ def _fit(net, dataset, path, interval, settings: TrainSettings, seed: int, state
     if settings.log_with and state_dir:
         accelerator.end_training()
     return {"ema": ema, "loss": loss_value, "step": progress.step}
+
+
+def _open_log(state_dir: str | None, accelerator: Accelerator, resumed_at: int | None):
+    """The JSON-lines log of the main process (lines past the step a run resumes at dropped), or None."""
+    if not state_dir or not accelerator.is_main_process:
+        return None
+    os.makedirs(state_dir, exist_ok=True)
+    if resumed_at is not None:
+        _truncate_log(os.path.join(state_dir, "log.jsonl"), resumed_at)
+    return open(os.path.join(state_dir, "log.jsonl"), "a")
+
+
+def _set_lr(opt, settings: TrainSettings, step: int) -> float:
+    """The learning rate of optimizer step ``step`` (warm-up, then the decay), set on every parameter group."""
+    lr = settings.lr * warmup_factor(step, settings.warmup_steps) * decay_factor(step, settings.steps, settings.lr_decay)
+    for group in opt.param_groups:
+        group["lr"] = lr
+    return lr
 
 
 def _state_name(state_dir: str, step: int) -> str:
