@@ -313,11 +313,16 @@ class _Loop(typing.NamedTuple):
     resumed_from: str | None
 
 
+NOT_IN_IDENTITY = ("log_every", "checkpoint_every", "log_with")  # how often it logs and saves, not what it trains
+
+
 def state_identity(settings: TrainSettings, seed: int, identity: dict | None) -> dict:
     """What a state folder's checkpoints depend on: every training setting, the seed of the data and noise streams,
     and what the caller adds (the run's configuration digest, where the network starts from)."""
     fields = {}
     for f in dataclasses.fields(settings):
+        if f.name in NOT_IN_IDENTITY:
+            continue
         v = getattr(settings, f.name)
         fields[f.name] = v if isinstance(v, (int, float, str, bool, type(None))) else list(v) if isinstance(
             v, tuple) else _describe_component(v)

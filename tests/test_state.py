@@ -126,3 +126,15 @@ def test_fit_locks_its_state_folder(tmp_path, holder):
     with pytest.raises(locks.LockHeld, match=f"training of .*halving/c0/segment_0 is being run by .*PID {holder.pid}"):
         fit(Small(), gaussian(), linear(), (0.0, 1.0), TrainSettings(steps=3, batch_size=8), state_dir=str(state))
     assert not state.exists()
+
+
+def test_checkpointing_more_often_after_a_preemption_still_resumes(tmp_path, capsys, monkeypatch):
+    """How often a run logs or saves is not what it trains: changing it resumes the same state."""
+    args = ["--gin", SMOKE, *TWO]
+    restore = _stop_at_call(monkeypatch, 13)
+    assert main(args + ["--run-dir", str(tmp_path / "run")]) == EXIT_PREEMPTED
+    restore()
+    capsys.readouterr()
+    assert main(args + ["--bind", "expert/training.checkpoint_every = 2", "--run-dir", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "at step 13" in out and "other settings" not in out
