@@ -26,7 +26,7 @@ from cbsflow.compare import paired_difference  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "cause"
 STUDIES = ["cause_compare", "confirm_board_mid", "confirm_rings", "confirm_board_early_w16d2", "cause_n4_board",
-           "cause_n4_board_late"]
+           "cause_n4_board_late", "cause_warm_landscape_board_late", "cause_warm_landscape_board"]
 METRICS = ("sliced_wasserstein", "mmd", "nll")
 SHORT = {"sliced_wasserstein": "SW", "mmd": "MMD", "nll": "NLL"}
 PAIRS = [("warm_split", "uniform", "the shipped method vs uniform from scratch (H1)"),
