@@ -131,6 +131,32 @@ def restated() -> tuple[list[str], dict]:
     return lines + pair_table(results, pairs, fresh, out), out
 
 
+def grid_boundary_parts() -> tuple[list[str], dict]:
+    """What the boundary adds beyond the warm start on each regime of the N = 2 grid (warm_split − warm_uniform,
+    paired over the grid's 5 seeds), from the archived grid reports."""
+    lines = ["## The regime grid (N = 2): the boundary's part on each regime", "",
+             "`benchmarks/results/experts/<regime>-methods.json` (the grid, `benchmarks/experts_grid.py`; seeds 0-4 "
+             "chose the warm split as the default, so these are not confirmations). warm_split − warm_uniform: the "
+             "same warm start, the boundary the only difference.", "",
+             "| regime | " + " | ".join(SHORT[m] for m in METRICS) + " | warm_split's mean boundary |",
+             "|---|" + "---|" * len(METRICS) + "---|"]
+    out = {}
+    for path in sorted((REPO / "benchmarks" / "results" / "experts").glob("*-methods.json")):
+        data = json.loads(path.read_text())
+        configs = data["summary"]["configs"]
+        if "warm_split" not in configs or "warm_uniform" not in configs:
+            continue
+        results = {k: ls.Measured(values={int(s): v for s, v in configs[k]["values"].items()})
+                   for k in ("warm_split", "warm_uniform")}
+        seeds, regime = list(data["settings"]["seeds"]), path.name[: -len("-methods.json")]
+        pairs = {m: pair(results, "warm_split", "warm_uniform", m, seeds) for m in METRICS}
+        out[regime] = pairs
+        cells = ["—" if p is None else fmt(p["mean"], p["half_width"]) for p in pairs.values()]
+        b = configs["warm_split"]["mean_boundaries"][1:-1]
+        lines.append(f"| {regime} | " + " | ".join(cells) + f" | {', '.join(f'{v:.3f}' for v in b)} |")
+    return lines, out
+
+
 def main() -> int:
     md = ["# What the boundary adds beyond the warm start", "",
           "Preregistered in `benchmarks/results/cause/PREREGISTRATION.md` (seeds and hypotheses fixed before the "
@@ -143,6 +169,8 @@ def main() -> int:
         lines, out = section(name)
         md += lines + [""]
         record[name] = out
+    lines, record["grid_boundary_part"] = grid_boundary_parts()
+    md += lines + [""]
     lines, record["restated_25_seeds"] = restated()
     md += lines + [""]
     (RESULTS / "cause.md").write_text("\n".join(md))

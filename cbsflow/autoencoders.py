@@ -75,6 +75,19 @@ class vae:
         return torch.cat(out)
 
     @torch.no_grad()
+    def posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (b, 3, H, W) in [-1, 1] -> the posterior's mean and std (b, c, H/f, W/f) each, times ``scale``:
+        ``mean + std * eps`` is a latent as DiT/SiT draw one at every training step
+        (``latent_dist.sample() * scale``)."""
+        device = next(self.model.parameters()).device
+        means, stds = [], []
+        for chunk in images.split(self.batch_size):
+            dist = self.model.encode(chunk.to(device).float()).latent_dist
+            means.append((dist.mean * self.scale).cpu())
+            stds.append((dist.std * self.scale).cpu())
+        return torch.cat(means), torch.cat(stds)
+
+    @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents -> images in [-1, 1] (clamped), in batches of ``batch_size``."""
         device = next(self.model.parameters()).device

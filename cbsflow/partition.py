@@ -18,7 +18,7 @@ from cbsflow.rundir import check_boundaries
 
 # Default density: rho = (m + floor * mean(m)) ** exponent. Monitors such as the Dirichlet energy or the
 # acceleration are *squared* norms; exponent 1/2 turns them into an RMS-like measure (the analogue of
-# de Boor's |f^(k)|^(1/k)), and it tames profiles that span several decades (see BENCHMARKS.md).
+# de Boor's |f^(k)|^(1/k)), and it tames profiles that span several decades (benchmarks/results/evidence.md; BENCHMARKS.md, section 2).
 DEFAULT_EXPONENT = 0.5
 DEFAULT_FLOOR = 0.05
 

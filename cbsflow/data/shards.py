@@ -27,6 +27,10 @@ from cbsflow.seeding import derive_seed
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 PIL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 MAKE_SHARDS_HINT = "make shards with `python tools/make_shards.py --help`"
+# The latent posterior format of tools/encode_latents.py: per image, the VAE posterior's mean and std, each (2, c, h, w)
+# (index 0 the image, 1 its horizontal flip), already times the VAE's scale; a read draws a flip and mean + std * eps.
+POSTERIOR_KEYS = ("mean.npy", "std.npy")
+POSTERIOR_STREAM = 0x1A7E  # derive_seed tag of the per-sample generators that draw flips and posterior noise
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -92,6 +96,17 @@ def decode_image(data: bytes, shape: tuple[int, ...]) -> torch.Tensor:
     return x.float() / 127.5 - 1.0
 
 
+def resize_image(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Images (..., c, h, w) resized to ``size`` by area averaging: where h and w are multiples of it, the mean of each
+    block (32 -> 16 px averages 2x2 pixels; no thread pool, so fast per image on a busy CPU), else torch's area mode."""
+    (h, w), (sh, sw) = x.shape[-2:], tuple(size)
+    if (h, w) == (sh, sw):
+        return x
+    if h % sh == 0 and w % sw == 0:
+        return x.unflatten(-1, (sw, w // sw)).unflatten(-3, (sh, h // sh)).mean(dim=(-3, -1))
+    return F.interpolate(x.reshape(-1, *x.shape[-3:]), size=(sh, sw), mode="area").reshape(*x.shape[:-2], sh, sw)
+
+
 def center_crop(img, size: int) -> np.ndarray:
     """A PIL image as uint8 (size, size, 3): the short side resized to ``size`` (bicubic), then the centre cropped
     (ADM's, DiT's and SiT's preparation of ImageNet)."""
@@ -109,16 +124,33 @@ def decode_npy(data: bytes) -> torch.Tensor:
     return torch.from_numpy(np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32))
 
 
-def decode_sample(sample: dict, shape: tuple[int, ...], num_classes: int, image_keys: tuple[str, ...]
-                  ) -> tuple[torch.Tensor, int, bool]:
-    """One raw WebDataset sample -> (x, label, is_image); raises ValueError if it is unusable."""
-    key = next((k for k in image_keys if k in sample), None)
-    if key is None:
-        raise ValueError(f"none of the keys {'/'.join(image_keys)} (has {sorted(k for k in sample if k[0] != '_')})")
-    is_image = key != "npy"
-    x = decode_image(sample[key], shape) if is_image else decode_npy(sample[key])
-    if tuple(x.shape) != tuple(shape):
-        raise ValueError(f"shape {tuple(x.shape)} != {tuple(shape)}")
+def is_posterior(sample: dict, image_keys: tuple[str, ...]) -> bool:
+    """Whether a raw sample holds posterior moments (``mean.npy`` and ``std.npy``) where latents are read."""
+    return "npy" in image_keys and all(k in sample for k in POSTERIOR_KEYS)
+
+
+def decode_sample(sample: dict, shape: tuple[int, ...], num_classes: int, image_keys: tuple[str, ...],
+                  resize: bool = False) -> tuple[torch.Tensor, int, str]:
+    """One raw WebDataset sample -> (x, label, kind); raises ValueError if it is unusable. ``resize``: an image of
+    another size is resized to ``shape``'s (``resize_image``).
+
+    ``kind`` is ``"image"`` (x in [-1, 1]), ``"latent"`` (one stored latent, the single-latent format) or
+    ``"posterior"``: x is then the moments (2 [mean, std], 2 [image, flip], *shape), for ``draw_posterior``.
+    """
+    if is_posterior(sample, image_keys):
+        kind, x = "posterior", torch.stack([decode_npy(sample[k]) for k in POSTERIOR_KEYS])  # (2, 2, c, h, w)
+        want = (2, 2, *shape)
+    else:
+        key = next((k for k in image_keys if k in sample), None)
+        if key is None:
+            keys = "/".join(image_keys) + (" or mean.npy+std.npy" if "npy" in image_keys else "")
+            raise ValueError(f"none of the keys {keys} (has {sorted(k for k in sample if k[0] != '_')})")
+        kind = "latent" if key == "npy" else "image"
+        x = decode_image(sample[key], shape) if kind == "image" else decode_npy(sample[key])
+        x = resize_image(x, tuple(shape[-2:])) if resize and kind == "image" else x
+        want = tuple(shape)
+    if tuple(x.shape) != want:
+        raise ValueError(f"shape {tuple(x.shape)} != {want}")
     label = -1
     if num_classes > 0:
         if "cls" not in sample:
@@ -126,7 +158,21 @@ def decode_sample(sample: dict, shape: tuple[int, ...], num_classes: int, image_
         label = int(sample["cls"].decode().strip()) if isinstance(sample["cls"], bytes) else int(sample["cls"])
         if not 0 <= label < num_classes:
             raise ValueError(f"label {label} outside 0..{num_classes - 1}")
-    return x, label, is_image
+    return x, label, kind
+
+
+def draw_posterior(moments: torch.Tensor, flip: bool, resample: bool, gen: torch.Generator) -> torch.Tensor:
+    """One training latent from the posterior moments (2 [mean, std], 2 [image, flip], c, h, w) of ``decode_sample``:
+    the flipped image's with probability 1/2 (if ``flip``), then ``mean + std * eps`` (if ``resample``; else the mean).
+
+    SiT's step (willisma/SiT train.py): ``vae.encode(x).latent_dist.sample().mul_(0.18215)`` of a randomly flipped
+    image; the stored moments are already times the scale, so this is the same distribution.
+    """
+    f = int(flip and bool(torch.rand((), generator=gen) < 0.5))
+    mean, std = moments[0, f], moments[1, f]  # (c, h, w)
+    if not resample:
+        return mean
+    return mean + std * torch.randn(mean.shape, generator=gen)
 
 
 def _open_shards(urls: Iterator[dict], handler, tally: "_Tally") -> Iterator[dict]:
@@ -308,23 +354,21 @@ class _ShardStream(IterableDataset):
                                 handler=on_error)
             raw = (tally.read(sample) for sample in raw)
             good = 0
-            for sample in buffer_shuffle(raw, self.ds.shuffle_buffer, gen):
-                if pass_over:
+            for j, sample in enumerate(buffer_shuffle(raw, self.ds.shuffle_buffer, gen)):
+                if pass_over:  # posterior latents draw from their own per-sample generator: nothing to replay
                     pass_over, good = pass_over - 1, good + 1
-                    key = next((k for k in self.ds.image_keys if k in sample), "npy")
-                    if self.ds.flip and key != "npy":
+                    if self._draws_a_flip(sample):
                         torch.rand((), generator=gen)  # the flip draw a decoded image would have taken
                     continue
                 try:
-                    x, label, is_image = decode_sample(sample, self.ds.shape, self.ds.num_classes, self.ds.image_keys)
+                    x, label, kind = decode_sample(sample, self.ds.shape, self.ds.num_classes, self.ds.image_keys,
+                                                   self.ds.resize)
                 except Exception as exc:  # noqa: BLE001 -- any undecodable sample is skipped and counted
                     skipped, reason = skipped + 1, f"{sample.get('__key__')} in {sample.get('__url__')}: {exc}"
                     tally.undecodable(sample)
                     continue
                 good += 1
-                if is_image and self.ds.flip and torch.rand((), generator=gen) < 0.5:
-                    x = x.flip(-1)
-                xs.append(x)
+                xs.append(self._augment(x, kind, gen, (epoch, worker, j)))
                 ys.append(label)
                 if len(xs) == self.batch_size:
                     y = torch.tensor(ys, dtype=torch.long) if self.ds.num_classes > 0 else None
@@ -334,6 +378,23 @@ class _ShardStream(IterableDataset):
                 raise UserError(f"shards: no usable sample in {len(self.paths)} shard(s) of {self.ds.urls!r} "
                                 f"({skipped} skipped; last problem: {reason or 'the shards are empty'}); check "
                                 f"shape={tuple(self.ds.shape)}, image_key={self.ds.image_key!r}, num_classes")
+
+    def _draws_a_flip(self, sample: dict) -> bool:
+        """Whether decoding ``sample`` takes a flip draw from the stream's generator: images do, latents do not."""
+        if not self.ds.flip or is_posterior(sample, self.ds.image_keys):
+            return False
+        return next((k for k in self.ds.image_keys if k in sample), "npy") != "npy"
+
+    def _augment(self, x: torch.Tensor, kind: str, gen: torch.Generator, where: tuple[int, int, int]) -> torch.Tensor:
+        """A decoded sample as training sees it: an image flipped at random (the stream's generator), posterior
+        moments drawn into a latent by the generator of this sample alone (``where`` = epoch, worker, index in the
+        shuffled stream), so a resumed run needs no draws to pass over them; a stored latent as it is."""
+        if kind == "posterior":
+            own = torch.Generator().manual_seed(derive_seed(self.seed, self.rank, *where, POSTERIOR_STREAM))
+            return draw_posterior(x, self.ds.flip, self.ds.resample_posterior, own)
+        if kind == "image" and self.ds.flip and torch.rand((), generator=gen) < 0.5:
+            return x.flip(-1)
+        return x
 
 
 def _collate_one(batch):
@@ -346,17 +407,28 @@ def _collate_one(batch):
 
 @register("dataset")
 class shards(Dataset):
-    """Images (jpg/png, scaled to [-1, 1]) or npy latents with optional ``cls`` labels from WebDataset shards."""
+    """Images (jpg/png, scaled to [-1, 1]) or npy latents with optional ``cls`` labels from WebDataset shards.
+
+    Latents come in two formats, told apart per sample by its keys. The posterior format (``mean.npy`` + ``std.npy``,
+    what tools/encode_latents.py writes): every read draws the image or its horizontal flip (``flip``, p = 1/2) and a
+    fresh posterior sample ``mean + std * eps`` (``resample_posterior``; False: the mean), as SiT trains. The
+    single-latent format (``npy``: one fixed latent per image, ``encode_latents.py --format latent`` and shards written
+    before the posterior format) is read as stored, never flipped or re-sampled. ``resize``: images are resized to
+    ``shape``'s height and width by area averaging (e.g. CIFAR-10 at 16 px: ``shape = (3, 16, 16)``).
+    """
 
     def __init__(self, urls: str, shape: tuple, num_classes: int = 0, image_key: str = "jpg;png;npy",
                  flip: bool = True, shuffle_buffer: int = 1000, resampled: bool = True, num_workers: int = 0,
-                 name_filter: str = "", max_skipped: float = 0.01):
+                 name_filter: str = "", max_skipped: float = 0.01, resample_posterior: bool = True,
+                 resize: bool = False):
         self.urls = str(urls)
+        self.resize = bool(resize)
         self.shape = tuple(int(s) for s in shape)
         self.num_classes = int(num_classes)
         self.image_key = image_key
         self.image_keys = tuple(k.strip().lower() for k in image_key.split(";") if k.strip())
         self.flip, self.shuffle_buffer, self.resampled = flip, int(shuffle_buffer), resampled
+        self.resample_posterior = bool(resample_posterior)
         self.num_workers = int(num_workers)
         self.paths = [p for p in resolve_shards(self.urls) if name_filter in os.path.basename(p)]
         if not self.paths:
@@ -369,6 +441,17 @@ class shards(Dataset):
         self._streams: list[dict[int, dict]] = []  # per ``batches`` iterator: worker -> its latest _Tally counts
         meta = os.path.join(os.path.dirname(self.paths[0]), "latents.json")  # written by tools/encode_latents.py
         self.metadata = json.load(open(meta)) if os.path.exists(meta) else {}
+        self._note_single_latents()
+
+    def _note_single_latents(self) -> None:
+        """Warn once when latents.json says the shards hold one fixed latent per image but flips or posterior draws
+        were asked for: they read as stored (the old format stays readable), which is not SiT's data."""
+        fmt = self.metadata.get("format", "latent" if "autoencoder" in self.metadata else None)
+        if fmt == "latent" and (self.flip or self.resample_posterior):
+            warnings.warn(f"shards: {self.urls!r} holds one fixed latent per image (latents.json: the single-latent "
+                          "format), read as stored: no flips, no posterior re-sampling; for SiT's data re-encode with "
+                          "tools/encode_latents.py (its default format stores the posterior of both flips)",
+                          UserWarning, stacklevel=3)
 
     @property
     def is_image(self) -> bool:

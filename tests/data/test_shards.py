@@ -461,3 +461,97 @@ def test_a_run_on_damaged_shards_stops_or_records_what_it_skipped(damaged_shards
     for artifact in ("metrics.json", "checkpoints/train.json"):
         record = json.loads((tmp_path / "run" / artifact).read_text())["skipped_samples"]
         assert record["skipped"] > 0 and "d-000002.tar.gz" in record["by_shard"], artifact
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Latents in the posterior format (tools/encode_latents.py): a flip and a posterior sample drawn at every read.
+
+
+def _npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def _posterior_shard(path: Path, mean: np.ndarray, std: np.ndarray, labels=None) -> None:
+    """A plain tar of posterior-format samples: ``mean``/``std`` (n, 2, c, h, w), index 1 of axis 1 the flip."""
+    with tarfile.open(path, "w") as tar:
+        for i in range(len(mean)):
+            members = [(f"{i:05d}.mean.npy", _npy(mean[i])), (f"{i:05d}.std.npy", _npy(std[i]))]
+            members += [] if labels is None else [(f"{i:05d}.cls", str(labels[i]).encode())]
+            for name, data in members:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.fixture
+def one_posterior(tmp_path) -> tuple[Path, np.ndarray, np.ndarray]:
+    """One image's posterior (2 flips, 2 x 2 x 2 latents): the flip's mean far from the image's, distinct stds."""
+    mean = np.stack([np.full((2, 2, 2), 3.0), np.full((2, 2, 2), -3.0)]).astype(np.float32)  # (2, c, h, w)
+    mean += np.arange(8, dtype=np.float32).reshape(2, 2, 2) / 8
+    std = np.stack([np.full((2, 2, 2), 0.5), np.full((2, 2, 2), 0.25)]).astype(np.float32)
+    _posterior_shard(tmp_path / "post-000000.tar", mean[None], std[None])
+    return tmp_path, mean, std
+
+
+def _draws(folder: Path, n: int, **kw) -> torch.Tensor:
+    """``n`` reads of a one-sample shard: every read a new pass (epoch) over it."""
+    return next(shards(str(folder), shape=(2, 2, 2), shuffle_buffer=0, resampled=False, **kw).batches(n))[0]
+
+
+def test_a_posterior_latent_is_a_flip_with_probability_half_then_mean_plus_std_eps(one_posterior):
+    """2,000 reads of one image: the flip about half the time, each flip's draws with its posterior mean and std."""
+    folder, mean, std = one_posterior
+    x = _draws(folder, 2000)  # (n, c, h, w)
+    flipped = x.mean(dim=(1, 2, 3)) < 0  # the flip's mean is -3 + ..., the image's +3 + ...
+    assert 0.45 < float(flipped.float().mean()) < 0.55  # 4.5 s.d. of a fair coin at n = 2,000
+    for f, group in ((0, x[~flipped]), (1, x[flipped])):
+        m, s = torch.from_numpy(mean[f]), torch.from_numpy(std[f])
+        z = (group.mean(0) - m) / (s / len(group) ** 0.5)
+        assert float(z.abs().max()) < 4.5, f
+        assert torch.allclose(group.var(0) / s**2, torch.ones_like(s), atol=0.2), f  # s.d. of the ratio ~0.045
+
+
+def test_posterior_options_give_the_image_only_or_the_mean_only(one_posterior):
+    folder, mean, std = one_posterior
+    assert (_draws(folder, 400, flip=False).mean(dim=(1, 2, 3)) > 0).all()  # never the flip
+    x = _draws(folder, 400, resample_posterior=False)  # exactly one of the two means
+    is_image, is_flip = ((x == torch.from_numpy(m)).flatten(1).all(1) for m in mean)
+    assert (is_image | is_flip).all() and 0.35 < float(is_image.float().mean()) < 0.65
+
+
+@pytest.fixture
+def posterior_shards(tmp_path) -> Path:
+    """Three shards of 30 labelled posterior samples with random moments."""
+    rng = np.random.default_rng(1)
+    for k in range(3):
+        mean = rng.normal(size=(30, 2, 2, 2, 2)).astype(np.float32)
+        std = rng.uniform(0.1, 1.0, size=(30, 2, 2, 2, 2)).astype(np.float32)
+        _posterior_shard(tmp_path / f"post-{k:06d}.tar", mean, std, labels=rng.integers(0, 3, 30))
+    return tmp_path
+
+
+def test_posterior_draws_repeat_for_a_seed_and_differ_between_seeds(posterior_shards):
+    ds = shards(str(posterior_shards), shape=(2, 2, 2), num_classes=3, shuffle_buffer=16)
+    a, b = take(iter(ds.batches(16, seed=4)), 3), take(iter(ds.batches(16, seed=4)), 3)
+    assert all(torch.equal(x, x2) and torch.equal(y, y2) for (x, y), (x2, y2) in zip(a, b))
+    other = take(iter(ds.batches(16, seed=5)), 3)
+    assert not all(torch.equal(x, x2) for (x, _), (x2, _) in zip(a, other))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_resumed_posterior_stream_replays_flips_and_noise_exactly(posterior_shards, workers):
+    """batches(start=k) of posterior latents (each sample's flip and eps from its own seeded generator) is the
+    uninterrupted stream from batch k on, bit for bit."""
+    ds = shards(str(posterior_shards), shape=(2, 2, 2), num_classes=3, num_workers=workers, shuffle_buffer=20)
+    whole = take(iter(ds.batches(16, seed=7)), 12)[7:]
+    resumed = take(iter(ds.batches(16, seed=7, start=7)), 5)
+    for (x, y), (x2, y2) in zip(whole, resumed):
+        assert torch.equal(x, x2) and torch.equal(y, y2)
+
+
+def test_posterior_samples_of_the_wrong_shape_stop_the_stream_naming_both_shapes(posterior_shards):
+    ds = shards(str(posterior_shards), shape=(2, 4, 4), num_classes=3, shuffle_buffer=0)
+    with pytest.raises(UserError, match=r"shape \(2, 2, 2, 2, 2\) != \(2, 2, 2, 4, 4\)"):
+        next(ds.batches(4))
