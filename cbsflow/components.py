@@ -19,3 +19,5 @@ import cbsflow.backbones.unet  # noqa: F401
 import cbsflow.data.shards  # noqa: F401
 import cbsflow.metrics.fidelity  # noqa: F401
 import cbsflow.metrics.likelihood  # noqa: F401
+import cbsflow.clustering  # noqa: F401
+import cbsflow.progressive  # noqa: F401
