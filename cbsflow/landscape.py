@@ -1,5 +1,6 @@
 """Split landscapes: every metric as a function of where the boundaries go, the best split found, and each
-solver's regret against it. Pure functions of measured values; ``tools/landscape.py`` runs the experiments.
+solver's regret against it. Pure functions of measured values; ``cbsflow/landscape_runner.py`` runs the experiments
+and ``cbsflow/landscape_report.py`` writes their report, for ``tools/landscape.py``.
 
 A *configuration* is one way to split [0, 1] (one network, a fixed split, or a solver's split, which may differ by
 seed); it is run with the same seeds as every other configuration, so differences are paired by seed. For a

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cbsflow import landscape as ls
+from cbsflow import landscape_report as report
 
 
 def measured(per_seed: dict[int, dict[str, float]], boundaries=None) -> ls.Measured:
@@ -259,13 +260,8 @@ def test_fixed_splits_stay_fixed_where_the_configuration_ships_a_moving_split(tm
 def test_the_best_is_a_fixed_split_so_a_solvers_regret_ignores_the_other_solvers():
     """A solver better than every fixed split has a negative regret (it is never the reference), and adding another
     solver to the report leaves the first one's regret as it was."""
-    import importlib.util
     import types
 
-    spec = importlib.util.spec_from_file_location("landscape_tool", os.path.join(os.path.dirname(__file__), "..",
-                                                                                 "tools", "landscape.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     seeds = [0, 1, 2, 3]
     sw = {"N=1": 0.9, "uniform": 0.5, "b=0.300": 0.6, "good": 0.4, "better": 0.3}  # plus a small seed effect
     kinds = {"N=1": "single", "uniform": "uniform", "b=0.300": "grid", "good": "solver", "better": "solver"}
@@ -277,7 +273,7 @@ def test_the_best_is_a_fixed_split_so_a_solvers_regret_ignores_the_other_solvers
         runner = types.SimpleNamespace(args=types.SimpleNamespace(seeds=seeds, select_seeds=None,
                                                                   primary="sliced_wasserstein"),
                                        configs=configs, results=results)
-        return tool.summarise(runner)
+        return report.summarise(runner)
 
     one = summary(["N=1", "uniform", "b=0.300", "good"])
     both = summary(["N=1", "uniform", "b=0.300", "good", "better"])
@@ -351,23 +347,12 @@ def test_the_verdict_line_says_better_worse_or_not_resolved_per_metric():
     assert ls.verdict(noisy, "a", "b", ["m"], SEEDS) == "not resolved on m"
 
 
-def _tool():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("landscape_tool", os.path.join(os.path.dirname(__file__), "..",
-                                                                                 "tools", "landscape.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
-
-
 def test_a_solver_whose_boundary_never_moves_is_reported_and_drawn(tmp_path):
     """Regression: 3 seeds at 0.7 average to 0.6999999999999998 < min, and matplotlib refused the negative error bar
     after the report was written (ValueError: 'xerr' must not contain negative values). The report also marks a
     resolved regret better as well as worse, each said in words."""
     import types
 
-    tool = _tool()
     sw = {"N=1": 0.9, "uniform": 0.5, "b=0.300": 0.6, "w0.7": 0.4}
     kinds = {"N=1": "single", "uniform": "uniform", "b=0.300": "grid", "w0.7": "solver"}
     bounds = {"N=1": [0.0, 1.0], "uniform": [0.0, 0.5, 1.0], "b=0.300": [0.0, 0.3, 1.0], "w0.7": [0.0, 0.7, 1.0]}
@@ -377,10 +362,10 @@ def test_a_solver_whose_boundary_never_moves_is_reported_and_drawn(tmp_path):
     args = types.SimpleNamespace(seeds=SEEDS, select_seeds=None, primary="sliced_wasserstein", n=2, gin=["g.gin"],
                                  bind=[], interpolate=False)
     runner = types.SimpleNamespace(args=args, configs=configs, results=results, failures=[])
-    summary = tool.summarise(runner)
+    summary = report.summarise(runner)
     assert summary["configs"]["w0.7"]["mean_boundaries"][1] < 0.7  # the rounding that broke the plot
-    tool.plot(runner, summary, tmp_path / "l.png")
+    report.plot(runner, summary, tmp_path / "l.png")
     assert (tmp_path / "l.png").stat().st_size > 0
-    tool.write_markdown(runner, summary, tmp_path / "l.md", "python tools/landscape.py")
+    report.write_markdown(runner, summary, tmp_path / "l.md", "python tools/landscape.py")
     text = (tmp_path / "l.md").read_text()
     assert "| w0.7 | **-0.1 ± 0 (better)** |" in text and "| b=0.300 | **+0.1 ± 0 (worse)** |" in text, text
