@@ -21,3 +21,4 @@ import cbsflow.metrics.fidelity  # noqa: F401
 import cbsflow.metrics.likelihood  # noqa: F401
 import cbsflow.clustering  # noqa: F401
 import cbsflow.progressive  # noqa: F401
+import cbsflow.weighting  # noqa: F401

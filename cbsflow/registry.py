@@ -25,6 +25,7 @@ KINDS = (
     "partition",
     "sampler",
     "time_sampler",
+    "loss_weight",
     "schedule",
     "dataset",
     "metric",

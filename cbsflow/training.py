@@ -42,10 +42,14 @@ from cbsflow.seeding import derive_seed
 from cbsflow.timesampling import uniform_time
 
 
-def velocity_loss(net: nn.Module, path, x1: torch.Tensor, y, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """E || v(x_t, t) - d/dt x_t ||^2 (per-dimension mean)."""
+def velocity_loss(net: nn.Module, path, x1: torch.Tensor, y, t: torch.Tensor, eps: torch.Tensor,
+                  weight: torch.Tensor | None = None) -> torch.Tensor:
+    """E || v(x_t, t) - d/dt x_t ||^2 (per-dimension mean); with ``weight`` (b,), each sample's loss weighted by it."""
     x_t, target = path.interpolate(x1, eps, t)
-    return torch.mean((net(x_t, t, y).float() - target.float()) ** 2)
+    err = (net(x_t, t, y).float() - target.float()) ** 2
+    if weight is None:
+        return torch.mean(err)
+    return torch.mean(err.flatten(1).mean(1) * weight.to(err.device))
 
 
 @torch.no_grad()
@@ -270,6 +274,7 @@ class TrainSettings:
     class_dropout: float = 0.0
     mixed_precision: str = "no"
     t_sampler: Instance("time_sampler") | None = None
+    loss_weight: Instance("loss_weight") | None = None  # e.g. @min_snr(): one network reweighted over t
     checkpoint_every: int = 0
     log_every: int = 50
     log_with: str | None = None  # Accelerate's trackers: 'tensorboard' or 'wandb' (written under state_dir/tracking)
@@ -470,7 +475,7 @@ def _fit(net, dataset, path, interval, settings: TrainSettings, seed: int, state
             for _ in range(settings.grad_accum):
                 with accelerator.accumulate(model):
                     loss = _micro_step(model, accelerator, path, batches, progress.generator, t_sampler, interval,
-                                       settings.class_dropout, dataset.num_classes)
+                                       settings.class_dropout, dataset.num_classes, settings.loss_weight)
                     if not torch.isfinite(loss):
                         raise TrainingDiverged(
                             f"{desc}: loss became {loss.item()} at step {step}; the last good checkpoint "
@@ -583,16 +588,18 @@ def _optimizer_step(opt, accelerator: Accelerator) -> None:
         opt.optimizer.step()
 
 
-def _micro_step(model, accelerator, path, batches, gen, t_sampler, interval, class_dropout, num_classes):
-    """Loss of one micro-batch."""
+def _micro_step(model, accelerator, path, batches, gen, t_sampler, interval, class_dropout, num_classes,
+                loss_weight=None):
+    """Loss of one micro-batch (each sample's weighted by ``loss_weight(t, path)`` when one is bound)."""
     x1, y = next(batches)
     x1 = x1.to(accelerator.device, non_blocking=True)
     y = None if y is None else y.to(accelerator.device)
     t = t_sampler(x1.shape[0], interval, gen)  # noise, times and dropped labels are drawn on the device
     eps = torch.randn(x1.shape, generator=gen, device=gen.device)
     y = drop_labels(y, num_classes, class_dropout, gen)
+    weight = None if loss_weight is None else loss_weight(t, path)
     with accelerator.autocast():
-        return velocity_loss(model, path, x1, y, t, eps)
+        return velocity_loss(model, path, x1, y, t, eps, weight)
 
 
 def weights_digest(state: dict) -> str:

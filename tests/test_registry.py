@@ -252,12 +252,25 @@ def test_every_adaptation_returns_a_valid_split_and_saves_every_expert(entry, tm
         np.testing.assert_allclose(ckpt["interval"], b[k:k + 2])
 
 
+@pytest.mark.parametrize("entry", registry.entries("loss_weight"), ids=lambda e: e.name)
+def test_every_loss_weight_is_finite_non_negative_and_averages_one(entry):
+    from cbsflow.paths import cosine, linear
+
+    weight = entry.obj()
+    for path in (linear(), cosine()):
+        t = (torch.arange(4096, dtype=torch.float64) + 0.5) / 4096
+        w = weight(t, path)
+        assert w.shape == t.shape and torch.all(torch.isfinite(w)) and torch.all(w >= 0)
+        assert float(w.double().mean()) == pytest.approx(1.0, rel=1e-4)
+
+
 KIND_TESTS = {
     "backbone": test_every_backbone_maps_x_t_y_to_x_shape, "path": test_every_path_goes_from_noise_to_data,
     "monitor": test_every_monitor_returns_mean_and_stderr_per_t, "smoother": test_every_smoother_keeps_the_grid_and_positivity,
     "estimator": test_every_estimator_signature_takes_dataset_and_path,
     "partition": test_every_partition_gives_valid_boundaries, "sampler": test_every_sampler_carries_noise_to_gaussian_data,
     "time_sampler": test_every_time_sampler_stays_inside_the_interval,
+    "loss_weight": test_every_loss_weight_is_finite_non_negative_and_averages_one,
     "schedule": test_every_schedule_covers_the_boundaries,
     "dataset": test_every_builtin_dataset_samples_its_shape_reproducibly,
     "metric": test_every_metric_returns_named_finite_values_with_settings,

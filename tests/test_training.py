@@ -246,3 +246,18 @@ def test_image_features_are_extracted_data_parallel_under_accelerate_launch(tmp_
     assert np.array_equal(images, np.load(tmp_path / "run" / "samples.npz")["images"])
     one = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]["fd_randconv"]["value"]
     assert one == pytest.approx(two, rel=1e-5)
+
+
+def test_min_snr_weights_the_velocity_loss_by_min_t2_gamma_1mt2_on_the_linear_path(tmp_path):
+    """Min-SNR-γ carried to the velocity loss: w(t) ∝ min(t², γ (1 − t)²) on the linear path, averaging 1; a weighted
+    run trains through the stages."""
+    from cbsflow.cli import main
+    from cbsflow.weighting import min_snr
+
+    t = torch.tensor([0.1, 0.5, 0.8, 0.95], dtype=torch.float64)
+    w = min_snr(gamma=5.0)(t, linear()).double()
+    expected = torch.minimum(t**2, 5.0 * (1 - t) ** 2)
+    grid = (torch.arange(4096, dtype=torch.float64) + 0.5) / 4096
+    torch.testing.assert_close(w, expected / torch.minimum(grid**2, 5.0 * (1 - grid) ** 2).mean(), rtol=1e-5, atol=0)
+    assert main(["--gin", SMOKE, *ONE_EXPERT, "--stages", "split,train", "--run-dir", str(tmp_path),
+                 "--bind", "expert/training.loss_weight = @min_snr()"]) == 0
