@@ -17,6 +17,7 @@ import cbsflow.backbones.jit  # noqa: F401
 import cbsflow.backbones.sit  # noqa: F401
 import cbsflow.backbones.unet  # noqa: F401
 import cbsflow.data.shards  # noqa: F401
+import cbsflow.metrics.classifier  # noqa: F401
 import cbsflow.metrics.fidelity  # noqa: F401
 import cbsflow.metrics.likelihood  # noqa: F401
 import cbsflow.clustering  # noqa: F401

@@ -197,9 +197,15 @@ def test_every_path_goes_from_noise_to_data(entry):
 def _metric_inputs(entry):
     """(metric instance, samples, dataset) for a cheap run of any metric; image metrics on tiny digits with the
     weight-free extractor (Inception weights are never downloaded)."""
+    import types
+
     from cbsflow.data.shards import digits
     from cbsflow.data.toy import checkerboard
 
+    if entry.name.startswith("classifier_"):  # RGB at the committed classifier's 16 px
+        x = torch.rand(64, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+        data = types.SimpleNamespace(sample=lambda n, seed=0: (x[:n], None), fingerprint=lambda: "rand16")
+        return (entry.obj(n_reference=64) if entry.name == "classifier_fd" else entry.obj()), x, data
     if entry.name in ("fid", "isc", "kid", "prc", "fd_offline"):
         kwargs = {} if entry.name == "fd_offline" else {"feature_extractor": "cbsflow-randconv"}
         data = digits()

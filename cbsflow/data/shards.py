@@ -459,8 +459,9 @@ class shards(Dataset):
 
     @property
     def bin_width(self) -> float | None:
-        """8-bit pixels decoded as v / 127.5 - 1: 256 levels 2/255 apart in [-1, 1]; latents: continuous."""
-        return 2 / 255 if self.is_image else None
+        """8-bit pixels decoded as v / 127.5 - 1: 256 levels 2/255 apart in [-1, 1]; latents, and images averaged
+        down by ``resize`` (finer levels, set by the stored size), continuous: None, so no bits/dim is claimed."""
+        return 2 / 255 if self.is_image and not self.resize else None
 
     def fingerprint(self) -> str:
         """A short hash of the resolved shard paths, their sizes and the sample shape (keys cached statistics)."""
