@@ -59,7 +59,7 @@ def _fmt(r) -> str:
     if r is None:
         return "—"
     text = f"{r.mean:+.4f} ± {r.half_width:.4f}"
-    return f"**{text}**" if r.resolved else text
+    return f"**{text} ({r.direction})**" if r.resolved else text
 
 
 def summarise(regime: str, report: Path, methods: list[str]) -> tuple[list[str], dict]:
