@@ -9,7 +9,6 @@ import inspect
 import os
 import sys
 import time
-import warnings
 
 import gin
 
@@ -218,18 +217,11 @@ def solver_needs_profile() -> bool:
 
 
 def _startup() -> None:
-    """Before a run: a CPU thread count that does not oversubscribe the cores (cbsflow/threads.py), and torch's
-    forward-mode AD decompositions loaded without the ``torch.jit.script`` FutureWarning torch itself triggers (the
-    first torch.func.jvp of the monitors loads them with torch.jit.script; the project calls no torch.jit)."""
+    """Before a run: a CPU thread count that does not oversubscribe the cores (cbsflow/threads.py). (torch's
+    forward-mode AD decompositions are loaded quietly by cbsflow.monitors on import.)"""
     note = threads.configure()
     if note:
         print(note)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is", category=FutureWarning)
-        try:
-            from torch._decomp import decompositions_for_jvp  # noqa: F401
-        except ImportError:  # a torch without it: nothing to load
-            pass
 
 
 def run(args: argparse.Namespace) -> None:

@@ -16,6 +16,23 @@ from cbsflow.progress import progress
 from cbsflow.registry import register
 
 
+def _load_jvp_decompositions() -> None:
+    """torch's forward-mode AD decompositions, loaded now without the ``torch.jit.script`` FutureWarning torch itself
+    raises when the first torch.func.jvp loads them (the project calls no torch.jit), wherever the monitors are used:
+    tools/run.py, cbsflow.api or a script."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is", category=FutureWarning)
+        try:
+            from torch._decomp import decompositions_for_jvp  # noqa: F401
+        except ImportError:  # a torch without it: nothing to load
+            pass
+
+
+_load_jvp_decompositions()
+
+
 def mean_and_stderr(per_sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean over the last axis and its standard error (sample std / sqrt(n))."""
     n = per_sample.shape[-1]
