@@ -34,11 +34,14 @@ PAIRS = [("warm_split", "uniform", "the shipped method vs uniform from scratch (
          ("warm_uniform", "uniform", "the warm start's part: same boundary (H3)")]
 
 
-def load(name: str) -> tuple[dict, dict[str, ls.Measured], list[int]] | None:
-    """A study's landscape report (the run's, archived here; else the archived copy)."""
+def load(name: str, regime: str | None = None) -> tuple[dict, dict[str, ls.Measured], list[int]] | None:
+    """A study's landscape report (the run's, archived here; else the archived copy); ``regime``: one combination
+    of a matrix study."""
     with open(REPO / "benchmarks" / "studies" / f"{name}.toml", "rb") as f:
         study = tomllib.load(f)
-    run, archived = REPO / study["out"] / "landscape.json", RESULTS / f"{name}-landscape.json"
+    out = study["out"].format(name=regime) if regime else study["out"]
+    run = REPO / out / "landscape.json"
+    archived = RESULTS / (f"{name}-{regime}-landscape.json" if regime else f"{name}-landscape.json")
     if run.exists():
         shutil.copyfile(run, archived)
     if not archived.exists():
@@ -170,14 +173,20 @@ WARM_LANDSCAPES = {"cause_compare": "compare demo (half-scale board, 16×1)",
                    "cause_warm_landscape_board": "4×4 board, 16×1 (grid)"}
 
 
+WARM_GRID = ["board-w16d1raw", "board-w16d2", "board-w32d1", "board-w32d3raw", "board_late-w16d1raw",
+             "board_late-w16d2", "board_late-w32d1", "board_early-w16d1", "board_early-w16d1raw", "board_early-w16d2",
+             "board_early-w32d1", "board_early-w32d3raw"]  # cause_warm_grid.toml, in the order they run
+
+
 def warm_regret_table() -> list[str]:
     """The warm split's held-out SW regret against the best scratch and the best warm-started fixed split."""
     lines = ["## The warm split against the best warm-started fixed split", "",
              "Held-out SW regret (best chosen on seeds 0–1, scored on 2–4); below 0: better than that best split.", "",
              "| landscape | warm_split's mean boundary | vs best split from scratch | vs best warm-started split |",
              "|---|---|---|---|"]
-    for name, what in WARM_LANDSCAPES.items():
-        loaded = load(name)
+    grid = [(("cause_warm_grid", r), f"{r} (grid)") for r in WARM_GRID]
+    for key, what in [((name, None), what) for name, what in WARM_LANDSCAPES.items()] + grid:
+        loaded = load(*key)
         if loaded is None:
             continue
         data, results, seeds = loaded
