@@ -111,7 +111,7 @@ def test_ema_without_warm_up_decays_at_its_rate_from_the_first_step():
 LAUNCH = (f"{sys.executable} -m accelerate.commands.launch --multi_gpu --num_processes 2 --num_machines 1 "
           "--mixed_precision no --dynamo_backend no")
 TINY = ["aux/training.steps = 2", "aux/training.batch_size = 4", "aux/training.mixed_precision = 'no'",
-        "profile.n_points = 4", "profile.n_samples = 4", "dirichlet.n_probes = 1", "expert/training.steps = 2",
+        "profile.n_points = 4", "profile.n_samples = 4", "dirichlet.n_probes = 1", "expert/training.steps = 4",
         "expert/training.batch_size = 4", "expert/training.mixed_precision = 'no'", "expert/training.checkpoint_every = 0",
         "sample.n_steps = 4", "sample.n_samples = 8", "sample.batch_size = 4", "sample.mixed_precision = 'no'",
         "shards.num_workers = 0", "shards.shuffle_buffer = 4", "evaluate.floor_draws = 1",
