@@ -345,8 +345,14 @@ def test_a_resumed_stream_passes_over_its_first_batches_exactly(digit_shards, wo
     """batches(start=k) is the stream without its first k batches (flips included): a resumed run sees what an
     uninterrupted one would have seen from that step on."""
     ds = shards(str(digit_shards), shape=(1, 8, 8), num_classes=10, num_workers=workers, shuffle_buffer=100)
-    whole = take(iter(ds.batches(64, seed=5)), 9)[5:]
-    resumed = take(iter(ds.batches(64, seed=5, start=5)), 4)
+    assert_resume_replays(ds, batch=64, seed=5, start=5, n=4)
+
+
+def assert_resume_replays(ds, batch: int, seed: int, start: int, n: int) -> None:
+    """The n batches of ds.batches(start=start) equal the uninterrupted stream's batches start ... start + n - 1."""
+    whole = take(iter(ds.batches(batch, seed=seed)), start + n)[start:]
+    resumed = take(iter(ds.batches(batch, seed=seed, start=start)), n)
+    assert len(resumed) == n
     for (x, y), (x2, y2) in zip(whole, resumed):
         assert torch.equal(x, x2) and torch.equal(y, y2)
 
@@ -545,10 +551,7 @@ def test_a_resumed_posterior_stream_replays_flips_and_noise_exactly(posterior_sh
     """batches(start=k) of posterior latents (each sample's flip and eps from its own seeded generator) is the
     uninterrupted stream from batch k on, bit for bit."""
     ds = shards(str(posterior_shards), shape=(2, 2, 2), num_classes=3, num_workers=workers, shuffle_buffer=20)
-    whole = take(iter(ds.batches(16, seed=7)), 12)[7:]
-    resumed = take(iter(ds.batches(16, seed=7, start=7)), 5)
-    for (x, y), (x2, y2) in zip(whole, resumed):
-        assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert_resume_replays(ds, batch=16, seed=7, start=7, n=5)
 
 
 def test_posterior_samples_of_the_wrong_shape_stop_the_stream_naming_both_shapes(posterior_shards):
