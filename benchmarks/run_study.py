@@ -5,7 +5,8 @@
 
 A study file holds `gin` (files), `bind` (bindings for every run), `n`, `boundaries` (N = 2 sweep; [] for none),
 `seeds`, `out`, optional `jobs`, `primary`, `select_seeds`, `measured` (an earlier report to read back), for N >= 3
-`search_steps`, `max_evals` and `min_gap` (the coordinate search), and two
+`search_steps`, `max_evals`, `min_gap` (the coordinate search) and `search_warm` (search again with the warm split's
+shared start: the warm-started reference at N >= 3), and two
 tables of named configurations: `[solvers]` (name = bindings or a gin file, as `--solver`) and `[baselines]`
 (name = bindings, as `--baseline`). `warm_fixed = [0.2, ...]` adds, for each boundary b, the solver `wb<b>`: the
 warm split's shared start with the boundary fixed at b (the warm-started landscape). A `[matrix]` of axes (each a
@@ -52,6 +53,8 @@ def command(study: dict) -> list[str]:
             cmd += [flag, str(study[key])]
     if "search_steps" in study:
         cmd += ["--search-steps", *map(str, study["search_steps"])]
+    if study.get("search_warm"):
+        cmd += ["--search-warm"]
     return cmd + ["--out", study["out"], "--jobs", str(study.get("jobs", 2))]
 
 

@@ -261,7 +261,9 @@ def load_measured(args: argparse.Namespace) -> dict[str, ls.Measured]:
         configs = {k: c for k, c in configs.items() if c.get("kind") != "solver"}
     required = [ls.split_label((0.0, 1.0)), "uniform"]  # and for N = 2 the grid of this call
     required += [ls.split_label((0.0, b, 1.0)) for b in args.boundaries if abs(b - 0.5) > 1e-9] if args.n == 2 else []
-    searched = [label for label, c in configs.items() if c.get("kind") == "search"]  # a search replays them
+    searched = [label for label, c in configs.items() if c.get("kind") == "search"  # a search replays them
+                or (getattr(args, "search_warm", False) and c.get("kind") == "solver" and label.startswith("wb")
+                    and tuple(c.get("gin_files", ())) == (WARM_SPLIT_GIN,))]
     same = [cfg.label for cfg in [*map(parse_solver, args.solver), *map(parse_baseline, args.baseline)]
             if cfg.label in configs and configs[cfg.label].get("kind") == cfg.kind
             and tuple(configs[cfg.label].get("bindings", ())) == cfg.bindings
@@ -321,25 +323,43 @@ def sweep(runner: Runner, configs: list[ls.Config]) -> None:
         score_by_interpolation(runner)
     if runner.args.n >= 3:
         coordinate_search(runner)
+        if getattr(runner.args, "search_warm", False):
+            coordinate_search(runner, warm=True)
 
 
-def coordinate_search(runner: Runner) -> None:
-    """Greedy first-improvement search on the primary metric's mean, one boundary at a time, from uniform."""
+WARM_SPLIT_GIN = "gin/splits/warm_split.gin"
+
+
+def warm_fixed(boundaries) -> ls.Config:
+    """The warm split's shared start with its boundaries fixed (``warm_split.solver = @manual()``): a point of the
+    warm-started landscape, labelled ``wb`` and its inner boundaries. A solver, so that it never enters the
+    scratch landscape's best fixed split."""
+    b = [float(x) for x in boundaries]
+    return ls.Config("wb" + ",".join(f"{x:g}" for x in b[1:-1]), "solver", None,
+                     ("warm_split.solver = @manual()", f"manual.boundaries = {b}"), (WARM_SPLIT_GIN,))
+
+
+def coordinate_search(runner: Runner, warm: bool = False) -> None:
+    """Greedy first-improvement search on the primary metric's mean, one boundary at a time, from uniform: over fixed
+    splits from scratch, or (``warm``) over the same splits with the warm split's shared start."""
     args, primary, seeds = runner.args, runner.args.primary, runner.args.seeds
-    current = runner.configs["uniform"]
+    at = runner.configs["uniform"].boundaries
+    current = warm_fixed(at) if warm else runner.configs["uniform"]
+    if warm:
+        runner.measure([current])
     evals = 0
     for step in args.search_steps:
         improved = True
         while improved and evals < args.max_evals:
             improved = False
-            for cand in ls.neighbours(current.boundaries, step, args.min_gap):
-                cfg = fixed(cand, "search")
+            for cand in ls.neighbours(at, step, args.min_gap):
+                cfg = warm_fixed(cand) if warm else fixed(cand, "search")
                 runner.measure([cfg])
                 evals += 1
                 better = ls.best_config(runner.results, primary, seeds, [current.label, cfg.label])
                 if better == cfg.label:
-                    print(f"  search: {cfg.label} improves on {current.label}", flush=True)
-                    current, improved = cfg, True
+                    print(f"  {'warm ' if warm else ''}search: {cfg.label} improves on {current.label}", flush=True)
+                    current, at, improved = cfg, cand, True
                     break
                 if evals >= args.max_evals:
                     break

@@ -369,3 +369,29 @@ def test_a_solver_whose_boundary_never_moves_is_reported_and_drawn(tmp_path):
     report.write_markdown(runner, summary, tmp_path / "l.md", "python tools/landscape.py")
     text = (tmp_path / "l.md").read_text()
     assert "| w0.7 | **-0.1 ± 0 (better)** |" in text and "| b=0.300 | **+0.1 ± 0 (worse)** |" in text, text
+
+
+def test_the_warm_search_moves_the_warm_started_splits_and_replays(tmp_path, repo_root):
+    """--search-warm: after the scratch search, the same moves over the warm split's shared start (solvers wb...,
+    never the scratch reference), starting at the warm-started uniform split; --measured replays them."""
+    out = tmp_path / "warm"
+    cmd = [sys.executable, "tools/landscape.py", "--gin", "gin/smoke/toy.gin", "--n", "3", "--seeds", "0",
+           "--search-steps", "0.1", "--max-evals", "1", "--search-warm", "--out", str(out),
+           "--bind", "evaluate.metrics = [@sliced_wasserstein()]", "--bind", "evaluate.floor_draws = 0"]
+    proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    configs = json.loads((out / "landscape.json").read_text())["summary"]["configs"]
+    warm = {label: c for label, c in configs.items() if label.startswith("wb")}
+    assert len(warm) == 2 and all(c["kind"] == "solver" for c in warm.values())
+    start = configs[f"wb{1 / 3:g},{2 / 3:g}"]
+    assert np.allclose(start["mean_boundaries"], [0, 1 / 3, 2 / 3, 1], atol=1e-6)
+    moved = next(c for label, c in warm.items() if c is not start)
+    assert np.allclose(moved["mean_boundaries"], [0, 1 / 3 + 0.1, 2 / 3, 1], atol=1e-6)
+    log = (out / "runs" / f"wb{1 / 3:g},{2 / 3:g}" / "seed0" / "landscape.log").read_text()
+    assert "warm" in log  # trained through the warm split, not as a fixed split from scratch
+    replay = [*cmd[:cmd.index("--out")], "--out", str(tmp_path / "replay"), *cmd[cmd.index("--out") + 2:],
+              "--measured", str(out / "landscape.json")]
+    proc = subprocess.run(replay, cwd=repo_root, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0 and not (tmp_path / "replay" / "runs").exists(), proc.stderr[-2000:]

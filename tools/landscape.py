@@ -79,6 +79,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--search-steps", type=float, nargs="+", default=[0.1, 0.05], help="N >= 3: move sizes, in order")
     p.add_argument("--min-gap", type=float, default=0.02, help="N >= 3: narrowest segment the search may make")
     p.add_argument("--max-evals", type=int, default=40, help="N >= 3: most splits the search may measure")
+    p.add_argument("--search-warm", action="store_true",
+                   help="N >= 3: search again over the same splits with the warm split's shared start (labels wb...), "
+                        "the regret reference for warm-started methods")
     p.add_argument("--interpolate", action="store_true",
                    help="N = 2: score the solvers' splits on the measured landscape instead of training them")
     p.add_argument("--measured", metavar="REPORT",
