@@ -202,8 +202,13 @@ def default_stages() -> tuple[list[str], str | None]:
 
 def bound_solver():
     """The class of the partition solver bound to split.solver, or None when it is not bound or not known."""
-    split = next(config.walk(f"{config.STAGE_MODULE}.split"))
-    ref = split.bound.get("solver")
+    return bound_component("split", "solver")
+
+
+def bound_component(stage: str, parameter: str):
+    """The class of the component bound to ``stage.parameter``, or None when it is not bound or not known."""
+    node = next(config.walk(f"{config.STAGE_MODULE}.{stage}"))
+    ref = node.bound.get(parameter)
     try:
         return registry.get(ref.configurable.name).obj
     except (AttributeError, KeyError):
@@ -211,9 +216,11 @@ def bound_solver():
 
 
 def solver_needs_profile() -> bool:
-    """Whether the partition solver bound to split.solver reads a profile (an unknown one is assumed to)."""
+    """Whether the partition solver bound to split.solver reads a profile (an unknown one is assumed to), or the
+    budget bound to train.budget does (cbsflow/budget.py)."""
     solver = bound_solver()
-    return solver is None or bool(getattr(solver, "needs_profile", True))
+    return solver is None or bool(getattr(solver, "needs_profile", True)) or bool(
+        getattr(bound_component("train", "budget"), "needs_profile", False))
 
 
 def _startup() -> None:

@@ -20,6 +20,8 @@ import cbsflow.data.shards  # noqa: F401
 import cbsflow.metrics.classifier  # noqa: F401
 import cbsflow.metrics.fidelity  # noqa: F401
 import cbsflow.metrics.likelihood  # noqa: F401
+import cbsflow.affinity  # noqa: F401
+import cbsflow.budget  # noqa: F401
 import cbsflow.clustering  # noqa: F401
 import cbsflow.progressive  # noqa: F401
 import cbsflow.weighting  # noqa: F401

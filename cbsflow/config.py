@@ -261,6 +261,22 @@ def is_required(value: Any) -> bool:
         isinstance(value, ConfigurableReference) and value.scoped_selector.startswith("gin.REQUIRED"))
 
 
+EXPERT_SCOPE = re.compile(r"expert_\d+")
+
+
+def expert_scopes() -> list[str]:
+    """The per-expert gin scopes some binding names (``expert_1/mlp.width = 32``; cbsflow/budget.py), sorted."""
+    found = {part for scope, _ in gin.config._CONFIG for part in scope.split("/") if EXPERT_SCOPE.fullmatch(part)}
+    return sorted(found, key=lambda s: int(s.split("_")[1]))
+
+
+def _kind(name: str) -> str | None:
+    try:
+        return registry.get(name).kind
+    except KeyError:
+        return None
+
+
 def walk(selector: str, scope: tuple[str, ...] = ()) -> Iterator[Node]:
     """Every configurable reachable from ``selector`` (depth first, each scoped selector once)."""
     seen: set[str] = set()
@@ -273,6 +289,9 @@ def walk(selector: str, scope: tuple[str, ...] = ()) -> Iterator[Node]:
         with gin.config_scope(list(scope) or None):
             bound = {k: _resolve_macros(v) for k, v in gin.get_bindings(name, resolve_references=False).items()}
         yield Node(key, obj, bound)
+        if not scope and _kind(name) == "backbone":  # the experts' networks, also as each expert scope builds them
+            for expert in expert_scopes():
+                yield from visit(name, obj, (expert,))
         for value in bound.values():
             for ref in iterate_references(value):
                 if ref.configurable.name in ("macro", "constant"):

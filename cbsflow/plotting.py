@@ -27,6 +27,8 @@ def monitor_label(profile: dict) -> str:
 
 def plot_profile(path: str, profile: dict | None, split: dict, density_fn) -> None:
     """Monitor with its error band (log scale), the normalised cumulative density, and the boundaries."""
+    if profile is not None and np.ndim(profile["value"]) == 2:
+        return plot_pairwise(path, profile, split)
     plt = _pyplot()
     fig, (ax_m, ax_c) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
     boundaries = np.asarray(split["boundaries"])
@@ -51,6 +53,25 @@ def plot_profile(path: str, profile: dict | None, split: dict, density_fn) -> No
     density = (f"; density (m + {split['floor']:g} mean m)^{split['exponent']:.3g}"
                if profile is not None and split.get("exponent") is not None and split.get("floor") is not None else "")
     ax_m.set_title(f"{split['solver']}: boundaries " + ", ".join(f"{b:.3f}" for b in boundaries) + density, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_pairwise(path: str, profile: dict, split: dict) -> None:
+    """A pairwise profile (cbsflow/affinity.py) as an image over t x t, with the boundaries."""
+    plt = _pyplot()
+    t, s = np.asarray(profile["t"], np.float64), np.asarray(profile["value"], np.float64)
+    fig, ax = plt.subplots(figsize=(6, 5.2))
+    half = 0.5 * (t[1] - t[0])
+    image = ax.imshow(s, origin="lower", extent=(t[0] - half, t[-1] + half, t[0] - half, t[-1] + half), cmap="viridis")
+    fig.colorbar(image, ax=ax, label=monitor_label(profile))
+    for b in np.asarray(split["boundaries"])[1:-1]:
+        ax.axvline(b, color="w", linestyle="--", linewidth=0.8)
+        ax.axhline(b, color="w", linestyle="--", linewidth=0.8)
+    ax.set_xlabel("t  (0 = noise, 1 = data)")
+    ax.set_ylabel("t")
+    ax.set_title(f"{split['solver']}: boundaries " + ", ".join(f"{b:.3f}" for b in split["boundaries"]), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

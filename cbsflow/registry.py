@@ -31,6 +31,7 @@ KINDS = (
     "metric",
     "autoencoder",
     "adaptation",
+    "budget",
 )
 # Names taken by the pipeline stages (gin configurables); components may not reuse them.
 RESERVED = STAGE_ORDER

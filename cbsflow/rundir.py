@@ -270,7 +270,13 @@ def describe_changes(old: dict[str, Any], new: dict[str, Any], limit: int = 3) -
 # ----------------------------------------------------------------------------------------------- typed artifacts
 
 def check_profile(name: str, t, value, stderr) -> None:
-    """A monitor's profile must be finite, non-negative and shaped like its grid."""
+    """A monitor's profile must be finite, non-negative and shaped like its grid; a pairwise one (cbsflow/affinity.py)
+    an n x n finite matrix over it."""
+    if value.ndim == 2:
+        if value.shape != (len(t), len(t)) or stderr.shape != value.shape or not np.all(np.isfinite(value)):
+            raise UserError(f"pairwise monitor {name!r} returned a {value.shape} matrix (stderr {stderr.shape}) for a "
+                            f"grid of {len(t)}; return finite (n, n) means and standard errors")
+        return
     if value.shape != t.shape or stderr.shape != t.shape:
         raise UserError(f"monitor {name!r} returned {value.shape} values for a grid of {t.shape}; return (mean, stderr) per t")
     bad = ~np.isfinite(value) | (value < 0) | ~np.isfinite(stderr)
@@ -286,14 +292,17 @@ def read_profile(path: str) -> dict:
     for key in ("t", "value"):
         if not isinstance(prof.get(key), list) or len(prof[key]) < 2:
             raise UserError(f"{path}: '{key}' must be a list of at least 2 numbers")
-    prof.setdefault("stderr", [0.0] * len(prof["value"]))
+    if "stderr" not in prof:
+        prof["stderr"] = np.zeros(np.shape(prof["value"])).tolist()
     prof.setdefault("monitor", "unknown")
     try:
         t, value, se = (np.asarray(prof[k], dtype=np.float64) for k in ("t", "value", "stderr"))
     except (TypeError, ValueError):
         raise UserError(f"{path}: 't', 'value' and 'stderr' must be lists of numbers")
-    if not (t.shape == value.shape == se.shape) or t.ndim != 1:
-        raise UserError(f"{path}: 't', 'value' and 'stderr' must have the same length")
+    pairwise = value.ndim == 2 and value.shape == se.shape == (len(t), len(t))  # cbsflow/affinity.py
+    if not (pairwise or t.shape == value.shape == se.shape) or t.ndim != 1:
+        raise UserError(f"{path}: 't', 'value' and 'stderr' must have the same length (or 'value' and 'stderr' be "
+                        "n x n matrices over the n times of 't', a pairwise profile)")
     if not (np.all(np.diff(t) > 0) and t[0] >= 0 and t[-1] <= 1):
         raise UserError(f"{path}: 't' must increase strictly within [0, 1]")
     check_profile(prof["monitor"], t, value, se)

@@ -86,9 +86,18 @@ class SegmentedVelocity(nn.Module):
         return out
 
 
-def build_network(backbone, dataset) -> nn.Module:
-    """The backbone for ``dataset``'s shape and classes."""
-    return backbone(data_shape=dataset.shape, num_classes=dataset.num_classes)
+def build_network(backbone, dataset, expert: int | None = None, overrides: dict | None = None) -> nn.Module:
+    """The backbone for ``dataset``'s shape and classes; expert k's is built in the gin scope ``expert_<k>`` (so that
+    ``expert_1/mlp.width = 32`` sizes expert 1 only), with a budget's ``overrides`` (cbsflow/budget.py) on top."""
+    import gin
+
+    from cbsflow.budget import scope
+
+    kwargs = {"data_shape": dataset.shape, "num_classes": dataset.num_classes, **(overrides or {})}
+    if expert is None:
+        return backbone(**kwargs)
+    with gin.config_scope(scope(expert)):
+        return backbone(**kwargs)
 
 
 def load_weights(net: nn.Module, path: str, use_ema: bool = True) -> dict:
@@ -104,8 +113,10 @@ def load_weights(net: nn.Module, path: str, use_ema: bool = True) -> dict:
 
 
 def load_expert(path: str, backbone, dataset, flow_path, use_ema: bool = True) -> Expert:
-    """One expert from a checkpoint file, on the interval and with the time convention it was trained with."""
-    net = build_network(backbone, dataset)
+    """One expert from a checkpoint file, on the interval and with the time convention it was trained with, its
+    network built as it was trained (its expert scope and a budget's overrides, which the checkpoint records)."""
+    built = rundir.load_checkpoint(path).get("network") or {}
+    net = build_network(backbone, dataset, built.get("expert"), built.get("overrides"))
     state = load_weights(net, path, use_ema)
     return Expert(net, flow_path, tuple(state.get("interval", (0.0, 1.0))), bool(state.get("local_time", False)))
 

@@ -57,12 +57,15 @@ def profile(run_dir, prov=None, /, *, estimator: Instance("estimator") = gin.REQ
     mean, stderr = monitor(velocity, x1, t, path=path, y=y, generator=torch.Generator().manual_seed(seed))
     raw, raw_se = (np.asarray(torch.as_tensor(v, dtype=torch.float64).cpu()) for v in (mean, stderr))
     rundir.check_profile(name_of(monitor), t.numpy(), raw, raw_se)
+    if smoother is not None and raw.ndim == 2:
+        raise UserError(f"profile.smoother = @{name_of(smoother)}() smooths one value per t, but {name_of(monitor)} "
+                        "is a pairwise monitor (an n x n matrix); set profile.smoother = None")
     value, se = smoother(t.numpy(), raw, raw_se) if smoother is not None else (raw, raw_se)
     if not process_state().is_main_process:
         return
     rundir.write_json(rundir.artifact(run_dir, "profile"), {
         "monitor": name_of(monitor), "estimator": name_of(estimator), "t": t.tolist(),
-        "value": list(map(float, value)), "stderr": list(map(float, se)),
+        "value": np.asarray(value, np.float64).tolist(), "stderr": np.asarray(se, np.float64).tolist(),
         "smoother": None if smoother is None else name_of(smoother), "valid_until": valid_until,
         "raw_value": raw.tolist(), "raw_stderr": raw_se.tolist(), **_record(prov)})
 
@@ -98,7 +101,7 @@ def train(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQU
           settings: TrainSettings = gin.REQUIRED, shared_init_steps: int = 0, local_time: bool = False,
           margin: float = 0.0, segments: list[int] | None = None, seed: int = 0,
           adaptation: Instance("adaptation") | None = None, init_from: str | None = None,
-          figures: bool = True) -> None:
+          budget: Instance("budget") | None = None, figures: bool = True) -> None:
     """Train one expert per segment on t drawn inside its interval; write checkpoints/segment_k.pt.
 
     ``settings`` (``@expert/training()`` in gin/base.gin) says how each expert is trained. ``shared_init_steps`` > 0
@@ -111,6 +114,8 @@ def train(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQU
     ``initial_boundaries``) and every move into checkpoints/adaptation.json (and adaptation.png unless
     ``figures = False``). ``init_from`` starts every expert (or the shared base) from a pretrained single network:
     this project's checkpoint or an official SiT / DiT state dict (cbsflow/pretrained.py maps the keys).
+    ``budget`` (``@steps_by_mass()``, ``@capacity_by_burden()``, ...; cbsflow/budget.py) gives the experts of a fixed
+    split different steps or sizes; train.json then lists each expert's steps and parameters.
     """
     from cbsflow.training import TrainingRun
 
@@ -125,6 +130,9 @@ def train(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQU
     if adaptation is not None and (segments is not None or local_time):
         raise UserError("train.adaptation moves every expert's interval together: it cannot train one expert per job "
                         "(--segment) nor rescale t per interval (local_time); drop one of them")
+    if adaptation is not None and budget is not None:
+        raise UserError(f"train.budget = @{name_of(budget)}() shares the steps of a fixed split, but "
+                        f"train.adaptation = @{name_of(adaptation)}() sets its own; drop one of them")
     if run_dir is None:
         return
     if adaptation is not None:
@@ -138,13 +146,38 @@ def train(run_dir, prov=None, /, *, backbone: Constructor("backbone") = gin.REQU
         raise UserError(f"train.segments / --segment: {todo} is outside 0..{n - 1} (the split has {n} segments)")
     job = TrainingRun(run_dir, backbone, dataset, path, settings, local_time, seed,
                       prov.config_digest if prov is not None else None, margin)
+    job.allocations = _allocations(run_dir, budget, boundaries, settings, backbone)
     base = job.initial_state(init_from, shared_init_steps)
     for k in todo:
         job.expert(k, boundaries, base)
     if process_state().is_main_process and job.all_complete(boundaries):
         rundir.write_json(rundir.artifact(run_dir, "train"), {
             "n_segments": n, "boundaries": boundaries.tolist(), "final_loss": job.final_losses(n),
-            "steps_per_segment": settings.steps, "local_time": local_time, **_skipped(dataset), **_record(prov)})
+            "steps_per_segment": settings.steps, "local_time": local_time, **_budgeted(job, budget, n),
+            **_skipped(dataset), **_record(prov)})
+
+
+def _allocations(run_dir, budget, boundaries, settings, backbone) -> list | None:
+    """Each expert's steps and network overrides from ``train.budget`` (None: equal steps, no overrides)."""
+    from cbsflow.budget import allocate
+
+    if budget is None:
+        return None
+    prof_path = rundir.artifact(run_dir, "profile")
+    profile = rundir.read_profile(prof_path) if budget.needs_profile else None
+    return allocate(budget, boundaries, settings.steps, settings.t_sampler, profile, backbone)
+
+
+def _budgeted(job, budget, n: int) -> dict:
+    """train.json's record of a budget: its name, each expert's steps, overrides and parameter count."""
+    from cbsflow.segmented import build_network
+
+    if budget is None:
+        return {}
+    params = [sum(p.numel() for p in build_network(job.backbone, job.dataset, k, job.overrides(k)).parameters())
+              for k in range(n)]
+    return {"budget": name_of(budget), "steps_per_expert": [job.steps(k) for k in range(n)],
+            "overrides_per_expert": [job.overrides(k) for k in range(n)], "parameters_per_expert": params}
 
 
 def _skipped(dataset) -> dict:

@@ -634,6 +634,7 @@ class TrainingRun:
         # ``origin`` to the boundaries it started from; otherwise an expert's own interval is its origin.
         self.origin: list | None = None
         self.inherited = 0  # optimizer steps the experts' starting weights already took (a shared base's)
+        self.allocations: list | None = None  # per-expert steps and network overrides (train.budget), else equal
         self._digests: dict[int, str] = {}
 
     def complete(self, path: str, interval, steps: int) -> bool:
@@ -664,23 +665,37 @@ class TrainingRun:
 
         n, interval = len(boundaries) - 1, (float(boundaries[k]), float(boundaries[k + 1]))
         path = rundir.checkpoint_path(self.run_dir, k)
-        if self.complete(path, interval, self.settings.steps):
+        steps = self.steps(k)
+        if self.complete(path, interval, steps):
             print(f"[train] expert {k + 1}/{n} is complete, skipped")
             return
         expert = self.new_expert(k, interval, base)
         # With a margin the expert also learns a little on each side of the interval it owns (it samples only its own).
         seen = widened(interval, self.margin)
-        out = self.fit_expert(k, n, expert, seen)
-        self.save_expert(k, expert, out, seen, inherited=self.inherited)
+        out = self.fit_expert(k, n, expert, seen, settings=dataclasses.replace(self.settings, steps=steps))
+        self.save_expert(k, expert, out, seen, steps=steps, inherited=self.inherited)
+
+    def steps(self, k: int) -> int:
+        """Expert k's own optimizer steps: its budget's allocation, else the experts' setting."""
+        return self.allocations[k].steps if self.allocations else self.settings.steps
+
+    def overrides(self, k: int) -> dict:
+        """Expert k's backbone arguments from its budget (e.g. a width), on top of the gin bindings."""
+        return dict(self.allocations[k].overrides) if self.allocations else {}
 
     def new_expert(self, k: int, interval, base: dict | None):
         """Expert k's network, freshly initialised (seed + k) or from the shared base."""
         from cbsflow.segmented import Expert, build_network
 
         torch.manual_seed(self.seed + k)
-        net = build_network(self.backbone, self.dataset)
+        net = build_network(self.backbone, self.dataset, k, self.overrides(k))
         if base is not None:
-            net.load_state_dict(base)
+            try:
+                net.load_state_dict(base)
+            except RuntimeError as err:
+                raise UserError(f"expert {k}'s network differs from the shared network it should start from "
+                                f"({str(err).strip().splitlines()[0]}); a shared start needs experts of one size: drop "
+                                f"the expert_{k}/ bindings or the budget's capacity, or the shared start") from None
         expert = Expert(net, self.path, interval, self.local_time)
         expert.origin = {"start": self.start_digest(base), "from": self.origin or [float(x) for x in interval]}
         return expert
@@ -709,6 +724,7 @@ class TrainingRun:
                 "state_dict": expert.net.state_dict(), "ema": out["ema"] and out["ema"].net.state_dict(),
                 "interval": list(expert.interval), "train_interval": list(seen),
                 "steps": self.settings.steps if steps is None else int(steps), "inherited_steps": int(inherited),
+                "network": {"expert": k, "overrides": self.overrides(k)},
                 "local_time": self.local_time, "loss": out["loss"], "config_digest": self.config_digest})
 
     def initial_state(self, init_from: str | None, shared_init_steps: int) -> dict | None:
@@ -756,7 +772,7 @@ class TrainingRun:
         from cbsflow import rundir
 
         return all(self.complete(rundir.checkpoint_path(self.run_dir, k), (float(boundaries[k]), float(boundaries[k + 1])),
-                                 self.settings.steps) for k in range(len(boundaries) - 1))
+                                 self.steps(k)) for k in range(len(boundaries) - 1))
 
     def final_losses(self, n: int) -> list[float]:
         from cbsflow import rundir

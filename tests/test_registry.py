@@ -75,7 +75,9 @@ def test_every_backbone_maps_x_t_y_to_x_shape(entry):
 @pytest.mark.parametrize("entry", registry.entries("partition"), ids=lambda e: e.name)
 def test_every_partition_gives_valid_boundaries(entry):
     t = np.linspace(0, 1, 30)
-    b = np.asarray(entry.obj()(t, 1 + t**2, path=linear()))
+    pairwise = entry.name == "affinity_matrix"  # reads a pairwise profile (cbsflow/affinity.py)
+    value = np.exp(-np.abs(t[:, None] ** 2 - t[None, :] ** 2)) if pairwise else 1 + t**2
+    b = np.asarray(entry.obj()(t, value, path=linear()))
     assert b[0] == 0 and b[-1] == 1 and np.all(np.diff(b) > 0)
 
 
@@ -85,7 +87,10 @@ def test_every_monitor_returns_mean_and_stderr_per_t(entry):
 
     t = torch.linspace(0, 0.9, 4)
     mean, se = entry.obj()(mlp(data_shape=(2,), width=8, depth=1), torch.randn(16, 2), t, path=linear())
-    assert mean.shape == se.shape == t.shape and torch.all(mean >= 0)
+    if getattr(entry.obj, "pairwise", False):  # an n x n matrix over the grid (cbsflow/affinity.py)
+        assert mean.shape == se.shape == (4, 4) and torch.allclose(mean, mean.T) and torch.all(torch.isfinite(mean))
+    else:
+        assert mean.shape == se.shape == t.shape and torch.all(mean >= 0)
 
 
 @pytest.mark.parametrize("path", [linear(), cosine()], ids=["linear", "cosine"])
@@ -270,6 +275,25 @@ def test_every_loss_weight_is_finite_non_negative_and_averages_one(entry):
         assert float(w.double().mean()) == pytest.approx(1.0, rel=1e-4)
 
 
+BUDGET_ARGS = {"per_expert": {"steps": [3, 5, 4]}}
+
+
+@pytest.mark.parametrize("entry", registry.entries("budget"), ids=lambda e: e.name)
+def test_every_budget_gives_each_expert_positive_steps(entry):
+    """Three experts on a profile with a harder late half: one allocation each, steps >= 1, and the rules that
+    share N x steps keep that total."""
+    from cbsflow.budget import allocate
+
+    budget = entry.obj(**BUDGET_ARGS.get(entry.name, {}))
+    t = np.linspace(0, 1, 101)
+    profile = {"t": t, "value": 1 + 4 * (t > 0.5)}
+    backbone = registry.get("mlp").obj
+    out = allocate(budget, np.array([0.0, 0.2, 0.7, 1.0]), 100, None, profile, backbone)
+    assert len(out) == 3 and all(a.steps >= 1 for a in out)
+    if entry.name != "per_expert":
+        assert sum(a.steps for a in out) == 300
+
+
 KIND_TESTS = {
     "backbone": test_every_backbone_maps_x_t_y_to_x_shape, "path": test_every_path_goes_from_noise_to_data,
     "monitor": test_every_monitor_returns_mean_and_stderr_per_t, "smoother": test_every_smoother_keeps_the_grid_and_positivity,
@@ -282,6 +306,7 @@ KIND_TESTS = {
     "metric": test_every_metric_returns_named_finite_values_with_settings,
     "autoencoder": test_every_autoencoder_round_trips_image_shapes,
     "adaptation": test_every_adaptation_returns_a_valid_split_and_saves_every_expert,
+    "budget": test_every_budget_gives_each_expert_positive_steps,
 }
 
 
