@@ -138,7 +138,7 @@ def grid_boundary_parts() -> tuple[list[str], dict]:
     """What the boundary adds beyond the warm start on each regime of the N = 2 grid (warm_split − warm_uniform,
     paired over the grid's 5 seeds), from the archived grid reports."""
     lines = ["## The regime grid (N = 2): the boundary's part on each regime", "",
-             "`benchmarks/results/experts/<regime>-methods.json` (the grid, `benchmarks/experts_grid.py`; seeds 0-4 "
+             "`benchmarks/results/experts/<regime>-methods.json` (the grid, `benchmarks/studies/grid.toml`; seeds 0-4 "
              "chose the warm split as the default, so these are not confirmations). warm_split − warm_uniform: the "
              "same warm start, the boundary the only difference.", "",
              "| regime | " + " | ".join(SHORT[m] for m in METRICS) + " | warm_split's mean boundary |",

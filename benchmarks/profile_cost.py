@@ -3,14 +3,15 @@
 For experts as small as the toys' 16-wide MLPs the shipped profile (a 128x3 auxiliary net, 1,500 steps of batch
 512, the monitor at 64 times on 1,024 samples) costs more than training the experts. This script runs the profile
 and split stages alone (N = 2) for cheaper settings of the auxiliary net and the monitor's sampling, on the three
-boards of benchmarks/experts_grid.py, 3 seeds each, and compares each setting's boundary with the full profile's.
+boards of the regime grid (benchmarks/studies/grid.toml), 3 seeds each, and compares each setting's boundary with the
+full profile's.
 A setting *agrees* when on every board its mean boundary is within ``TOLERANCE`` of the full profile's mean: the
 criterion is fidelity to the full estimate, not closeness to any measured optimum (those are the test set).
 
     python benchmarks/profile_cost.py          # benchmarks/results/profile_cost.{md,json}; reads back stored settings
     python benchmarks/profile_cost.py --rerun  # every setting again (settings are read back by name: rename a changed one)
 
-Seconds are the profile stage's wall time with two processes at a time (one thread each); `experts_grid.py timing`
+Seconds are the profile stage's wall time with two processes at a time (one thread each); `benchmarks/method_timing.py`
 measures the chosen setting one run at a time against a fixed split's training.
 """
 

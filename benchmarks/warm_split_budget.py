@@ -1,8 +1,8 @@
 """How many monitor evaluations the warm split needs: its boundary and the monitor's time against the sample budget.
 
-Reads the shared networks (checkpoints/warm_base.pt) that `python benchmarks/experts_beyond.py images` trained for
-the warm_split configuration of each image landscape, measures the centred Dirichlet energy (4 probes) on each at
-several (n_points, n_samples) budgets on one thread, and writes benchmarks/results/warm_split_budget.{md,json}:
+Reads the shared networks (checkpoints/warm_base.pt) that the digits landscapes of benchmarks/studies/beyond.toml
+trained for their warm_split configuration, measures the centred Dirichlet energy (4 probes) on each at several
+(n_points, n_samples) budgets on one thread, and writes benchmarks/results/warm_split_budget.{md,json}:
 
     python benchmarks/warm_split_budget.py                 # digits x tiny UNet and tiny SiT, seeds 0-4
 """
@@ -65,7 +65,8 @@ def main(argv=None) -> int:
         root = REPO / "runs" / "experts" / f"digits-{expert}" / "runs" / "warm_split"
         per_seed = {s: measure(root / f"seed{s}", s) for s in args.seeds if (root / f"seed{s}").exists()}
         if not per_seed:
-            print(f"{expert}: no warm_split runs under {root.relative_to(REPO)}; run experts_beyond.py images first")
+            print(f"{expert}: no warm_split runs under {root.relative_to(REPO)}; run the digits landscapes of "
+                  "benchmarks/studies/beyond.toml first (without --report)")
             continue
         results[expert] = per_seed
         md += [f"## digits × tiny {expert[:-1].upper()}", "",

@@ -65,7 +65,7 @@ def _tiny_kwargs(entry):
 
 @pytest.mark.parametrize("entry", registry.entries("backbone"), ids=lambda e: e.name)
 def test_every_backbone_maps_x_t_y_to_x_shape(entry):
-    shape = (2,) if entry.name == "mlp" else (3, 16, 16)
+    shape = (2,) if entry.name in ("mlp", "plain_mlp") else (3, 16, 16)
     net = entry.obj(data_shape=shape, num_classes=3, **_tiny_kwargs(entry))
     x = torch.randn(2, *shape)
     assert net(x, torch.rand(2), torch.tensor([0, 2])).shape == x.shape
@@ -153,7 +153,7 @@ def test_every_gin_file_parses(repo_root):
 @pytest.mark.parametrize("entry", registry.entries("backbone"), ids=lambda e: e.name)
 def test_every_backbone_takes_a_time_scale(entry):
     """Auxiliary networks need a smooth t-dependence (benchmarks/results/aux_time_scale.md): every backbone exposes it."""
-    shape = (2,) if entry.name == "mlp" else (3, 16, 16)
+    shape = (2,) if entry.name in ("mlp", "plain_mlp") else (3, 16, 16)
     net = entry.obj(data_shape=shape, time_scale=5.0, **_tiny_kwargs(entry))
     assert net.time.scale == 5.0
 

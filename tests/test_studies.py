@@ -1,6 +1,8 @@
-"""Studies are configuration: every benchmarks/studies/*.toml turns into landscape commands over files that exist."""
+"""Studies are configuration: every benchmarks/studies/*.toml turns into landscape commands over files that exist,
+and the results pages they feed regenerate from the archived reports, identically, without training."""
 
 import importlib.util
+import shlex
 import tomllib
 from pathlib import Path
 
@@ -8,6 +10,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = sorted((REPO / "benchmarks" / "studies").glob("*.toml"))
+REPORTING = [p for p in STUDIES if "report" in tomllib.loads(p.read_text())]
 
 
 def _run_study():
@@ -20,9 +23,7 @@ def _run_study():
 @pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
 def test_every_study_expands_into_landscape_commands_over_existing_files(path):
     run_study = _run_study()
-    with open(path, "rb") as f:
-        study = tomllib.load(f)
-    landscapes = run_study.expand(study)
+    landscapes = run_study.expand(run_study.load(str(path)))
     assert landscapes
     for _, one in landscapes:
         cmd = run_study.command(one)
@@ -31,6 +32,40 @@ def test_every_study_expands_into_landscape_commands_over_existing_files(path):
                 assert (REPO / value).exists(), value
         for gin_file in [b for name, b in one.get("solvers", {}).items() if b.endswith(".gin")]:
             assert (REPO / gin_file).exists(), gin_file
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
+def test_a_dry_run_prints_one_landscape_command_per_landscape_and_runs_nothing(path, capsys, monkeypatch):
+    run_study = _run_study()
+    monkeypatch.setattr(run_study.subprocess, "run", lambda *a, **k: pytest.fail("a dry run ran something"))
+    assert run_study.main([str(path), "--dry-run"]) == 0
+    commands = [line[2:] for line in capsys.readouterr().out.splitlines() if line.startswith("$ ")]
+    assert len(commands) == len(run_study.expand(run_study.load(str(path))))
+    assert all(shlex.split(c)[1] == "tools/landscape.py" and "--out" in shlex.split(c) for c in commands)
+
+
+@pytest.mark.parametrize("path", REPORTING, ids=[p.stem for p in REPORTING])
+def test_a_study_with_pages_has_every_landscape_archived(path):
+    run_study = _run_study()
+    for name, one in run_study.expand(run_study.load(str(path))):
+        assert "measured" in one and (REPO / one["measured"]).exists(), f"{path.name}: {name} has no archived report"
+
+
+@pytest.mark.parametrize("path", REPORTING, ids=[p.stem for p in REPORTING])
+def test_the_pages_regenerate_from_the_archive_as_committed(path, tmp_path):
+    """What `run_study.py STUDY --report` writes equals the committed page, byte for byte (markdown and JSON)."""
+    run_study = _run_study()
+    study = run_study.load(str(path))
+    import study_report  # benchmarks/, put on sys.path by run_study
+
+    written = study_report.write_pages(study["report"]["pages"], run_study.expand(study), from_runs=False,
+                                       out=tmp_path)
+    pages = [p for p in written if p.suffix in (".md", ".json")]
+    assert pages
+    for page in pages:
+        committed = REPO / "benchmarks" / "results" / page.name
+        assert page.read_text() == committed.read_text(), f"{page.name} differs from the committed one: run " \
+            f"python benchmarks/run_study.py {path.relative_to(REPO)} --report"
 
 
 def test_a_matrix_makes_one_landscape_per_combination_with_its_own_bindings_and_baselines():
@@ -43,3 +78,27 @@ def test_a_matrix_makes_one_landscape_per_combination_with_its_own_bindings_and_
     assert out["q-r"]["bind"] == ["a = 2", "b = 1", "common = 1"] and out["q-r"]["out"] == "runs/x/q-r"
     assert out["p-r"]["baselines"] == {"wide": "w = 3"}
     assert list(dict(run_study.expand(study, only=["q-r"]))) == ["q-r"]
+
+
+def test_combinations_pick_landscapes_of_a_matrix_and_their_own_solvers_and_settings():
+    run_study = _run_study()
+    study = {"gin": ["g.gin"], "seeds": [0], "out": "runs/x/{name}", "solvers": {"s1": "a = 1", "s2": "b = 2"},
+             "matrix": {"a": {"p": ["a = 1"], "q": ["a = 2"]}},
+             "combinations": {"q": {"solvers": ["s2"], "seeds": [3, 4]}, "p": {}}}
+    out = dict(run_study.expand(study))
+    assert list(out) == ["q", "p"]
+    assert out["q"]["solvers"] == {"s2": "b = 2"} and out["q"]["seeds"] == [3, 4] and out["q"]["bind"] == ["a = 2"]
+    assert out["p"]["solvers"] == {"s1": "a = 1", "s2": "b = 2"} and out["p"]["seeds"] == [0]
+    with pytest.raises(ValueError, match="not in the study's"):
+        run_study.expand({**study, "combinations": {"p": {"solvers": ["nope"]}}})
+    with pytest.raises(ValueError, match="not combinations of the"):
+        run_study.expand({**study, "combinations": {"r": {}}})
+
+
+def test_a_study_missing_a_setting_is_one_clear_error(tmp_path, capsys):
+    run_study = _run_study()
+    path = tmp_path / "bad.toml"
+    path.write_text('gin = ["g.gin"]\nseeds = [0]\n[combinations.one]\nn = 2\n')
+    assert run_study.main([str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "'one' lacks out" in err

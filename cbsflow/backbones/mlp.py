@@ -60,3 +60,44 @@ class mlp(nn.Module):
         for block in self.blocks:
             h = block(h, emb)
         return self.out(h).reshape(x.shape)
+
+
+class RawTime(nn.Module):
+    """t times ``scale`` as one input column (no embedding)."""
+
+    def __init__(self, scale: float = 1.0):
+        super().__init__()
+        self.scale = float(scale)
+
+    def forward(self, t: torch.Tensor, b: int, dtype: torch.dtype) -> torch.Tensor:
+        return (self.scale * t.to(dtype)).expand(b)[:, None]
+
+
+@register("backbone")
+class plain_mlp(nn.Module):
+    """Plain MLP v(x, t, y): ``depth`` Linear layers of ``width``, each followed by SiLU, then a Linear output; t
+    (times ``time_scale``) concatenated to x as one more input; no residuals, norms or time embedding (the expert of
+    simple flow-matching examples)."""
+
+    example = ((2,), 0)
+
+    def __init__(self, data_shape: tuple[int, ...], num_classes: int = 0, width: int = 32, depth: int = 3,
+                 time_scale: float = 1.0):
+        super().__init__()
+        if depth < 1 or width < 1:
+            raise UserError(f"plain_mlp: need depth >= 1 and width >= 1, got depth={depth}, width={width}")
+        self.data_shape = tuple(data_shape)
+        dim = math.prod(self.data_shape)
+        self.time = RawTime(time_scale)
+        self.label = LabelEmbedder(num_classes, width) if num_classes else None
+        self.inp = nn.Linear(dim + 1, width)
+        self.hidden = nn.Sequential(*[m for _ in range(depth - 1) for m in (nn.Linear(width, width), nn.SiLU())])
+        self.out = nn.Linear(width, dim)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        b = x.shape[0]
+        flat = x.reshape(b, -1)
+        h = self.inp(torch.cat([flat, self.time(t, b, flat.dtype)], dim=1))
+        if self.label is not None:
+            h = h + self.label(y, b, x.device)
+        return self.out(self.hidden(nn.functional.silu(h))).reshape(x.shape)
