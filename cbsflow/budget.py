@@ -164,7 +164,13 @@ def bound_value(backbone, parameter: str):
         return gin.query_parameter(f"{name}.{parameter}")
     except ValueError:
         pass
-    default = inspect.signature(backbone).parameters.get(parameter)
+    from cbsflow import registry
+
+    try:
+        signature = inspect.signature(registry.get(name).obj)
+    except (KeyError, TypeError, ValueError):
+        signature = inspect.signature(backbone)
+    default = signature.parameters.get(parameter)
     if default is None or default.default is inspect.Parameter.empty:
         raise UserError(f"capacity_by_burden.parameter = {parameter!r}: the backbone {name} has no such argument "
                         "with a value; name its width argument (e.g. 'width' for mlp, 'channels' for unet)")

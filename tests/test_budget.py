@@ -119,3 +119,15 @@ def test_a_scoped_expert_width_is_part_of_the_stages_configuration():
     assert not unread_bindings(["expert_1/mlp.width"], ["train", "sample"])
     config.parse([SMOKE], [])
     assert "expert_1/mlp.width" not in config.effective_config("train")
+
+
+def test_the_width_a_budget_scales_is_the_bound_one_or_the_backbones_default():
+    import gin
+
+    from cbsflow import config
+
+    config.parse([SMOKE], ["mlp.width = 24"])
+    assert bud.bound_value(gin.get_configurable("mlp"), "width") == 24
+    assert bud.bound_value(gin.get_configurable("plain_mlp"), "width") == 32  # its signature's default
+    with pytest.raises(UserError, match="no such argument"):
+        bud.bound_value(gin.get_configurable("plain_mlp"), "channels")
