@@ -76,12 +76,34 @@ def stored(page: str) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def side(mean: float, half_width: float, higher_is_better: bool = False) -> str | None:
+    """'better' or 'worse' where the 95 % interval ``mean ± half_width`` of a difference first − second excludes 0,
+    on either side; None where it does not, or is undefined (NaN: fewer than 2 seeds). Below 0 is better (regrets
+    are oriented so), unless ``higher_is_better``: a raw difference of a metric where higher is better."""
+    if mean - half_width > 0:
+        return "better" if higher_is_better else "worse"
+    if mean + half_width < 0:
+        return "worse" if higher_is_better else "better"
+    return None
+
+
+def marked(text: str, mean: float, half_width: float, higher_is_better: bool = False) -> str:
+    """``text`` bold and marked '(better)' or '(worse)' where resolved at 95 %, plain where not (as
+    cbsflow/landscape_report.py's regret cells). Resolved is worked out here from the interval, never read from a
+    report's ``resolved`` flag: the archived reports flagged only 'worse' (one-sided) before Regret.resolved became
+    two-sided."""
+    direction = side(mean, half_width, higher_is_better)
+    return f"**{text} ({direction})**" if direction else text
+
+
+LEGEND = "**bold** = resolved at 95 %, marked (better) or (worse)"
+
+
 def fmt_regret(r: dict | None) -> str:
-    """'+0.0012 ± 0.0034', bold where resolved; '—' where missing."""
+    """'+0.0012 ± 0.0034', bold and marked (better) or (worse) where resolved; '—' where missing."""
     if not r:
         return "—"
-    text = f"{r['mean']:+.4f} ± {r['half_width']:.4f}"
-    return f"**{text}**" if r["resolved"] else text
+    return marked(f"{r['mean']:+.4f} ± {r['half_width']:.4f}", r["mean"], r["half_width"])
 
 
 def _relpath(path: Path) -> str:
@@ -196,10 +218,10 @@ def _grid_head(regimes: dict) -> list[str]:
           " (`board_early`). Experts: MLP width × depth, sinusoidal time embedding, or `raw`: t as an input. 4,000"
           " steps of batch 256 per expert; 5 paired seeds; boundaries 0.2–0.8; SW on 20,000 samples.", "",
           f"Regret: {next(iter(regimes.values()))['method']}, against the best *fixed* split (a grid point or uniform;"
-          " never a method's split, so below 0 = better than every fixed split); **bold** = resolved at 95 %; † = kept"
-          " from an earlier session's report of the same grid and reference split. Ratio = a method's regret /"
-          " uniform's (the target is ≤ 1/3). Extra compute: counted (steps or forward passes, as the method records it)"
-          " / wall time (profile + training against the fixed split's training, median over seeds).", "",
+          f" never a method's split, so below 0 = better than every fixed split); {LEGEND} than the best fixed"
+          " split; † = kept from an earlier session's report of the same grid and reference split. Ratio = a method's"
+          " regret / uniform's (the target is ≤ 1/3). Extra compute: counted (steps or forward passes, as the method"
+          " records it) / wall time (profile + training against the fixed split's training, median over seeds).", "",
           "## Where the best split sits", "", "| regime | best boundary (mean SW, all seeds) | SW best | SW uniform |"
           " SW N=1 | centred default's boundary |", "|---|---|---|---|---|---|"]
     for name, r in regimes.items():
@@ -240,7 +262,8 @@ def _grid_methods(regimes: dict, methods: list[str]) -> list[str]:
         rows = [r["rows"][m] for r in regimes.values() if m in r["rows"]]
         eligible = [row for row in rows if row["ratio_to_uniform"] is not None]
         good = sum(1 for row in eligible if row["ratio_to_uniform"] <= 1 / 3)
-        worse = sum(1 for row in rows if row["regret"] and row["regret"]["resolved"] and row["regret"]["mean"] > 0)
+        worse = sum(1 for row in rows if row["regret"] and side(row["regret"]["mean"], row["regret"]["half_width"])
+                    == "worse")
         counted = [row["extra_counted"] for row in rows if row["extra_counted"] is not None]
         wall = [row["extra_wall"] for row in rows if row["extra_wall"] is not None]
         counted_text = f"{statistics.median(counted) * 100:.1f} %" if counted else "n/a"
@@ -252,11 +275,12 @@ def _grid_methods(regimes: dict, methods: list[str]) -> list[str]:
 
 def _grid_paired(regimes: dict, methods: list[str], reference: str = PAIRED_AGAINST) -> list[str]:
     """Each method against the shipped default, paired by seed over every seed both ran (no split is chosen here, so
-    no seed is spent on a selection): mean difference of SW ± its 95 % t-interval; bold = resolved."""
+    no seed is spent on a selection): mean difference of SW ± its 95 % t-interval; bold and marked = resolved."""
     others = [m for m in methods if m != reference]
     md = ["", f"## Each method against `{reference}` (the shipped default), paired by seed", "",
           f"SW of the method − SW of `{reference}` on every seed both ran (below 0: the method is better); "
-          "**bold** = resolved at 95 %. No split is chosen from these seeds, so none is held out.", "",
+          f"{LEGEND}: the method against `{reference}`. No split is chosen from these seeds, so none is held out.",
+          "",
           "| " + " | ".join(["regime", *others]) + " |", "|---|" + "---|" * len(others)]
     for name, r in regimes.items():
         ref = r["rows"].get(reference, {}).get("per_seed") or {}
@@ -268,8 +292,7 @@ def _grid_paired(regimes: dict, methods: list[str], reference: str = PAIRED_AGAI
                 cells.append("—")
                 continue
             d = paired_difference([mine[k] for k in seeds], [ref[k] for k in seeds])
-            text = f"{d.mean:+.4f} ± {d.half_width:.4f}"
-            cells.append(f"**{text}**" if abs(d.mean) > d.half_width else text)
+            cells.append(marked(f"{d.mean:+.4f} ± {d.half_width:.4f}", d.mean, d.half_width))
         md.append(f"| {name} | " + " | ".join(cells) + " |")
     return md
 
@@ -371,7 +394,8 @@ def beyond_section(land: Landscape, before: dict | None) -> tuple[list[str], dic
     others = [m for m in metrics if m != primary]
     md = [f"### {land.settings['title']}", "", f"`{_relpath(land.source)}`; N = {settings['n']},"
           f" seeds {settings['seeds']}; regret {summary['regret_method']}; best on {primary}: "
-          f"`{summary['best'][primary]}`. **bold** = resolved at 95 %.", "",
+          f"`{summary['best'][primary]}`. Regrets oriented on every metric so that above 0 = worse; {LEGEND} than"
+          " the best fixed split.", "",
           "| configuration | kind | boundaries (mean) | " + f"{primary} | regret on {primary} | "
           + " | ".join(f"regret on {m}" for m in others) + " | wall vs uniform |",
           "|---|---|---|---|---|" + "---|" * len(others) + "---|"]
@@ -439,10 +463,7 @@ def more_seeds_page(lands: list[Landscape], out: Path) -> list[Path]:
 
 
 def _fmt_pair(r) -> str:
-    if r is None:
-        return "—"
-    text = f"{r.mean:+.4f} ± {r.half_width:.4f}"
-    return f"**{text} ({r.direction})**" if r.resolved else text
+    return "—" if r is None else marked(f"{r.mean:+.4f} ± {r.half_width:.4f}", r.mean, r.half_width)
 
 
 def more_seeds_section(land: Landscape) -> tuple[list[str], dict]:
@@ -455,7 +476,7 @@ def more_seeds_section(land: Landscape) -> tuple[list[str], dict]:
     out = {"seeds": seeds, "report": _relpath(land.source), "mean": {}, "pairs": {}}
     md = [f"## {land.name}", "", f"`{_relpath(land.source)}`; {len(seeds)} paired seeds {seeds}; every figure"
           " a paired difference over all of them (first − second; below 0: the first is better), 95 % t-interval;"
-          " **bold** = resolved.", "",
+          f" {LEGEND}: the first against the second.", "",
           "| configuration | boundary (mean) | " + " | ".join(METRIC_NAMES) + " |", "|---|---|" + "---|" * len(METRIC_NAMES)]
     for label in ["N=1", "uniform", *methods]:
         b = configs[label]["mean_boundaries"]
@@ -500,20 +521,28 @@ def paired(report: dict, a: str, b: str, metric: str) -> str:
         return "—"
     seeds = sorted(configs[a]["values"], key=int)
     return paired_text([configs[a]["values"][s][metric] for s in seeds],
-                       [configs[b]["values"][s][metric] for s in seeds])
+                       [configs[b]["values"][s][metric] for s in seeds], ls.higher_is_better(metric))
 
 
-def paired_text(va: list[float], vb: list[float]) -> str:
-    """mean [interval] of the paired differences va - vb, bold when the 95 % interval excludes 0."""
+def paired_text(va: list[float], vb: list[float], higher_is_better: bool = False) -> str:
+    """mean [interval] of the paired differences va - vb; bold and marked (better) or (worse) -- va against vb, on a
+    metric where lower is better unless ``higher_is_better`` -- when the 95 % interval excludes 0."""
     d = paired_difference(va, vb)
     text = f"{d.mean:+.3g} [{d.mean - d.half_width:+.3g}, {d.mean + d.half_width:+.3g}]"
-    return f"**{text}**" if d.n >= 2 and (d.mean - d.half_width > 0 or d.mean + d.half_width < 0) else text
+    return marked(text, d.mean, d.half_width, higher_is_better)
+
+
+PAIRED_LEGEND = (f"first − second, paired by seed, in the metric's units with its 95 % interval; {LEGEND}: the"
+                 " first against the second (↓: below 0 is better, ↑: above 0 is better)")
 
 
 def where_it_matters(reports: dict[str, dict], trained: dict[str, dict]) -> list[str]:
     """N = 1, uniform-2 and the best N = 2 split, with paired differences of the best against both, and of the shipped
     and the previous default's trained splits against uniform (from the landscape, else the dataset's trained report)."""
-    lines = ["| regime | primary | N = 1 | uniform-2 | best-2 (boundary) | best − N = 1 | best − uniform | "
+    primaries = sorted({report["settings"]["primary"] for report in reports.values()})
+    lines = [f"Differences: {PAIRED_LEGEND}; the primary metrics: "
+             + ", ".join(f"{m} ({_arrow(m)})" for m in primaries) + ".", "",
+             "| regime | primary | N = 1 | uniform-2 | best-2 (boundary) | best − N = 1 | best − uniform | "
              f"CBS default (boundary) − uniform | previous default (boundary) − uniform | "
              f"{SECONDARY}: N = 1 / uniform / best-2 ({SECONDARY}'s best boundary) |",
              "|" + "---|" * 10]
@@ -569,7 +598,8 @@ def evidence_table(name: str, report: dict) -> list[str]:
 def regret_table(variants: dict[str, dict]) -> list[str]:
     """Rows: uniform and every solver; columns: the landscapes; each cell the regret on the landscape's primary."""
     names = list(variants)
-    lines = ["| solver | " + " | ".join(f"{n} ({variants[n]['settings']['primary']})" for n in names)
+    lines = [f"Regret against the best fixed split, oriented so that above 0 = worse; {LEGEND} than it.", "",
+             "| solver | " + " | ".join(f"{n} ({variants[n]['settings']['primary']})" for n in names)
              + " | ≤ 1/3 of uniform's |", "|" + "---|" * (len(names) + 2)]
     labels = []
     for report in variants.values():
@@ -582,8 +612,8 @@ def regret_table(variants: dict[str, dict]) -> list[str]:
             u = s["regret"].get(m, {}).get("uniform")
             if r is not None and u is not None and label != "uniform" and r["mean"] <= u["mean"] / 3:
                 wins += 1
-            text = "—" if r is None else f"{r['mean']:+.3g} ± {_ev_fmt(r['half_width'], 2)}"
-            cells.append(f"**{text}**" if r is not None and r["resolved"] else text)
+            cells.append("—" if r is None else marked(f"{r['mean']:+.3g} ± {_ev_fmt(r['half_width'], 2)}", r["mean"],
+                                                      r["half_width"]))
         lines.append(f"| {label} | " + " | ".join(cells) + " | " + ("—" if label == "uniform" else f"{wins}/{len(names)}")
                      + " |")
     return lines
@@ -595,7 +625,7 @@ def confirm_table(name: str, report: dict) -> list[str]:
     s = report["summary"]
     metrics, configs = s["metrics"], s["configs"]
     seeds = sorted(configs["uniform"]["values"], key=int)
-    lines = [f"**{name}**, {len(seeds)} paired seeds (`{report['command']}`); bold: the 95 % interval excludes 0", "",
+    lines = [f"**{name}**, {len(seeds)} paired seeds (`{report['command']}`); {PAIRED_LEGEND}", "",
              "| difference | " + " | ".join(f"{m} ({_arrow(m)})" for m in metrics) + " |",
              "|" + "---|" * (len(metrics) + 1)]
     for label, c in configs.items():
@@ -616,14 +646,14 @@ def margin_table(name: str, report: dict, base: dict | None) -> list[str]:
         return []
     s, b = report["summary"], base["summary"]
     metrics = [m for m in s["metrics"] if m in b["metrics"]]
-    lines = [f"**{name}**: with margin − without (paired seeds; bold: 95 % interval excludes 0)", "",
+    lines = [f"**{name}**: with margin − without ({PAIRED_LEGEND})", "",
              "| split | " + " | ".join(f"{m} ({_arrow(m)})" for m in metrics) + " |", "|" + "---|" * (len(metrics) + 1)]
     for label, c in s["configs"].items():
         if label not in b["configs"]:
             continue
         seeds = sorted(set(c["values"]) & set(b["configs"][label]["values"]), key=int)
-        cells = [paired_text([c["values"][k][m] for k in seeds], [b["configs"][label]["values"][k][m] for k in seeds])
-                 for m in metrics]
+        cells = [paired_text([c["values"][k][m] for k in seeds], [b["configs"][label]["values"][k][m] for k in seeds],
+                             ls.higher_is_better(m)) for m in metrics]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -722,7 +752,9 @@ def rescore_page(lands: list[Landscape], out: Path) -> list[Path]:
     report, md = {}, ["# In-sample regrets that were resolved, rescored on held-out seeds", "",
                       "`python benchmarks/run_study.py benchmarks/studies/evidence.toml --report` (from the per-seed"
                       " values in the archived reports; nothing rerun). Old: best and regret on the same seeds. New:"
-                      " best chosen on the first half of the seeds, regret paired over the rest.", ""]
+                      " best chosen on the first half of the seeds, regret paired over the rest. The rows: every regret"
+                      " an archived report flagged resolved (one-sided then: only worse was flagged). Regrets above 0"
+                      f" = worse than the best; {LEGEND} than it.", ""]
     kept = lost = 0
     for section, entries in _evidence_sections(lands).items():
         for name, entry in entries.items():
@@ -734,11 +766,12 @@ def rescore_page(lands: list[Landscape], out: Path) -> list[Path]:
                    "|---|---|---|---|---|"]
             for r in rows:
                 o, n = r["old"], r["new"]
-                new = "n/a" if n is None else f"{n['mean']:+.4g} ± {n['half_width']:.2g} (n={n['n']})"
+                new = "n/a" if n is None else (marked(f"{n['mean']:+.4g} ± {n['half_width']:.2g}", n["mean"],
+                                                      n["half_width"]) + f" (n={n['n']})")
                 still = n is not None and n["resolved"]
                 kept, lost = kept + still, lost + (not still)
-                md.append(f"| {r['metric']} | {r['label']} | {o['mean']:+.4g} ± {o['half_width']:.2g} | {new} | "
-                          f"{'yes' if still else '**no**'} |")
+                old = marked(f"{o['mean']:+.4g} ± {o['half_width']:.2g}", o["mean"], o["half_width"])
+                md.append(f"| {r['metric']} | {r['label']} | {old} | {new} | {'yes' if still else '**no**'} |")
             md.append("")
     md.insert(4, f"{kept + lost} in-sample resolved regrets: {kept} still resolved on held-out seeds, {lost} not.\n")
     paths = [out / "rescore_regrets.md", out / "rescore_regrets.json"]

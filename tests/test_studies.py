@@ -68,6 +68,21 @@ def test_the_pages_regenerate_from_the_archive_as_committed(path, tmp_path):
             f"python benchmarks/run_study.py {path.relative_to(REPO)} --report"
 
 
+def test_a_resolved_cell_says_better_or_worse_even_where_the_archive_flagged_only_worse():
+    _run_study()  # puts benchmarks/ on sys.path
+    import study_report
+
+    # Archived reports flagged only 'worse' (one-sided): a regret resolved below 0 was stored as not resolved.
+    assert study_report.fmt_regret({"mean": -0.005, "half_width": 0.003, "resolved": False}) \
+        == "**-0.0050 ± 0.0030 (better)**"
+    assert study_report.fmt_regret({"mean": 0.0123, "half_width": 0.004, "resolved": True}) \
+        == "**+0.0123 ± 0.0040 (worse)**"
+    assert study_report.fmt_regret({"mean": 0.002, "half_width": 0.004, "resolved": True}) == "+0.0020 ± 0.0040"
+    # a raw paired difference first − second: above 0 is better where higher is better (precision), worse elsewhere
+    assert study_report.paired_text([0.9, 0.8, 0.85], [0.5, 0.45, 0.5], higher_is_better=True).endswith("(better)**")
+    assert study_report.paired_text([0.9, 0.8, 0.85], [0.5, 0.45, 0.5]).endswith("(worse)**")
+
+
 def test_a_matrix_makes_one_landscape_per_combination_with_its_own_bindings_and_baselines():
     run_study = _run_study()
     study = {"gin": ["g.gin"], "seeds": [0], "out": "runs/x/{name}", "bind": ["common = 1"],
