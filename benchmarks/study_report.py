@@ -4,9 +4,10 @@ its JSON and figures. ``python benchmarks/run_study.py STUDY --report`` writes t
 studies' ``measured``), so a fresh clone regenerates every page without training.
 
 Pages: ``experts_grid`` (the regime grid), ``experts_beyond`` (N = 4 and digits), ``experts_more_seeds``,
-``evidence`` and ``rescore_regrets`` (the evidence study). What a landscape report does not hold (wall times and
-counted extra compute, read from the runs under ``out``; rows an earlier session measured) is kept from the page's
-committed JSON where the runs are not on this machine.
+``evidence`` and ``rescore_regrets`` (the evidence study), ``methods_table`` (every split method;
+benchmarks/methods_page.py). What a landscape report does not hold (wall times and counted extra compute, read from
+the runs under ``out``; rows an earlier session measured) is kept from the page's committed JSON where the runs are
+not on this machine.
 """
 
 from __future__ import annotations
@@ -780,8 +781,15 @@ def rescore_page(lands: list[Landscape], out: Path) -> list[Path]:
     return paths
 
 
+def methods_table_page(lands: list[Landscape], out: Path) -> list[Path]:
+    """benchmarks/results/methods_table.{md,json} (benchmarks/methods_page.py): every split method in one table."""
+    from methods_page import methods_page
+
+    return methods_page(lands, out)
+
+
 PAGES = {"experts_grid": grid_page, "experts_beyond": beyond_page, "experts_more_seeds": more_seeds_page,
-         "evidence": evidence_page, "rescore_regrets": rescore_page}
+         "evidence": evidence_page, "rescore_regrets": rescore_page, "methods_table": methods_table_page}
 
 
 def _write_page(out: Path, stem: str, lines: list[str], data: dict) -> list[Path]:

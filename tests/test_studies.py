@@ -2,6 +2,7 @@
 and the results pages they feed regenerate from the archived reports, identically, without training."""
 
 import importlib.util
+import json
 import shlex
 import tomllib
 from pathlib import Path
@@ -117,3 +118,33 @@ def test_a_study_missing_a_setting_is_one_clear_error(tmp_path, capsys):
     assert run_study.main([str(path), "--dry-run"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "'one' lacks out" in err
+
+
+def test_the_methods_table_scores_each_method_against_both_references(tmp_path):
+    """benchmarks/methods_page.py on a made-up report: held-out regret against the best scratch split and the best
+    warm-started split (chosen on seeds 0-1, scored on 2-3), the paired difference to uniform, the tally."""
+    _run_study()  # puts benchmarks/ on sys.path
+    import methods_page
+    import study_report as sr
+
+    seeds = [0, 1, 2, 3]
+    values = {"N=1": ("single", [2.0] * 4, []), "uniform": ("uniform", [1.0] * 4, [0.5]),
+              "b=0.300": ("grid", [0.5, 0.5, 0.5, 0.6], [0.3]), "wb0.3": ("solver", [0.4, 0.4, 0.45, 0.45], [0.3]),
+              "warm_split": ("solver", [0.4, 0.4, 0.40, 0.50], [0.35])}
+    configs = {label: {"kind": kind, "mean_boundaries": [0.0, *inner, 1.0],
+                       "stats": {"sw": [sum(v) / 4, 0.01]},
+                       "values": {str(s): {"sw": x} for s, x in zip(seeds, v)},
+                       "boundaries": {str(s): [0.0, *inner, 1.0] for s in seeds}}
+               for label, (kind, v, inner) in values.items()}
+    report = {"command": "made up", "settings": {"primary": "sw", "seeds": seeds, "select_seeds": [0, 1]},
+              "summary": {"configs": configs}}
+    land = sr.Landscape("regime", {}, report, tmp_path / "r.json", None)
+    md, js = methods_page.methods_page([land], tmp_path)
+    rows = json.loads(js.read_text())["regimes"]["regime"]
+    assert set(rows) == {"N=1", "uniform", "warm_split"}  # fixed splits and the warm-started landscape are references
+    assert rows["warm_split"]["vs_scratch"]["best"] == "b=0.300"
+    assert rows["warm_split"]["vs_scratch"]["mean"] == pytest.approx(-0.1)
+    assert rows["warm_split"]["vs_warm"]["best"] == "wb0.3" and rows["warm_split"]["vs_warm"]["mean"] == pytest.approx(0)
+    assert rows["warm_split"]["vs_uniform"]["mean"] == pytest.approx(-0.575)
+    text = md.read_text()
+    assert "**-0.1000 ± 0.0000 (better)** (b=0.300)" in text and "| warm_split | 1 | 1 / 0 | 1 / 0 |" in text

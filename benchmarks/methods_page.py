@@ -1,0 +1,98 @@
+"""benchmarks/results/methods_table.{md,json}: every split method in one table per regime (issue 37, point 3).
+
+For each method and single-network baseline of a landscape: its mean boundary, the primary metric (mean ± s.e.), the
+held-out regret against the best fixed split from scratch and against the best warm-started fixed split (wb…), the
+paired difference to the uniform split from scratch, and its extra compute (counted, where the method records it).
+Then, over the regimes, how often each method is resolved better or worse than uniform and than the scratch optimum.
+Written by ``python benchmarks/run_study.py benchmarks/studies/methods_toys.toml`` (``--report``: from the archive).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cbsflow import landscape as ls
+from cbsflow.compare import paired_difference
+
+import study_report as sr
+
+
+def _results(report: dict) -> dict[str, ls.Measured]:
+    return {label: ls.Measured(values={int(s): v for s, v in c["values"].items()},
+                               boundaries={int(s): b for s, b in c["boundaries"].items()})
+            for label, c in report["summary"]["configs"].items()}
+
+
+def method_rows(land: sr.Landscape) -> dict[str, dict]:
+    """One row per configuration that is not a fixed scratch split: boundary, metric, regrets, difference to
+    uniform, counted extra compute."""
+    report, primary = land.report, land.report["settings"]["primary"]
+    configs, results, seeds = report["summary"]["configs"], _results(report), report["settings"]["seeds"]
+    select = report["settings"].get("select_seeds") or ls.default_selection(seeds)
+    scratch = [k for k, c in configs.items() if c["kind"] in ("grid", "uniform", "search")]
+    uniform_s = [t["train"] for t in sr._timings(land.runs, "uniform") if "train" in t]
+    fixed_s = sorted(uniform_s)[len(uniform_s) // 2] if uniform_s else None
+    warm = [k for k in configs if k.startswith("wb")]
+    rows = {}
+    for label, c in configs.items():
+        if c["kind"] in ("grid", "search") or label.startswith("wb"):
+            continue
+        row = {"kind": c["kind"], "boundary": c["mean_boundaries"][1:-1], "stat": c["stats"][primary]}
+        for key, among in (("vs_scratch", scratch), ("vs_warm", warm)):
+            r, best = ls.held_out_regret(results, label, primary, seeds, among, select) if among else (None, None)
+            row[key] = None if r is None else {"mean": r.mean, "half_width": r.half_width, "best": best}
+        d = paired_difference(results[label].metric(primary, seeds), results["uniform"].metric(primary, seeds))
+        row["vs_uniform"] = {"mean": d.mean, "half_width": d.half_width}
+        row["extra_compute"], row["extra_wall"] = sr.extra_cost(land.runs, label, fixed_s)
+        rows[label] = row
+    return rows
+
+
+def _cell(r: dict | None, best: bool = False) -> str:
+    if not r:
+        return "—"
+    text = sr.marked(f"{r['mean']:+.4f} ± {r['half_width']:.4f}", r["mean"], r["half_width"])
+    return text + (f" ({r['best']})" if best and r.get("best") else "")
+
+
+def regime_section(name: str, land: sr.Landscape, rows: dict) -> list[str]:
+    primary = land.report["settings"]["primary"]
+    seeds = land.report["settings"]["seeds"]
+    lines = [f"## {name}", "", f"`{land.report['command']}`; seeds {seeds}; primary `{primary}`.", "",
+             "| configuration | boundary | mean ± s.e. | vs best scratch split | vs best warm-started split | "
+             "− uniform | extra compute: counted / wall |", "|---|---|---|---|---|---|---|"]
+    for label, row in rows.items():
+        b = ", ".join(f"{x:.2f}" for x in row["boundary"]) or "—"
+        mu, se = row["stat"] or (float("nan"), float("nan"))
+        extra = " / ".join("—" if v is None else f"{100 * v:+.1f} %" for v in (row["extra_compute"], row["extra_wall"]))
+        lines.append(f"| {label} ({row['kind']}) | {b} | {mu:.4f} ± {se:.4f} | {_cell(row['vs_scratch'], True)} | "
+                     f"{_cell(row['vs_warm'], True)} | {_cell(row['vs_uniform'])} | {extra} |")
+    return lines + [""]
+
+
+def tally(all_rows: dict[str, dict]) -> list[str]:
+    """Per configuration, over the regimes: resolved better / worse than uniform and than the scratch optimum."""
+    labels = sorted({label for rows in all_rows.values() for label in rows})
+    lines = ["## Over the regimes", "", "Regimes where a configuration is resolved better / worse (95 %).", "",
+             "| configuration | regimes | vs uniform: better / worse | vs best scratch split: better / worse |",
+             "|---|---|---|---|"]
+    for label in labels:
+        rows = [rows[label] for rows in all_rows.values() if label in rows]
+        count = {key: [sr.side(r[key]["mean"], r[key]["half_width"]) for r in rows if r[key]]
+                 for key in ("vs_uniform", "vs_scratch")}
+        cells = [f"{c.count('better')} / {c.count('worse')}" for c in count.values()]
+        lines.append(f"| {label} | {len(rows)} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
+def methods_page(lands: list[sr.Landscape], out: Path) -> list[Path]:
+    all_rows = {land.name: method_rows(land) for land in lands}
+    head = ["# Every split method at equal compute", "",
+            "`python benchmarks/run_study.py benchmarks/studies/methods_toys.toml --report` (from the archived reports). "
+            "Regrets are held out: the best split is chosen on the study's selection seeds and scored on the others; "
+            "'vs best warm-started split' compares with the best fixed split trained from the warm split's shared "
+            "start. '− uniform': paired over all seeds. Extra compute: counted (steps or forward passes, where the "
+            "method records it) / wall (profile + training against uniform's training, several runs at once). "
+            "Lower is better; " + sr.LEGEND + ".", ""]
+    sections = [line for name, land in zip(all_rows, lands) for line in regime_section(name, land, all_rows[name])]
+    return sr._write_page(out, "methods_table", head + sections + tally(all_rows), {"regimes": all_rows})
