@@ -48,6 +48,29 @@ def method_rows(land: sr.Landscape) -> dict[str, dict]:
     return rows
 
 
+def pilot_decisions(land: sr.Landscape, label: str = "warm_pilot") -> dict[str, dict]:
+    """Per seed, the pilot's cross-interval gradient affinity and its decision (checkpoints/adaptation.json of the
+    runs under the study's ``out``); {} where the runs are not on this machine."""
+    import json
+
+    out = {}
+    for path in sorted((land.runs / "runs" / label).glob("seed*/checkpoints/adaptation.json")) if land.runs else []:
+        decision = json.loads(path.read_text()).get("decision")
+        if decision:
+            out[path.parts[-3][len("seed"):]] = {"affinity": decision["affinity"], "warm": decision["warm"]}
+    return out
+
+
+def pilot_line(rows: dict, decisions: dict) -> list[str]:
+    """The pilot's affinity and choices beside the warm start's part (warm_uniform − uniform) on this regime."""
+    if not decisions or "warm_uniform" not in rows:
+        return []
+    part = rows["warm_uniform"]["vs_uniform"]
+    seen = ", ".join(f"{s}: {d['affinity']:+.3f} ({'warm' if d['warm'] else 'scratch'})" for s, d in decisions.items())
+    return [f"warm_pilot's cross-interval gradient affinity by seed: {seen}. The warm start's part here "
+            f"(warm_uniform − uniform): {_cell(part)}.", ""]
+
+
 def _cell(r: dict | None, best: bool = False) -> str:
     if not r:
         return "—"
@@ -67,7 +90,7 @@ def regime_section(name: str, land: sr.Landscape, rows: dict) -> list[str]:
         extra = " / ".join("—" if v is None else f"{100 * v:+.1f} %" for v in (row["extra_compute"], row["extra_wall"]))
         lines.append(f"| {label} ({row['kind']}) | {b} | {mu:.4f} ± {se:.4f} | {_cell(row['vs_scratch'], True)} | "
                      f"{_cell(row['vs_warm'], True)} | {_cell(row['vs_uniform'])} | {extra} |")
-    return lines + [""]
+    return lines + [""] + pilot_line(rows, pilot_decisions(land))
 
 
 def tally(all_rows: dict[str, dict]) -> list[str]:

@@ -45,6 +45,15 @@ def _record_path(run_dir: str) -> str:
     return os.path.join(run_dir, "checkpoints", "adaptation.json")
 
 
+def cross_affinity(similarity: np.ndarray, t: np.ndarray, boundaries: np.ndarray) -> float:
+    """The mean of S[i, j] over pairs of grid times t_i, t_j in different intervals of ``boundaries``."""
+    segment = np.searchsorted(np.asarray(boundaries)[1:-1], np.asarray(t), side="right")
+    across = segment[:, None] != segment[None, :]
+    if not across.any():
+        raise UserError("warm_split.pilot: every grid time lies in one interval; raise warm_split.n_points")
+    return float(np.asarray(similarity)[across].mean())
+
+
 def _load_record(job, method: str, initial: np.ndarray) -> dict:
     """The moves made so far by the same method, start and training configuration (a resumed run continues from
     them), or a new record."""
@@ -315,13 +324,24 @@ class warm_split:
     at ``n_points`` times in [0, ``t_max``] on ``n_samples`` data points; ``solver`` (default: de Boor with
     exponent 1/2) turns the profile into N intervals. Every expert then starts from the shared network's weights (EMA
     if kept) and trains the rest of its steps on its own interval.
+
+    ``pilot`` > 0 makes the warm start a decision (docs/math.md, "The warm start as a choice"): the shared network
+    first trains that part of its steps; the gradient affinity (ANT's cosine of loss gradients) between times in
+    different intervals of the initial split is measured on it, and only if its mean exceeds ``min_affinity`` does
+    the shared network go on and start the experts. Otherwise every expert trains all its steps from scratch on the
+    initial split (the pilot's steps then count as extra compute).
     """
 
     def __init__(self, share: float = 0.25, monitor: Instance("monitor") | None = None,
                  solver: Instance("partition") | None = None, n_points: int = 32, n_samples: int = 512,
-                 t_max: float = 0.995):
+                 t_max: float = 0.995, pilot: float = 0.0, min_affinity: float = 0.0):
         if not 0 < share < 1:
             raise UserError(f"warm_split.share = {share}: the shared network's part of the budget must be in (0, 1)")
+        if not 0 <= pilot < 1 or not -1 <= min_affinity < 1:
+            raise UserError(f"warm_split: need 0 <= pilot < 1 (a part of the shared network's steps; 0: always warm "
+                            f"start) and -1 <= min_affinity < 1 (a cosine), got pilot={pilot}, "
+                            f"min_affinity={min_affinity}")
+        self.pilot, self.min_affinity = float(pilot), float(min_affinity)
         if n_points < 2 or n_samples < 2 or not 0 < t_max <= 1:
             raise UserError(f"warm_split: need n_points >= 2, n_samples >= 2 and 0 < t_max <= 1 (got n_points="
                             f"{n_points}, n_samples={n_samples}, t_max={t_max})")
@@ -354,10 +374,7 @@ class warm_split:
             return self._base(job, steps, init)
 
     def _base(self, job, steps: int, init: dict | None):
-        import dataclasses
-
         from cbsflow.segmented import Expert, build_network
-        from cbsflow.training import fit
 
         path = os.path.join(job.run_dir, "checkpoints", "warm_base.pt")
         torch.manual_seed(job.seed)
@@ -365,18 +382,72 @@ class warm_split:
         if job.complete(path, (0.0, 1.0), steps):
             net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
             return net.state_dict(), Expert(net, job.path).eval()
-        if init is not None:
-            net.load_state_dict(init)
-        out = fit(Expert(net, job.path), job.dataset, job.path, (0.0, 1.0),
-                  dataclasses.replace(job.settings, steps=steps), seed=job.seed,
-                  state_dir=rundir.state_dir(job.run_dir, "warm_base"), desc="warm_split: shared network",
-                  identity={"config": job.config_digest, "start": job.start_digest(init), "share": self.share})
-        field = out["ema"] if out["ema"] is not None else Expert(net, job.path)
+        field, out = self._train_base(job, net, steps, init)
         state = field.net.state_dict()
         if process_state().is_main_process:
             rundir.save_checkpoint(path, {"state_dict": state, "ema": None, "interval": [0.0, 1.0], "steps": steps,
                                           "loss": out["loss"], "config_digest": job.config_digest})
         return state, field.eval()
+
+    def _train_base(self, job, net, steps: int, init: dict | None, stop_at: int | None = None):
+        """The shared network trained to ``stop_at`` (the pilot) or all ``steps``, resumable from its state folder:
+        a pilot's run goes on, unchanged, when the warm start is chosen. Returns its field (EMA if kept) and fit's
+        output."""
+        import dataclasses
+
+        from cbsflow.segmented import Expert
+        from cbsflow.training import fit
+
+        if init is not None:
+            net.load_state_dict(init)
+        out = fit(Expert(net, job.path), job.dataset, job.path, (0.0, 1.0),
+                  dataclasses.replace(job.settings, steps=steps), seed=job.seed,
+                  state_dir=rundir.state_dir(job.run_dir, "warm_base"), desc="warm_split: shared network",
+                  identity={"config": job.config_digest, "start": job.start_digest(init), "share": self.share},
+                  stop_at=stop_at)
+        return (out["ema"] if out["ema"] is not None else Expert(net, job.path)), out
+
+    def transfers(self, job, initial: np.ndarray, shared: int, init: dict | None, record: dict) -> bool:
+        """Whether to warm-start (always without a pilot): the pilot's mean gradient affinity between times in
+        different intervals of ``initial`` against ``min_affinity``; measured once, kept in the record."""
+        from cbsflow import locks
+        from cbsflow.affinity import gradient_affinity
+        from cbsflow.segmented import build_network
+
+        if self.pilot <= 0:
+            return True
+        if "decision" not in record:
+            steps = max(1, int(round(self.pilot * shared)))
+            with locks.held(locks.expert_lock(job.run_dir, "warm_base"), process_state()):
+                torch.manual_seed(job.seed)
+                field, _ = self._train_base(job, build_network(job.backbone, job.dataset), shared, init, steps)
+            x1, y = job.dataset.sample(self.n_samples, seed=derive_seed(job.seed, 9, 13))
+            t = torch.linspace(0.0, self.t_max, self.n_points)
+            s, _ = gradient_affinity()(field, x1, t, path=job.path, y=y,
+                                       generator=torch.Generator().manual_seed(derive_seed(job.seed, 9, 14)))
+            affinity = cross_affinity(s.numpy(), t.numpy(), initial)
+            record["decision"] = {"pilot_steps": steps, "affinity": affinity, "min_affinity": self.min_affinity,
+                                  "warm": affinity > self.min_affinity, "t": t.tolist(), "matrix": s.tolist()}
+            _save_record(job.run_dir, record)
+            print(f"[train] warm_split: pilot of {steps} steps, gradient affinity across the intervals "
+                  f"{affinity:+.3f} (min {self.min_affinity:+.3f}): "
+                  f"{'warm start' if record['decision']['warm'] else 'experts from scratch'}", flush=True)
+        return bool(record["decision"]["warm"])
+
+    def from_scratch(self, job, initial: np.ndarray, record: dict) -> np.ndarray:
+        """The decision against a warm start: every expert trains all its steps from scratch on ``initial``; the
+        pilot's steps and its affinity passes are the extra compute."""
+        n, settings = len(initial) - 1, job.settings
+        for k in range(n):
+            job.expert(k, initial, None)
+        passes = 3.0 * self.n_points * self.n_samples
+        budget = n * settings.steps
+        record.update(final_boundaries=initial.tolist(), done=True, described={
+            "boundary_solver": "none: no warm start", "monitor": None, "share": 0.0},
+            extra_compute=record["decision"]["pilot_steps"] / budget
+            + passes / (3.0 * budget * settings.batch_size * settings.grad_accum))
+        _save_record(job.run_dir, record)
+        return initial
 
     def _monitor(self):
         from cbsflow.monitors import dirichlet
@@ -411,6 +482,8 @@ class warm_split:
         solver = self._solver(n)
         shared, rest = self._parts(n, settings)
         record = _load_record(job, "warm_split", initial)
+        if not self.transfers(job, initial, shared, base, record):
+            return self.from_scratch(job, initial, record)
         state, field = self.base(job, shared, base)
         if record["history"]:
             b = np.array(record["history"][-1]["boundaries"], dtype=float)
@@ -418,8 +491,10 @@ class warm_split:
             b = self._split(job, field, solver, record, initial, shared)
         for k in range(n):
             self._expert(job, k, b, state, shared, rest)
-        record.update(final_boundaries=b.tolist(), done=True, extra_compute=self.extra_compute(n, settings, solver),
-                      described=self._described(solver))
+        pilot = 3.0 * self.n_points * self.n_samples if "decision" in record else 0.0  # the affinity's passes
+        record.update(final_boundaries=b.tolist(), done=True, described=self._described(solver),
+                      extra_compute=self.extra_compute(n, settings, solver)
+                      + pilot / (3.0 * n * settings.steps * settings.batch_size * settings.grad_accum))
         _save_record(job.run_dir, record)
         return b
 

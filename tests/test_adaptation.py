@@ -218,3 +218,34 @@ def test_bad_warm_split_settings_are_one_clear_error(tmp_path, capsys):
     assert main(["--gin", SMOKE, "--gin", "gin/splits/warm_split.gin", "--bind", "N_SEGMENTS = 2",
                  "--bind", "deboor.n_segments = 3", "--stages", "split,train", "--run-dir", str(tmp_path)]) == 2
     assert "warm_split.solver makes 3 segments but the split has 2" in capsys.readouterr().err
+
+
+def test_cross_affinity_averages_the_pairs_across_intervals():
+    from cbsflow.adaptation import cross_affinity
+
+    t = np.array([0.1, 0.3, 0.6, 0.9])
+    s = np.arange(16, dtype=float).reshape(4, 4)
+    across = [s[i, j] for i in range(4) for j in range(4) if (t[i] < 0.5) != (t[j] < 0.5)]
+    assert cross_affinity(s, t, np.array([0.0, 0.5, 1.0])) == pytest.approx(np.mean(across))
+
+
+@pytest.mark.parametrize("min_affinity,warm", [(-1.0, True), (0.999, False)])
+def test_the_pilot_decides_the_warm_start(tmp_path, min_affinity, warm):
+    """warm_split.pilot: the decision is recorded; a warm start equals the warm split without a pilot bit for bit
+    (the pilot's run goes on unchanged); no warm start trains every expert all its steps from scratch on the
+    initial split."""
+    args = ["--gin", SMOKE, "--gin", "gin/splits/warm_split.gin", "--bind", "N_SEGMENTS = 2",
+            "--bind", "expert/training.steps = 12", "--bind", "warm_split.n_points = 8"]
+    assert main([*args, "--bind", "warm_split.pilot = 0.5", "--bind", f"warm_split.min_affinity = {min_affinity}",
+                 "--run-dir", str(tmp_path / "pilot")]) == 0
+    record = json.loads((tmp_path / "pilot" / "checkpoints" / "adaptation.json").read_text())
+    assert record["decision"]["warm"] is warm and record["decision"]["pilot_steps"] == 3  # half of 2 x 3 shared
+    ckpt = torch.load(tmp_path / "pilot" / "checkpoints" / "segment_1.pt", weights_only=True)
+    if warm:
+        assert main([*args, "--run-dir", str(tmp_path / "plain")]) == 0
+        plain = torch.load(tmp_path / "plain" / "checkpoints" / "segment_1.pt", weights_only=True)
+        for key, value in plain["state_dict"].items():
+            torch.testing.assert_close(ckpt["state_dict"][key], value, rtol=0, atol=0)
+    else:
+        assert ckpt["steps"] == 12 and ckpt["inherited_steps"] == 0 and ckpt["interval"] == [0.5, 1.0]
+        assert record["extra_compute"] > 0.1  # the pilot's 3 steps of 24
