@@ -111,7 +111,9 @@ def test_missing_weights_file_is_one_clear_error(tmp_path):
 
 
 @needs_cifar
-def test_cifar16_configuration_runs_every_stage_on_the_cpu(tmp_path):
+@pytest.mark.parametrize("gin_file", ["gin/cifar16.gin", "gin/cifar16_jit.gin"])
+def test_cifar16_configuration_runs_every_stage_on_the_cpu(tmp_path, gin_file):
+    """Both expert families of the 16 px benchmark, the UNet and the small JiT."""
     from cbsflow.cli import main
 
     tiny = ["aux/training.steps = 2", "aux/training.batch_size = 8", "profile.n_points = 3", "profile.n_samples = 8",
@@ -119,7 +121,7 @@ def test_cifar16_configuration_runs_every_stage_on_the_cpu(tmp_path):
             "sample.n_samples = 32", "sample.n_steps = 2", "classifier_fd.n_reference = 32",
             "fd_offline.n_reference = 32", "fd_offline.cache_root = ''", "nll.n_points = 4", "nll.steps = 2",
             "evaluate.floor_draws = 1", "shards.shuffle_buffer = 16", f"DATA_DIR = '{DATA_DIR}'"]
-    args = ["--gin", "gin/cifar16.gin", "--run-dir", str(tmp_path)]
+    args = ["--gin", gin_file, "--run-dir", str(tmp_path)]
     for binding in tiny:
         args += ["--bind", binding]
     assert main(args) == 0
