@@ -72,7 +72,11 @@ class Budget:
 
     needs_profile = False
 
-    def __call__(self, boundaries: np.ndarray, steps: int, t_sampler=None, profile=None) -> list[Allocation]:
+    def __call__(self, boundaries: np.ndarray, steps: int, t_sampler=None, profile=None,
+                 backbone=None) -> list[Allocation]:
+        """One allocation per interval of ``boundaries``; ``steps`` is the experts' setting, ``t_sampler`` their time
+        sampler (None: uniform), ``profile`` the run's profile.json (rules that read one), ``backbone`` the experts'
+        constructor (rules that size it)."""
         raise NotImplementedError
 
 
@@ -85,7 +89,7 @@ class per_expert(Budget):
             raise UserError(f"per_expert.steps = {list(steps)}: give one integer >= 1 per expert, e.g. [3000, 5000]")
         self.steps = [int(s) for s in steps]
 
-    def __call__(self, boundaries, steps, t_sampler=None, profile=None):
+    def __call__(self, boundaries, steps, t_sampler=None, profile=None, backbone=None):
         if len(self.steps) != len(boundaries) - 1:
             raise UserError(f"per_expert.steps has {len(self.steps)} entries but the split has "
                             f"{len(boundaries) - 1} experts; give one per expert")
@@ -105,7 +109,7 @@ def training_mass(boundaries: np.ndarray, t_sampler=None) -> np.ndarray:
 class steps_by_mass(Budget):
     """Steps in proportion to each interval's training mass under the experts' time sampler (eDiff-I, Multi-stage)."""
 
-    def __call__(self, boundaries, steps, t_sampler=None, profile=None):
+    def __call__(self, boundaries, steps, t_sampler=None, profile=None, backbone=None):
         b = np.asarray(boundaries, np.float64)
         return [Allocation(s) for s in apportion(steps * (len(b) - 1), training_mass(b, t_sampler))]
 
@@ -132,7 +136,7 @@ class _ByBurden(Budget):
 class steps_by_burden(_ByBurden):
     """Steps in proportion to each interval's burden (its share of the monitor's density), boundaries unchanged."""
 
-    def __call__(self, boundaries, steps, t_sampler=None, profile=None):
+    def __call__(self, boundaries, steps, t_sampler=None, profile=None, backbone=None):
         return [Allocation(s) for s in apportion(steps * (len(boundaries) - 1), self.burden(boundaries, profile))]
 
 
@@ -182,10 +186,7 @@ def allocate(budget, boundaries: np.ndarray, steps: int, t_sampler=None, profile
     n = len(boundaries) - 1
     if budget is None:
         return [Allocation(steps) for _ in range(n)]
-    if isinstance(budget, capacity_by_burden):
-        out = budget(boundaries, steps, t_sampler, profile, backbone)
-    else:
-        out = budget(boundaries, steps, t_sampler, profile)
+    out = budget(boundaries, steps, t_sampler, profile, backbone)
     if len(out) != n or any(a.steps < 1 for a in out):
         raise UserError(f"train.budget = @{name_of(budget)}(): gave {[a.steps for a in out]} steps for {n} experts")
     return out
