@@ -204,10 +204,15 @@ def grid_page(lands: list[Landscape], out: Path) -> list[Path]:
     md += ["", "Uniform's regret near 0 (the best split is close to 0.5) makes the ratio meaningless there; such rows",
            "count as meeting the target only if the method's regret is ≤ 1/3 of uniform's all the same.", "",
            "![regime grid](experts_grid.png)"]
-    paths = [out / "experts_grid.md", out / "experts_grid.json", out / "experts_grid.png"]
+    paths = [out / "experts_grid.md", out / "experts_grid.json", out / "experts_grid.png", out / "experts_methods.png"]
     paths[0].write_text("\n".join(md) + "\n")
     paths[1].write_text(json.dumps(regimes, indent=1) + "\n")
     _grid_plot(regimes, paths[2])
+    _methods_plot(regimes, methods, paths[3])
+    timing = RESULTS / "experts_timing.json"
+    if timing.exists():
+        paths.append(out / "experts_timing.png")
+        _timing_plot(json.loads(timing.read_text()), paths[-1])
     return paths
 
 
@@ -341,6 +346,61 @@ def _grid_plot(regimes: dict, path: Path) -> None:
         ax.set_title(f"{board}: SW / uniform's (star: best; dotted: centred default)", fontsize=8)
         ax.set_xlabel("boundary")
         ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _methods_plot(regimes: dict, methods: list[str], path: Path) -> None:
+    """Each method's held-out SW regret on every regime it ran, with its 95 % interval (one panel per method)."""
+    plt = _pyplot()
+    names = sorted(regimes)
+    cols = 4
+    fig, axes = plt.subplots(-(-len(methods) // cols), cols, figsize=(3.2 * cols, 0.9 + 0.22 * len(names) *
+                             -(-len(methods) // cols)), sharex=True, sharey=True, squeeze=False)
+    for ax, method in zip(axes.flat, methods):
+        for y, name in enumerate(names):
+            r = (regimes[name]["rows"].get(method) or {}).get("regret")
+            if r:
+                direction = side(r["mean"], r["half_width"])
+                color = {"better": "C2", "worse": "C3"}.get(direction, "0.35")
+                ax.errorbar(r["mean"], y, xerr=r["half_width"], fmt="o", color=color, ms=3, lw=1)
+        ax.axvline(0, color="k", lw=0.6)
+        ax.set_title(method, fontsize=8)
+        ax.set_xlabel("regret on SW", fontsize=7)
+        ax.set_yticks(range(len(names)), names, fontsize=6)
+    for ax in axes.flat[len(methods):]:
+        ax.axis("off")
+    fig.suptitle("Held-out SW regret against the best fixed split, 95 % intervals (green: resolved better, red: "
+                 "worse, grey: not resolved)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _timing_plot(timing: dict, path: Path) -> None:
+    """Extra wall time of each method against the fixed split's training, per expert (one run at a time)."""
+    plt = _pyplot()
+    regimes = timing["regimes"]
+    methods = [m for m in next(iter(regimes.values()))["extra_vs_fixed"] if m != "fixed split (uniform)"]
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    width = 0.8 / len(regimes)
+    for i, (name, reg) in enumerate(regimes.items()):
+        xs = [k + (i - (len(regimes) - 1) / 2) * width for k in range(len(methods))]
+        ax.bar(xs, [100 * reg["extra_vs_fixed"][m] for m in methods], width, label=name.split("-", 1)[1])
+    ax.set_xticks(range(len(methods)), methods, fontsize=8)
+    ax.set_ylabel("extra wall time, % of a fixed split's training")
+    ax.set_title("What a method costs beyond the fixed split (one run at a time, seed 0, fastest of 2)", fontsize=8)
+    ax.legend(fontsize=7, title="expert", title_fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
