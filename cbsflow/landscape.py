@@ -46,10 +46,12 @@ class Config:
 
 @dataclasses.dataclass
 class Measured:
-    """What one configuration measured, by seed: metric values and the boundaries each seed used."""
+    """What one configuration measured, by seed: metric values, the boundaries each seed used and the digest of the
+    train stage's configuration it ran under (what a later --measured read-back is checked against)."""
 
     values: dict[int, dict[str, float]] = dataclasses.field(default_factory=dict)
     boundaries: dict[int, list[float]] = dataclasses.field(default_factory=dict)
+    digests: dict[int, str] = dataclasses.field(default_factory=dict)
 
     def metric(self, name: str, seeds: Sequence[int]) -> list[float] | None:
         if not all(s in self.values and name in self.values[s] for s in seeds):

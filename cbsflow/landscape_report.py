@@ -47,6 +47,7 @@ def summarise(runner: Runner) -> dict:
             "boundaries": {str(s): measured.boundaries.get(s) for s in seeds},
             "mean_boundaries": [float(sum(c) / len(c)) for c in zip(*[measured.boundaries[s] for s in seeds])],
             "values": {str(s): measured.values[s] for s in seeds},
+            "digests": {str(s): measured.digests.get(s) for s in seeds},
             "stats": {m: ls.stat(runner.results, label, m, seeds) for m in metrics}}
     select = list(args.select_seeds) if args.select_seeds else ls.default_selection(seeds)
     scored = [s for s in seeds if s not in select] if select else list(seeds)

@@ -33,6 +33,12 @@ from cbsflow.errors import EXIT_PREEMPTED, UserError
 RUN = [sys.executable, workers.RUN_SCRIPT]
 
 
+def config_part(digest: str) -> str:
+    """The configuration's part of a cache digest ('<config>-<code>'): what a read-back is compared on (the code's
+    part changes with every edit of cbsflow)."""
+    return digest.rsplit("-", 1)[0]
+
+
 def parse_solver(spec: str) -> ls.Config:
     """'NAME=ITEM; ITEM; ...': each ITEM a gin binding or a .gin file whose bindings apply to this solver only."""
     name, sep, rest = spec.partition("=")
@@ -64,6 +70,7 @@ class Runner:
         if args.jobs <= 1:  # the runs happen in this process
             workers.keep_freed_memory()
         self.measured = load_measured(args) if args.measured else {}
+        self.unchecked = False  # said once: a --measured report without configuration digests
         self.code = ls.source_digest(args.imports)
 
     # ------------------------------------------------------------------------------------------- digests
@@ -109,6 +116,7 @@ class Runner:
             self.results.setdefault(cfg.label, ls.Measured())
             if cfg.label in self.measured:  # --measured: read from an earlier report, not run
                 self.results[cfg.label] = self.measured[cfg.label]
+                self.check_measured(cfg)
             for seed in self.args.seeds:
                 if seed in self.results[cfg.label].values:
                     continue
@@ -129,6 +137,28 @@ class Runner:
                 workers.stop_all()
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
+
+    def check_measured(self, cfg: ls.Config) -> None:
+        """A configuration read back from --measured must have run under the train configuration this code gives
+        the same bindings (a changed default, e.g. a backbone's time input, makes old numbers incomparable); reports
+        written before digests were recorded are said once to be unchecked."""
+        from cbsflow.errors import UserError
+
+        measured = self.measured[cfg.label]
+        for seed in measured.values:
+            recorded = measured.digests.get(seed)
+            if recorded is None:
+                if not self.unchecked:
+                    print(f"--measured {self.args.measured}: its runs record no configuration digest (written before "
+                          "2026-12-07), so they are taken as comparable unchecked; rerun without --measured if "
+                          "defaults changed since", flush=True)
+                self.unchecked = True
+                continue
+            now = config_part(self.digests(cfg, self.bindings(cfg, seed))["train"])
+            if now != recorded:
+                raise UserError(f"--measured {self.args.measured}: {cfg.label} seed {seed} ran under another train "
+                                f"configuration ({recorded}) than this code gives its bindings ({now}): a default "
+                                "changed since the report; rerun without --measured")
 
     def _one(self, cfg: ls.Config, seed: int, binds: list[str], digests: dict[str, str]) -> None:
         run_dir = self.run_dir(cfg, seed)
@@ -152,6 +182,8 @@ class Runner:
                 self._run(cfg, binds, "split,train,sample,evaluate", run_dir)
             self._share_experts(run_dir, digests["train"])
             self._record(cfg, seed, run_dir)
+            with self.lock:
+                self.results[cfg.label].digests[seed] = config_part(digests["train"])
             print(f"  {cfg.label} seed {seed}: {time.time() - start:.0f} s", flush=True)
         except subprocess.CalledProcessError:
             with self.lock:
@@ -273,8 +305,10 @@ def load_measured(args: argparse.Namespace) -> dict[str, ls.Measured]:
         values = configs.get(label, {}).get("values", {})
         have = [s for s in args.seeds if str(s) in values]  # read back; this call's other seeds run
         if have:
+            digests = configs[label].get("digests") or {}
             out[label] = ls.Measured(values={s: dict(values[str(s)]) for s in have},
-                                     boundaries={s: list(configs[label]["boundaries"][str(s)]) for s in have})
+                                     boundaries={s: list(configs[label]["boundaries"][str(s)]) for s in have},
+                                     digests={s: digests[str(s)] for s in have if digests.get(str(s))})
     if not out:
         raise UserError(f"--measured {path}: none of this call's configurations and seeds {args.seeds} is in it; pass "
                         "the report's --boundaries and --seeds (or a subset of them)")

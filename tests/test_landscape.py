@@ -395,3 +395,34 @@ def test_the_warm_search_moves_the_warm_started_splits_and_replays(tmp_path, rep
     proc = subprocess.run(replay, cwd=repo_root, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.returncode == 0 and not (tmp_path / "replay" / "runs").exists(), proc.stderr[-2000:]
+
+
+def test_a_read_back_run_under_another_configuration_is_refused(tmp_path, repo_root):
+    """--measured compares each read-back run's recorded train-configuration digest with the one this code gives its
+    bindings: a mismatch (a default changed since the report) stops with one line; a report without digests is
+    read back with one line saying it is unchecked."""
+    out = tmp_path / "first"
+    cmd = [sys.executable, "tools/landscape.py", "--gin", "gin/smoke/toy.gin", "--n", "2", "--seeds", "0",
+           "--boundaries", "--out", str(out), "--bind", "evaluate.metrics = [@sliced_wasserstein()]",
+           "--bind", "evaluate.floor_draws = 0"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    assert subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=600, env=env).returncode == 0
+    report = json.loads((out / "landscape.json").read_text())
+    assert all(c["digests"]["0"] for c in report["summary"]["configs"].values())
+    for name, change in (("changed", "0123456789abcdef"), ("old", None)):
+        edited = json.loads(json.dumps(report))
+        for c in edited["summary"]["configs"].values():
+            if change is None:
+                del c["digests"]
+            else:
+                c["digests"]["0"] = change
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(edited))
+        again = [*cmd[:cmd.index("--out")], "--out", str(tmp_path / name), *cmd[cmd.index("--out") + 2:],
+                 "--measured", str(path)]
+        proc = subprocess.run(again, cwd=repo_root, capture_output=True, text=True, timeout=600, env=env)
+        if change is None:
+            assert proc.returncode == 0 and proc.stdout.count("record no configuration digest") == 1
+        else:
+            assert proc.returncode != 0 and "another train configuration" in proc.stderr
+            assert "Traceback" not in proc.stderr and not (tmp_path / name / "runs").exists()
