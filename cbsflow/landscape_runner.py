@@ -202,7 +202,10 @@ class Runner:
             log.flush()
             if self.args.jobs > 1:
                 code = workers.run(argv, str(run_dir / "landscape.log"), self.threads)
-                if code != 0:
+                if code != 0:  # said in the log: a worker killed by a signal (code < 0) leaves no message of its own
+                    with open(run_dir / "landscape.log", "a") as after:
+                        after.write(f"[landscape] the run exited with code {code}"
+                                    + (f" (signal {-code})" if code < 0 else "") + "\n")
                     raise subprocess.CalledProcessError(code, "tools/run.py")
                 return
             from cbsflow.cli import main as run_main
