@@ -211,8 +211,11 @@ def warm_regret_table() -> list[str]:
         configs, primary = data["summary"]["configs"], data["settings"].get("primary", "sliced_wasserstein")
         cells = [SHORT.get(primary, primary)]
         for among in references(data):
-            r, best = ls.held_out_regret(results, "warm_split", primary, seeds, among, seeds[:2]) if among else (None, 0)
-            cells.append(("not run yet" if best == 0 else "—") if r is None else f"{fmt(r.mean, r.half_width)} ({best})")
+            if not among:  # this reference's landscape has not run
+                cells.append("not run yet")
+                continue
+            r, best = ls.held_out_regret(results, "warm_split", primary, seeds, among, seeds[:2])
+            cells.append("—" if r is None else f"{fmt(r.mean, r.half_width)} ({best})")
         b = configs["warm_split"]["mean_boundaries"][1:-1]
         lines.append(f"| {what} | {cells[0]} | {', '.join(f'{v:.3f}' for v in b)} | {cells[1]} | {cells[2]} |")
     return lines
