@@ -50,8 +50,9 @@ def _context():
     return ctx
 
 
-def _child(argv: list[str], log_path: str, threads: int) -> None:
-    """In the forked child: stdout and stderr (Python's and C's) go to the log, then ``cbsflow.cli.main(argv)``."""
+def _child(argv: list[str], log_path: str, threads: int, report=None) -> None:
+    """In the forked child: stdout and stderr (Python's and C's) go to the log, then ``cbsflow.cli.main(argv)``; its
+    exit code also goes down ``report`` (a pipe's sending end), see :func:`run`."""
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -65,9 +66,18 @@ def _child(argv: list[str], log_path: str, threads: int) -> None:
         torch.set_num_threads(threads)
     from cbsflow.cli import main
 
-    code = main(argv)
-    sys.stdout.flush()
-    sys.stderr.flush()
+    code = 1  # what an exception out of main means, as multiprocessing reports it
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        raise
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if report is not None:
+            report.send(code)
+            report.close()
     sys.exit(code)
 
 
@@ -95,8 +105,14 @@ def run(argv: list[str], log_path: str, threads: int = 0) -> int:
             finally:
                 with _LIVE_LOCK:
                     _LIVE.discard(process)
-    process = ctx.Process(target=_child, args=(list(argv), str(log_path), threads))
+    # The child's exit code comes back twice: from the forkserver, which reaps it, and from the child itself through a
+    # pipe. Under load the forkserver can lose it and multiprocessing then reports 255 for a run that finished
+    # (CPython gh-140867; seen here on replays of finished landscape runs), so the child's own report wins where it
+    # exists. A child killed by a signal sends nothing, and the forkserver's code (-signal) stands.
+    receive, report = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=_child, args=(list(argv), str(log_path), threads, report))
     process.start()
+    report.close()
     with _LIVE_LOCK:
         _LIVE.add(process)
     try:
@@ -104,7 +120,13 @@ def run(argv: list[str], log_path: str, threads: int = 0) -> int:
     finally:
         with _LIVE_LOCK:
             _LIVE.discard(process)
-    return process.exitcode
+    try:
+        own = receive.recv() if receive.poll() else None
+    except (EOFError, OSError):
+        own = None
+    finally:
+        receive.close()
+    return process.exitcode if own is None else own
 
 
 def stop_all(grace: float = 60.0) -> int:
