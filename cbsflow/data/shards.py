@@ -107,6 +107,25 @@ def resize_image(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x.reshape(-1, *x.shape[-3:]), size=(sh, sw), mode="area").reshape(*x.shape[:-2], sh, sw)
 
 
+def first_image_size(path: str, image_keys: tuple[str, ...]) -> tuple[int, int] | None:
+    """(height, width) of the first jpg/png member of one shard, from its header; None if it has none or is
+    unreadable (a missing size only withholds bits/dim, it never stops a run)."""
+    import tarfile
+
+    from PIL import Image
+
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            for member in tar:
+                if member.isfile() and member.name.rsplit(".", 1)[-1].lower() in image_keys and \
+                        member.name.rsplit(".", 1)[-1].lower() != "npy":
+                    with Image.open(tar.extractfile(member)) as img:
+                        return img.size[1], img.size[0]
+    except (OSError, tarfile.TarError):
+        return None
+    return None
+
+
 def center_crop(img, size: int) -> np.ndarray:
     """A PIL image as uint8 (size, size, 3): the short side resized to ``size`` (bicubic), then the centre cropped
     (ADM's, DiT's and SiT's preparation of ImageNet)."""
@@ -459,9 +478,25 @@ class shards(Dataset):
 
     @property
     def bin_width(self) -> float | None:
-        """8-bit pixels decoded as v / 127.5 - 1: 256 levels 2/255 apart in [-1, 1]; latents, and images averaged
-        down by ``resize`` (finer levels, set by the stored size), continuous: None, so no bits/dim is claimed."""
-        return 2 / 255 if self.is_image and not self.resize else None
+        """The spacing of the values a pixel can take, for bits/dim (docs/math.md, "Likelihood"). 8-bit pixels decoded
+        as v / 127.5 - 1: 256 levels 2/255 apart in [-1, 1]. Images averaged down by ``resize`` in whole blocks of
+        kh x kw pixels (32 -> 16 px: 2 x 2) are means of kh*kw such levels: a lattice 2 / (255 kh kw) apart (1021
+        levels at 16 px), finer than 8 bits, so their bits/dim is of that lattice and not comparable to 8-bit
+        numbers. Latents, and sizes that are not whole blocks, are continuous: None, no bits/dim is claimed."""
+        if not self.is_image:
+            return None
+        if not self.resize:
+            return 2 / 255
+        stored = self.stored_size()
+        if stored is None or any(a % b for a, b in zip(stored, self.shape[-2:])):
+            return None
+        return 2 / (255 * (stored[0] // self.shape[-2]) * (stored[1] // self.shape[-1]))
+
+    def stored_size(self) -> tuple[int, int] | None:
+        """(height, width) of the first image in the first shard, as stored (before ``resize``); None if none is read."""
+        if not hasattr(self, "_stored_size"):
+            self._stored_size = first_image_size(self.paths[0], self.image_keys)
+        return self._stored_size
 
     def fingerprint(self) -> str:
         """A short hash of the resolved shard paths, their sizes and the sample shape (keys cached statistics)."""

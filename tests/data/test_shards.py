@@ -558,3 +558,26 @@ def test_posterior_samples_of_the_wrong_shape_stop_the_stream_naming_both_shapes
     ds = shards(str(posterior_shards), shape=(2, 4, 4), num_classes=3, shuffle_buffer=0)
     with pytest.raises(UserError, match=r"shape \(2, 2, 2, 2, 2\) != \(2, 2, 2, 4, 4\)"):
         next(ds.batches(4))
+
+
+@pytest.mark.parametrize("stored, read, levels_per_bin", [(8, 8, 1), (8, 4, 4), (12, 4, 9), (8, 6, None)])
+def test_bin_width_is_the_lattice_the_pixels_lie_on(tmp_path, stored, read, levels_per_bin):
+    """8-bit pixels are 2/255 apart; averaged down in whole k x k blocks (``resize``) they are means of k^2 levels,
+    2/(255 k^2) apart, which bits/dim counts; a size that is not whole blocks is continuous (no bits/dim)."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(16, stored, stored, 3), dtype=np.uint8)
+    np.save(tmp_path / "a.npy", images)
+    n, gen = ms.array_samples(str(tmp_path / "a.npy"), shuffle=False)
+    ms.write_shards(gen, str(tmp_path / "s"), "s", total=n, progress=False)
+    ds = shards(str(tmp_path / "s"), shape=(3, read, read), resize=read != stored, flip=False, shuffle_buffer=0,
+                resampled=False)
+    assert ds.stored_size() == (stored, stored)
+    if levels_per_bin is None:
+        assert ds.bin_width is None
+        return
+    assert ds.bin_width == pytest.approx(2 / (255 * levels_per_bin))
+    x, _ = ds.sample(16)
+    steps = (x + 1) / ds.bin_width  # whole numbers of bins from -1
+    assert (steps - steps.round()).abs().max() < 1e-3
+    if levels_per_bin > 1:  # finer than 8 bits: more values than 8-bit pixels can take
+        assert len(torch.unique(steps.round())) > 256

@@ -126,6 +126,7 @@ def test_cifar16_configuration_runs_every_stage_on_the_cpu(tmp_path, gin_file):
         args += ["--bind", binding]
     assert main(args) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
-    assert {"classifier_fd", "classifier_is", "fd_randconv"} <= set(metrics)
+    assert {"classifier_fd", "classifier_is", "fd_randconv", "bpd"} <= set(metrics)
+    assert metrics["bpd"]["settings"]["bin_width"] == pytest.approx(2 / (4 * 255))  # 2x2 means of 8-bit levels
     assert metrics["classifier_fd"]["settings"]["resolution"] == 16 and "floor" in metrics["classifier_fd"]
     assert os.path.getsize(tmp_path / "samples.npz") > 0
