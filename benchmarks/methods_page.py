@@ -57,18 +57,31 @@ def pilot_decisions(land: sr.Landscape, label: str = "warm_pilot") -> dict[str, 
     for path in sorted((land.runs / "runs" / label).glob("seed*/checkpoints/adaptation.json")) if land.runs else []:
         decision = json.loads(path.read_text()).get("decision")
         if decision:
-            out[path.parts[-3][len("seed"):]] = {"affinity": decision["affinity"], "warm": decision["warm"]}
+            checks = decision.get("checks") or [{"steps": decision["pilot_steps"], "affinity": decision["affinity"]}]
+            out[path.parts[-3][len("seed"):]] = {"affinity": decision["affinity"], "warm": decision["warm"],
+                                                 "checks": checks, "shared_steps": decision.get("shared_steps")}
     return out
 
 
-def pilot_line(rows: dict, decisions: dict) -> list[str]:
-    """The pilot's affinity and choices beside the warm start's part (warm_uniform − uniform) on this regime."""
-    if not decisions or "warm_uniform" not in rows:
+def _choice(d: dict) -> str:
+    if not d["warm"]:
+        return "scratch"
+    if len(d["checks"]) < 2:
+        return "warm"
+    rechecks = ", ".join(f"{c['affinity']:+.3f}" for c in d["checks"][1:])
+    return f"warm, {d['shared_steps']} shared steps; rechecks {rechecks}"
+
+
+def pilot_line(rows: dict, decisions: dict[str, dict]) -> list[str]:
+    """Each deciding warm split's pilot affinity and choice by seed (``decisions``: label -> seed -> decision),
+    beside the warm start's part (warm_uniform − uniform) on this regime."""
+    if not any(decisions.values()) or "warm_uniform" not in rows:
         return []
     part = rows["warm_uniform"]["vs_uniform"]
-    seen = ", ".join(f"{s}: {d['affinity']:+.3f} ({'warm' if d['warm'] else 'scratch'})" for s, d in decisions.items())
-    return [f"warm_pilot's cross-interval gradient affinity by seed: {seen}. The warm start's part here "
-            f"(warm_uniform − uniform): {_cell(part)}.", ""]
+    lines = [f"{label}'s cross-interval gradient affinity by seed: "
+             + ", ".join(f"{s}: {d['affinity']:+.3f} ({_choice(d)})" for s, d in seen.items()) + "."
+             for label, seen in decisions.items() if seen]
+    return lines + [f"The warm start's part here (warm_uniform − uniform): {_cell(part)}.", ""]
 
 
 def _cell(r: dict | None, best: bool = False) -> str:
@@ -90,7 +103,8 @@ def regime_section(name: str, land: sr.Landscape, rows: dict) -> list[str]:
         extra = " / ".join("—" if v is None else f"{100 * v:+.1f} %" for v in (row["extra_compute"], row["extra_wall"]))
         lines.append(f"| {label} ({row['kind']}) | {b} | {mu:.4f} ± {se:.4f} | {_cell(row['vs_scratch'], True)} | "
                      f"{_cell(row['vs_warm'], True)} | {_cell(row['vs_uniform'])} | {extra} |")
-    return lines + [""] + pilot_line(rows, pilot_decisions(land))
+    deciding = {label: pilot_decisions(land, label) for label in ("warm_pilot", "warm_adaptive")}
+    return lines + [""] + pilot_line(rows, deciding)
 
 
 def tally(all_rows: dict[str, dict]) -> list[str]:

@@ -329,8 +329,10 @@ class warm_split:
     first trains that part of its steps; the gradient affinity (ANT's cosine of loss gradients) between times in
     different intervals of the initial split is measured on it, and only if its mean exceeds ``min_affinity`` does
     the shared network go on and start the experts. Otherwise every expert trains all its steps from scratch on the
-    initial split (the pilot's steps then count as extra compute).
+    initial split (the pilot's steps then count as extra compute). ``warm_adaptive`` also decides how much.
     """
+
+    recheck = False  # warm_adaptive: measure the affinity again after every further pilot of the shared steps
 
     def __init__(self, share: float = 0.25, monitor: Instance("monitor") | None = None,
                  solver: Instance("partition") | None = None, n_points: int = 32, n_samples: int = 512,
@@ -365,27 +367,28 @@ class warm_split:
                             "n_segments to %N_SEGMENTS")
         return solver
 
-    def base(self, job, steps: int, init: dict | None):
-        """The shared network (trained once; then read from checkpoints/warm_base.pt) and the field to profile.
+    def base(self, job, steps: int, init: dict | None, used: int | None = None):
+        """The shared network (trained once; then read from checkpoints/warm_base.pt) and the field to profile:
+        ``used`` of its ``steps`` (all by default; fewer where rechecks ended the sharing early).
         Locked while it trains: a second job in the same run directory stops with one line naming the holder."""
         from cbsflow import locks
 
         with locks.held(locks.expert_lock(job.run_dir, "warm_base"), process_state()):
-            return self._base(job, steps, init)
+            return self._base(job, steps, init, steps if used is None else used)
 
-    def _base(self, job, steps: int, init: dict | None):
+    def _base(self, job, steps: int, init: dict | None, used: int):
         from cbsflow.segmented import Expert, build_network
 
         path = os.path.join(job.run_dir, "checkpoints", "warm_base.pt")
         torch.manual_seed(job.seed)
         net = build_network(job.backbone, job.dataset)
-        if job.complete(path, (0.0, 1.0), steps):
+        if job.complete(path, (0.0, 1.0), used):
             net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
             return net.state_dict(), Expert(net, job.path).eval()
-        field, out = self._train_base(job, net, steps, init)
+        field, out = self._train_base(job, net, steps, init, None if used == steps else used)
         state = field.net.state_dict()
         if process_state().is_main_process:
-            rundir.save_checkpoint(path, {"state_dict": state, "ema": None, "interval": [0.0, 1.0], "steps": steps,
+            rundir.save_checkpoint(path, {"state_dict": state, "ema": None, "interval": [0.0, 1.0], "steps": used,
                                           "loss": out["loss"], "config_digest": job.config_digest})
         return state, field.eval()
 
@@ -407,32 +410,79 @@ class warm_split:
                   stop_at=stop_at)
         return (out["ema"] if out["ema"] is not None else Expert(net, job.path)), out
 
-    def transfers(self, job, initial: np.ndarray, shared: int, init: dict | None, record: dict) -> bool:
-        """Whether to warm-start (always without a pilot): the pilot's mean gradient affinity between times in
-        different intervals of ``initial`` against ``min_affinity``; measured once, kept in the record."""
+    def checks(self, shared: int, n: int) -> list[int]:
+        """The shared network's steps at which the affinity is measured: the pilot's, then (``recheck``) every
+        further ``pilot`` of ``shared`` short of the end, rounded to whole steps per expert so that the experts can
+        start from any of them within the budget."""
+        first = max(1, int(round(self.pilot * shared)))
+        if not self.recheck:
+            return [first]
+        steps = [first]
+        for k in range(2, int(math.ceil(1 / self.pilot)) + 1):
+            s = n * int(round(k * self.pilot * shared / n))
+            if steps[-1] < s < shared:
+                steps.append(s)
+        return steps
+
+    def transfers(self, job, initial: np.ndarray, shared: int, init: dict | None, record: dict) -> int:
+        """How many of the shared network's ``shared`` steps the experts start from (all without a pilot; 0: none,
+        every expert from scratch). The pilot's mean gradient affinity between times in different intervals of
+        ``initial`` against ``min_affinity`` decides whether; with ``recheck`` the next checks decide how much.
+        Each check is measured once and kept in the record, so a resumed run goes on where it stopped."""
+        if self.pilot <= 0:
+            return shared
+        n = len(initial) - 1
+        decision = record.get("decision")
+        if decision is None or "checks" not in decision:  # a record written before rechecks holds one check
+            decision = record["decision"] = {"min_affinity": self.min_affinity, "t": None, "matrix": None,
+                                             **(decision or {}), "checks": []}
+            if "affinity" in decision:
+                decision["checks"].append({"steps": decision["pilot_steps"], "affinity": decision["affinity"]})
+                if decision["affinity"] <= self.min_affinity:
+                    decision["shared_steps"] = 0
+        planned = self.checks(shared, n)
+        while "shared_steps" not in decision:
+            k = len(decision["checks"])
+            if k == len(planned):  # every check passed: the whole share
+                decision["shared_steps"] = shared
+                break
+            steps = planned[k]
+            affinity, s, t = self._affinity(job, initial, shared, init, steps)
+            decision["checks"].append({"steps": steps, "affinity": affinity})
+            if k == 0:
+                decision.update(pilot_steps=steps, affinity=affinity, warm=affinity > self.min_affinity,
+                                t=t.tolist(), matrix=s.tolist())
+            if affinity <= self.min_affinity:
+                decision["shared_steps"] = 0 if k == 0 else steps
+            _save_record(job.run_dir, record)
+            verdict = ("go on" if "shared_steps" not in decision else
+                       "experts from scratch" if decision["shared_steps"] == 0 else
+                       f"experts start here ({steps} of {shared} shared steps)")
+            print(f"[train] warm_split: after {steps} steps of the shared network, gradient affinity across the "
+                  f"intervals {affinity:+.3f} (min {self.min_affinity:+.3f}): {verdict}", flush=True)
+        decision["warm"] = decision["shared_steps"] > 0
+        _save_record(job.run_dir, record)
+        return int(decision["shared_steps"])
+
+    def _affinity(self, job, initial: np.ndarray, shared: int, init: dict | None, steps: int):
+        """The shared network trained to ``steps`` (resumable; the same run as without checks) and its mean
+        cross-interval gradient affinity, with the matrix and its grid."""
         from cbsflow import locks
         from cbsflow.affinity import gradient_affinity
         from cbsflow.segmented import build_network
 
-        if self.pilot <= 0:
-            return True
-        if "decision" not in record:
-            steps = max(1, int(round(self.pilot * shared)))
-            with locks.held(locks.expert_lock(job.run_dir, "warm_base"), process_state()):
-                torch.manual_seed(job.seed)
-                field, _ = self._train_base(job, build_network(job.backbone, job.dataset), shared, init, steps)
-            x1, y = job.dataset.sample(self.n_samples, seed=derive_seed(job.seed, 9, 13))
-            t = torch.linspace(0.0, self.t_max, self.n_points)
-            s, _ = gradient_affinity()(field, x1, t, path=job.path, y=y,
-                                       generator=torch.Generator().manual_seed(derive_seed(job.seed, 9, 14)))
-            affinity = cross_affinity(s.numpy(), t.numpy(), initial)
-            record["decision"] = {"pilot_steps": steps, "affinity": affinity, "min_affinity": self.min_affinity,
-                                  "warm": affinity > self.min_affinity, "t": t.tolist(), "matrix": s.tolist()}
-            _save_record(job.run_dir, record)
-            print(f"[train] warm_split: pilot of {steps} steps, gradient affinity across the intervals "
-                  f"{affinity:+.3f} (min {self.min_affinity:+.3f}): "
-                  f"{'warm start' if record['decision']['warm'] else 'experts from scratch'}", flush=True)
-        return bool(record["decision"]["warm"])
+        with locks.held(locks.expert_lock(job.run_dir, "warm_base"), process_state()):
+            torch.manual_seed(job.seed)
+            field, _ = self._train_base(job, build_network(job.backbone, job.dataset), shared, init, steps)
+        x1, y = job.dataset.sample(self.n_samples, seed=derive_seed(job.seed, 9, 13))
+        t = torch.linspace(0.0, self.t_max, self.n_points)
+        s, _ = gradient_affinity()(field, x1, t, path=job.path, y=y,
+                                   generator=torch.Generator().manual_seed(derive_seed(job.seed, 9, 14)))
+        return cross_affinity(s.numpy(), t.numpy(), initial), s, t
+
+    def _check_passes(self, record: dict) -> float:
+        """The affinity checks' passes (per-sample gradients ~ 3 passes per sample and time, per check)."""
+        return 3.0 * self.n_points * self.n_samples * len(record.get("decision", {}).get("checks", []))
 
     def from_scratch(self, job, initial: np.ndarray, record: dict) -> np.ndarray:
         """The decision against a warm start: every expert trains all its steps from scratch on ``initial``; the
@@ -440,7 +490,7 @@ class warm_split:
         n, settings = len(initial) - 1, job.settings
         for k in range(n):
             job.expert(k, initial, None)
-        passes = 3.0 * self.n_points * self.n_samples
+        passes = self._check_passes(record)
         budget = n * settings.steps
         record.update(final_boundaries=initial.tolist(), done=True, described={
             "boundary_solver": "none: no warm start", "monitor": None, "share": 0.0},
@@ -481,18 +531,23 @@ class warm_split:
         settings, n = job.settings, len(initial) - 1
         solver = self._solver(n)
         shared, rest = self._parts(n, settings)
-        record = _load_record(job, "warm_split", initial)
-        if not self.transfers(job, initial, shared, base, record):
+        record = _load_record(job, type(self).__name__, initial)
+        used = self.transfers(job, initial, shared, base, record)
+        if used == 0:
             return self.from_scratch(job, initial, record)
-        state, field = self.base(job, shared, base)
+        rest += (shared - used) // n  # sharing ended early: the experts train the steps it did not take
+        state, field = self.base(job, shared, base, used)
         if record["history"]:
             b = np.array(record["history"][-1]["boundaries"], dtype=float)
         else:
-            b = self._split(job, field, solver, record, initial, shared)
+            b = self._split(job, field, solver, record, initial, used)
         for k in range(n):
-            self._expert(job, k, b, state, shared, rest)
-        pilot = 3.0 * self.n_points * self.n_samples if "decision" in record else 0.0  # the affinity's passes
-        record.update(final_boundaries=b.tolist(), done=True, described=self._described(solver),
+            self._expert(job, k, b, state, used, rest)
+        pilot = self._check_passes(record)
+        described = self._described(solver)
+        if used < shared:
+            described["share"] = self.share * used / shared
+        record.update(final_boundaries=b.tolist(), done=True, described=described,
                       extra_compute=self.extra_compute(n, settings, solver)
                       + pilot / (3.0 * n * settings.steps * settings.batch_size * settings.grad_accum))
         _save_record(job.run_dir, record)
@@ -542,3 +597,26 @@ class warm_split:
         probes = getattr(self.monitor, "n_probes", 4) if self.monitor is not None else 4
         passes = 3.0 * self.n_points * self.n_samples * probes
         return passes / (3.0 * n * settings.steps * settings.batch_size * settings.grad_accum)
+
+
+@register("adaptation")
+class warm_adaptive(warm_split):
+    """The warm split that decides whether and how much to warm-start (docs/math.md, "The warm start as a choice").
+
+    As ``warm_split`` with a ``pilot``: the gradient affinity across the initial split's intervals, measured on the
+    shared network after ``pilot`` of its steps, decides whether. Then it is measured again after every further
+    ``pilot`` of them, and the sharing ends at the first check at or below ``min_affinity``: the experts start from
+    the shared network as it is there and train the steps it did not take (the budget stays N x steps); if every
+    check passes, the share is ``share``.
+    """
+
+    recheck = True
+
+    def __init__(self, share: float = 0.25, monitor: Instance("monitor") | None = None,
+                 solver: Instance("partition") | None = None, n_points: int = 32, n_samples: int = 512,
+                 t_max: float = 0.995, pilot: float = 0.2, min_affinity: float = 0.0):
+        if not 0 < pilot < 1:
+            raise UserError(f"warm_adaptive.pilot = {pilot}: the part of the shared network's steps between two "
+                            "checks of the affinity must be in (0, 1), e.g. 0.2")
+        super().__init__(share=share, monitor=monitor, solver=solver, n_points=n_points, n_samples=n_samples,
+                         t_max=t_max, pilot=pilot, min_affinity=min_affinity)

@@ -249,3 +249,42 @@ def test_the_pilot_decides_the_warm_start(tmp_path, min_affinity, warm):
     else:
         assert ckpt["steps"] == 12 and ckpt["inherited_steps"] == 0 and ckpt["interval"] == [0.5, 1.0]
         assert record["extra_compute"] > 0.1  # the pilot's 3 steps of 24
+
+
+def test_rechecks_fall_on_whole_steps_per_expert_short_of_the_share():
+    from cbsflow.adaptation import warm_adaptive, warm_split
+
+    assert warm_adaptive(pilot=0.2).checks(20, 2) == [4, 8, 12, 16]
+    assert warm_split(pilot=0.2).checks(20, 2) == [4]  # without rechecks: the pilot alone
+    assert warm_adaptive(pilot=0.5).checks(6, 2) == [3]  # the next check would be the end
+    with pytest.raises(UserError, match="warm_adaptive.pilot"):
+        warm_adaptive(pilot=0.0)
+
+
+@pytest.mark.parametrize("affinities, used", [([0.5, -0.5], 8), ([0.5] * 4, 20), ([-0.5], 0)])
+def test_rechecks_end_the_sharing_at_the_first_conflict_within_the_budget(tmp_path, monkeypatch, affinities, used):
+    """warm_adaptive: the affinity after every further pilot of the shared steps decides how many the experts
+    start from (checks at 4, 8, 12, 16 of 20 here); the experts train the rest, so the total stays N x steps, and
+    the record keeps every check. Affinities are fixed here (the measurement is tested above)."""
+    from cbsflow.adaptation import warm_adaptive
+
+    values = iter(affinities)
+    monkeypatch.setattr(warm_adaptive, "_affinity", lambda self, job, initial, shared, init, steps: (
+        next(values), torch.zeros(8, 8), torch.linspace(0, 0.995, 8)))
+    steps, n = 40, 2
+    args = ["--gin", SMOKE, "--gin", "gin/splits/warm_adaptive.gin", "--bind", "N_SEGMENTS = 2",
+            "--bind", f"expert/training.steps = {steps}", "--bind", "warm_adaptive.n_points = 8",
+            "--bind", "warm_adaptive.solver = @uniform()", "--stages", "split,train", "--run-dir", str(tmp_path)]
+    assert main(args) == 0
+    record = json.loads((tmp_path / "checkpoints" / "adaptation.json").read_text())
+    decision = record["decision"]
+    assert [c["affinity"] for c in decision["checks"]] == affinities
+    assert [c["steps"] for c in decision["checks"]] == [4, 8, 12, 16][:len(affinities)]
+    assert decision["shared_steps"] == used and decision["warm"] is (used > 0)
+    for k in range(n):
+        ckpt = torch.load(tmp_path / "checkpoints" / f"segment_{k}.pt", weights_only=True)
+        assert ckpt["inherited_steps"] == used
+        assert used + n * ckpt["steps"] == n * steps if used else ckpt["steps"] == steps
+    if 0 < used < 20:
+        base = torch.load(tmp_path / "checkpoints" / "warm_base.pt", weights_only=True)
+        assert base["steps"] == used and record["described"]["share"] == pytest.approx(0.25 * used / 20)

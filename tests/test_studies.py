@@ -148,3 +148,20 @@ def test_the_methods_table_scores_each_method_against_both_references(tmp_path):
     assert rows["warm_split"]["vs_uniform"]["mean"] == pytest.approx(-0.575)
     text = md.read_text()
     assert "**-0.1000 ± 0.0000 (better)** (b=0.300)" in text and "| warm_split | 1 | 1 / 0 | 1 / 0 |" in text
+
+
+def test_the_deciding_warm_splits_choices_are_listed_beside_the_warm_starts_part():
+    _run_study()
+    import methods_page
+
+    rows = {"warm_uniform": {"vs_uniform": {"mean": 0.01, "half_width": 0.002}}}
+    one = [{"steps": 40, "affinity": 0.2}]
+    decisions = {"warm_pilot": {"300": {"affinity": -0.1, "warm": False, "checks": one[:0], "shared_steps": 0}},
+                 "warm_adaptive": {"300": {"affinity": 0.2, "warm": True, "shared_steps": 80,
+                                           "checks": [*one, {"steps": 80, "affinity": -0.05}]}}}
+    lines = methods_page.pilot_line(rows, decisions)
+    assert lines[0] == "warm_pilot's cross-interval gradient affinity by seed: 300: -0.100 (scratch)."
+    assert lines[1] == ("warm_adaptive's cross-interval gradient affinity by seed: 300: +0.200 (warm, 80 shared steps; "
+                        "rechecks -0.050).")
+    assert "**+0.0100 ± 0.0020 (worse)**" in lines[2]
+    assert methods_page.pilot_line(rows, {"warm_pilot": {}}) == []
