@@ -28,6 +28,7 @@ RESULTS = REPO / "benchmarks" / "results" / "cause"
 STUDIES = ["cause_compare", "confirm_board_mid", "confirm_rings", "confirm_board_early_w16d2", "cause_n4_board",
            "cause_n4_board_late", "cause_warm_landscape_board_late", "cause_warm_landscape_board"]
 METRICS = ("sliced_wasserstein", "mmd", "nll")
+DIGITS = {"cause_warm_digits_unet": ("fd_randconv", "nll"), "cause_warm_digits_sit": ("fd_randconv", "nll")}  # study F
 SHORT = {"sliced_wasserstein": "SW", "mmd": "MMD", "nll": "NLL", "fd_randconv": "FD"}
 PAIRS = [("warm_split", "uniform", "the shipped method vs uniform from scratch (H1)"),
          ("warm_split", "warm_uniform", "the boundary's part: same warm start (H2)"),
@@ -68,13 +69,13 @@ def pair(results, a: str, b: str, metric: str, seeds) -> dict | None:
     return {"mean": d.mean, "half_width": d.half_width, "n": d.n}
 
 
-def pair_table(results, pairs, seeds, out: dict) -> list[str]:
+def pair_table(results, pairs, seeds, out: dict, metrics=METRICS) -> list[str]:
     """Markdown rows of paired differences (first − second) on every metric; each also recorded in out['pairs']."""
-    lines = ["| comparison (first − second) | " + " | ".join(SHORT[m] for m in METRICS) + " |",
-             "|---|" + "---|" * len(METRICS)]
+    lines = ["| comparison (first − second) | " + " | ".join(SHORT[m] for m in metrics) + " |",
+             "|---|" + "---|" * len(metrics)]
     for a, b, what in pairs:
         cells = []
-        for m in METRICS:
+        for m in metrics:
             p = pair(results, a, b, m, seeds)
             out["pairs"].setdefault(f"{a} - {b}", {})[m] = p
             cells.append("—" if p is None else fmt(p["mean"], p["half_width"]))
@@ -114,7 +115,7 @@ def regrets(data: dict, results, seeds) -> list[str]:
     return lines
 
 
-def section(name: str) -> tuple[list[str], dict]:
+def section(name: str, metrics=METRICS) -> tuple[list[str], dict]:
     loaded = load(name)
     if loaded is None:
         return [f"## {name}", "", "not run yet"], {}
@@ -122,7 +123,7 @@ def section(name: str) -> tuple[list[str], dict]:
     out = {"seeds": seeds, "pairs": {}}
     lines = [f"## {name}", "", f"`benchmarks/studies/{name}.toml`; report `benchmarks/results/cause/{name}-landscape.json`;"
              f" {len(seeds)} paired seeds {seeds}.", "",
-             *pair_table(results, PAIRS, seeds, out)]
+             *pair_table(results, PAIRS, seeds, out, metrics)]
     means = {k: c["mean_boundaries"][1:-1] for k, c in data["summary"]["configs"].items() if k.startswith("warm")}
     lines += ["", "Mean boundaries: " + "; ".join(f"{k} {', '.join(f'{v:.3f}' for v in b)}" for k, b in means.items())]
     return lines + regrets(data, results, seeds), out
@@ -248,6 +249,10 @@ def main() -> int:
     record = {}
     for name in STUDIES:
         lines, out = section(name)
+        md += lines + [""]
+        record[name] = out
+    for name, metrics in DIGITS.items():
+        lines, out = section(name, metrics)
         md += lines + [""]
         record[name] = out
     head = len(md)
