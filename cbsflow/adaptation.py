@@ -458,8 +458,8 @@ class warm_split:
             verdict = ("go on" if "shared_steps" not in decision else
                        "experts from scratch" if decision["shared_steps"] == 0 else
                        f"experts start here ({steps} of {shared} shared steps)")
-            print(f"[train] warm_split: after {steps} steps of the shared network, gradient affinity across the "
-                  f"intervals {affinity:+.3f} (min {self.min_affinity:+.3f}): {verdict}", flush=True)
+            print(f"[train] {type(self).__name__}: after {steps} steps of the shared network, gradient affinity "
+                  f"across the intervals {affinity:+.3f} (min {self.min_affinity:+.3f}): {verdict}", flush=True)
         decision["warm"] = decision["shared_steps"] > 0
         _save_record(job.run_dir, record)
         return int(decision["shared_steps"])
