@@ -152,9 +152,10 @@ def grid_boundary_parts() -> tuple[list[str], dict]:
     lines = ["## The regime grid (N = 2): the boundary's part on each regime", "",
              "`benchmarks/results/experts/<regime>-methods.json` (the grid, `benchmarks/studies/grid.toml`; seeds 0-4 "
              "chose the warm split as the default, so these are not confirmations). warm_split − warm_uniform: the "
-             "same warm start, the boundary the only difference.", "",
-             "| regime | " + " | ".join(SHORT[m] for m in METRICS) + " | warm_split's mean boundary |",
-             "|---|" + "---|" * len(METRICS) + "---|"]
+             "same warm start, the boundary the only difference; in the last column the warm start's part on SW, "
+             "warm_uniform − uniform: the same boundary, the start the only difference.", "",
+             "| regime | " + " | ".join(SHORT[m] for m in METRICS) + " | warm_split's mean boundary | "
+             "warm start's part (SW) |", "|---|" + "---|" * len(METRICS) + "---|---|"]
     out = {}
     for path in sorted((REPO / "benchmarks" / "results" / "experts").glob("*-methods.json")):
         data = json.loads(path.read_text())
@@ -162,13 +163,15 @@ def grid_boundary_parts() -> tuple[list[str], dict]:
         if "warm_split" not in configs or "warm_uniform" not in configs:
             continue
         results = {k: ls.Measured(values={int(s): v for s, v in configs[k]["values"].items()})
-                   for k in ("warm_split", "warm_uniform")}
+                   for k in ("warm_split", "warm_uniform", "uniform") if k in configs}
         seeds, regime = list(data["settings"]["seeds"]), path.name[: -len("-methods.json")]
         pairs = {m: pair(results, "warm_split", "warm_uniform", m, seeds) for m in METRICS}
-        out[regime] = pairs
-        cells = ["—" if p is None else fmt(p["mean"], p["half_width"]) for p in pairs.values()]
+        start = pair(results, "warm_uniform", "uniform", "sliced_wasserstein", seeds)
+        out[regime] = {**pairs, "warm_start_sw": start}
+        cells = ["—" if p is None else fmt(p["mean"], p["half_width"]) for p in [*pairs.values(), start]]
         b = configs["warm_split"]["mean_boundaries"][1:-1]
-        lines.append(f"| {regime} | " + " | ".join(cells) + f" | {', '.join(f'{v:.3f}' for v in b)} |")
+        lines.append(f"| {regime} | " + " | ".join(cells[:-1]) + f" | {', '.join(f'{v:.3f}' for v in b)} | "
+                     f"{cells[-1]} |")
     return lines, out
 
 
