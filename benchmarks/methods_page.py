@@ -63,6 +63,19 @@ def pilot_decisions(land: sr.Landscape, label: str = "warm_pilot") -> dict[str, 
     return out
 
 
+def race_line(land: sr.Landscape, label: str = "warm_transfer") -> list[str]:
+    """warm_transfer's race by seed: shared minus scratch loss (± 2 s.e.) and the choice; [] without its runs."""
+    import json
+
+    seen = []
+    for path in sorted((land.runs / "runs" / label).glob("seed*/checkpoints/adaptation.json")) if land.runs else []:
+        d = json.loads(path.read_text()).get("decision")
+        if d and "difference" in d:
+            seen.append(f"{path.parts[-3][len('seed'):]}: {d['difference']:+.4f} ± {2 * d['se']:.4f} "
+                        f"({'warm' if d['warm'] else 'scratch'})")
+    return [f"{label}'s race (shared − scratch loss) by seed: {', '.join(seen)}.", ""] if seen else []
+
+
 def _choice(d: dict) -> str:
     if not d["warm"]:
         return "scratch"
@@ -104,7 +117,8 @@ def regime_section(name: str, land: sr.Landscape, rows: dict) -> list[str]:
         lines.append(f"| {label} ({row['kind']}) | {b} | {mu:.4f} ± {se:.4f} | {_cell(row['vs_scratch'], True)} | "
                      f"{_cell(row['vs_warm'], True)} | {_cell(row['vs_uniform'])} | {extra} |")
     deciding = {label: pilot_decisions(land, label) for label in ("warm_pilot", "warm_adaptive")}
-    return lines + [""] + pilot_line(rows, deciding)
+    race = race_line(land)
+    return lines + [""] + pilot_line(rows, deciding) + race
 
 
 def tally(all_rows: dict[str, dict]) -> list[str]:

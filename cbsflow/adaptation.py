@@ -480,7 +480,7 @@ class warm_split:
                                    generator=torch.Generator().manual_seed(derive_seed(job.seed, 9, 14)))
         return cross_affinity(s.numpy(), t.numpy(), initial), s, t
 
-    def _check_passes(self, record: dict) -> float:
+    def _check_passes(self, record: dict, settings) -> float:
         """The affinity checks' passes (per-sample gradients ~ 3 passes per sample and time, per check)."""
         return 3.0 * self.n_points * self.n_samples * len(record.get("decision", {}).get("checks", []))
 
@@ -490,7 +490,7 @@ class warm_split:
         n, settings = len(initial) - 1, job.settings
         for k in range(n):
             job.expert(k, initial, None)
-        passes = self._check_passes(record)
+        passes = self._check_passes(record, settings)
         budget = n * settings.steps
         record.update(final_boundaries=initial.tolist(), done=True, described={
             "boundary_solver": "none: no warm start", "monitor": None, "share": 0.0},
@@ -543,7 +543,7 @@ class warm_split:
             b = self._split(job, field, solver, record, initial, used)
         for k in range(n):
             self._expert(job, k, b, state, used, rest)
-        pilot = self._check_passes(record)
+        pilot = self._check_passes(record, settings)
         described = self._described(solver)
         if used < shared:
             described["share"] = self.share * used / shared
@@ -620,3 +620,83 @@ class warm_adaptive(warm_split):
                             "checks of the affinity must be in (0, 1), e.g. 0.2")
         super().__init__(share=share, monitor=monitor, solver=solver, n_points=n_points, n_samples=n_samples,
                          t_max=t_max, pilot=pilot, min_affinity=min_affinity)
+
+
+@register("adaptation")
+class warm_transfer(warm_split):
+    """The warm split that decides whether to warm-start by a race at equal cost (docs/math.md, "The warm start as a
+    choice").
+
+    The shared network trains ``pilot`` of its steps (s, a multiple of N); beside it, every expert k trains from
+    scratch on its interval of the initial split for s / N of its own steps, which costs the same. On fresh paired
+    draws (``n_eval`` per interval, t uniform in it) the flow-matching loss of the shared network is compared with
+    expert k's; the differences, weighted by the intervals' lengths, give D. D < 0 (the shared steps taught each
+    interval more than the same steps spent on it alone): the shared network goes on, as the warm split's, and the
+    scratch experts' steps are the extra compute. Otherwise the scratch experts go on to all their steps (nothing of
+    theirs is lost) and the pilot's shared steps are the extra compute. The share is not chosen: ``share`` when warm.
+    """
+
+    def __init__(self, share: float = 0.25, monitor: Instance("monitor") | None = None,
+                 solver: Instance("partition") | None = None, n_points: int = 32, n_samples: int = 512,
+                 t_max: float = 0.995, pilot: float = 0.2, n_eval: int = 4096):
+        if not 0 < pilot <= 1 or n_eval < 2:
+            raise UserError(f"warm_transfer: need 0 < pilot <= 1 (the shared network's part trained before the race, "
+                            f"e.g. 0.2) and n_eval >= 2, got pilot={pilot}, n_eval={n_eval}")
+        super().__init__(share=share, monitor=monitor, solver=solver, n_points=n_points, n_samples=n_samples,
+                         t_max=t_max)
+        self.pilot = float(pilot)
+        self.n_eval = int(n_eval)
+
+    def transfers(self, job, initial: np.ndarray, shared: int, init: dict | None, record: dict) -> int:
+        """``shared`` if the race favours the shared network, else 0; raced once, kept in the record."""
+        from cbsflow import locks
+        from cbsflow.segmented import build_network
+
+        decision = record.get("decision")
+        if decision is None or "shared_steps" not in decision:
+            n = len(initial) - 1
+            steps = n * max(1, int(round(self.pilot * shared / n)))
+            with locks.held(locks.expert_lock(job.run_dir, "warm_base"), process_state()):
+                torch.manual_seed(job.seed)
+                field, _ = self._train_base(job, build_network(job.backbone, job.dataset), shared, init, steps)
+            race = [self._race(job, k, initial, field, steps // n) for k in range(n)]
+            weights = np.diff(initial)
+            mean = float(sum(w * r["mean"] for w, r in zip(weights, race)))
+            se = float(math.sqrt(sum((w * r["se"]) ** 2 for w, r in zip(weights, race))))
+            record["decision"] = {"pilot_steps": steps, "scratch_steps": steps // n, "intervals": race,
+                                  "difference": mean, "se": se, "warm": mean < 0,
+                                  "shared_steps": shared if mean < 0 else 0}
+            _save_record(job.run_dir, record)
+            if mean < 0 and process_state().is_main_process:  # the race's experts lost: their training states go
+                import shutil
+
+                for k in range(n):
+                    shutil.rmtree(rundir.state_dir(job.run_dir, f"segment_{k}"), ignore_errors=True)
+            print(f"[train] warm_transfer: shared network after {steps} steps minus experts from scratch after "
+                  f"{steps // n} each, flow-matching loss {mean:+.4g} ± {2 * se:.2g}: "
+                  f"{'warm start' if mean < 0 else 'experts from scratch'}", flush=True)
+        return int(record["decision"]["shared_steps"])
+
+    def _race(self, job, k: int, initial: np.ndarray, field, steps: int) -> dict:
+        """Expert k from scratch to ``steps`` of its own (its state folder: it goes on from there if it wins) and the
+        paired loss difference, shared network minus it, on draws from its interval."""
+        from cbsflow import locks
+
+        n, interval = len(initial) - 1, (float(initial[k]), float(initial[k + 1]))
+        with locks.held(locks.expert_lock(job.run_dir, k), process_state()):
+            expert = job.new_expert(k, interval, None)
+            out = job.fit_expert(k, n, expert, widened(interval, job.margin), stop_at=steps)
+        scratch = (out["ema"] if out["ema"] is not None else expert).eval()
+        x1, y, eps, gen = _draws(job.dataset, self.n_eval, job.seed, 300 + k)
+        t = interval[0] + (interval[1] - interval[0]) * torch.rand(self.n_eval, generator=gen)
+        d = paired_losses([field, scratch], job.path, x1, y, eps, t)
+        d = (d[0] - d[1]).double()
+        return {"interval": list(interval), "mean": float(d.mean()), "se": float(d.std() / math.sqrt(len(d)))}
+
+    def _check_passes(self, record: dict, settings) -> float:
+        """The race's forward passes (two networks on n_eval draws per interval) and, when the warm start won, the
+        scratch experts' steps (~3 passes per sample each)."""
+        decision = record.get("decision", {})
+        n = len(decision.get("intervals", []))
+        lost = n * decision.get("scratch_steps", 0) * settings.batch_size * settings.grad_accum
+        return 2.0 * n * self.n_eval + (3.0 * lost if decision.get("warm") else 0.0)

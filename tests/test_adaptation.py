@@ -288,3 +288,42 @@ def test_rechecks_end_the_sharing_at_the_first_conflict_within_the_budget(tmp_pa
     if 0 < used < 20:
         base = torch.load(tmp_path / "checkpoints" / "warm_base.pt", weights_only=True)
         assert base["steps"] == used and record["described"]["share"] == pytest.approx(0.25 * used / 20)
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_the_race_decides_the_warm_start_and_the_loser_costs_only_its_pilot(tmp_path, monkeypatch, warm):
+    """warm_transfer: the shared network's pilot (s steps) races experts trained from scratch for s / N steps each on
+    paired draws. The loss differences are fixed here (paired_losses is tested above). A warm start then trains as the
+    warm split does; experts from scratch go on from their race to all their steps, bit for bit the fixed uniform
+    split's experts; either way the loser's steps are the extra compute."""
+    import cbsflow.adaptation as adaptation
+
+    def fixed(nets, path, x1, y, eps, t, batch_size=4096):
+        sign = -1.0 if warm else 1.0
+        return torch.stack([torch.full((len(t),), 1.0 + sign), torch.ones(len(t))])
+
+    monkeypatch.setattr(adaptation, "paired_losses", fixed)
+    steps, n = 40, 2
+    common = ["--gin", SMOKE, "--bind", "N_SEGMENTS = 2", "--bind", f"expert/training.steps = {steps}",
+              "--stages", "split,train"]
+    assert main([*common, "--gin", "gin/splits/warm_transfer.gin", "--bind", "warm_transfer.n_points = 8",
+                 "--bind", "warm_transfer.n_eval = 16", "--run-dir", str(tmp_path / "race")]) == 0
+    record = json.loads((tmp_path / "race" / "checkpoints" / "adaptation.json").read_text())
+    decision = record["decision"]
+    assert decision["warm"] is warm and decision["pilot_steps"] == 4 and decision["scratch_steps"] == 2
+    assert decision["difference"] == pytest.approx(-1.0 if warm else 1.0)
+    passes = 3.0 * n * steps * 128  # one fixed split's training: batch 128, ~3 passes per sample
+    race = 2 * n * 16 / passes  # two networks on 16 draws per interval
+    monitor = 3.0 * 8 * 512 * 4 / passes if warm else 0.0  # the warm split's profile: 8 times, 512 samples, 4 probes
+    assert record["extra_compute"] == pytest.approx(4 / (n * steps) + race + monitor)  # the loser's 4 steps of 80
+    ckpts = [torch.load(tmp_path / "race" / "checkpoints" / f"segment_{k}.pt", weights_only=True) for k in range(n)]
+    if warm:
+        assert all(c["inherited_steps"] == 20 and c["steps"] == 30 for c in ckpts)
+        assert not list((tmp_path / "race" / "checkpoints").glob("*stale*"))  # the race's experts are cleared
+        return
+    assert main([*common, *UNIFORM2, "--bind", "train.adaptation = None", "--run-dir", str(tmp_path / "plain")]) == 0
+    for k, ckpt in enumerate(ckpts):
+        plain = torch.load(tmp_path / "plain" / "checkpoints" / f"segment_{k}.pt", weights_only=True)
+        assert ckpt["steps"] == steps and ckpt["inherited_steps"] == 0
+        for key, value in plain["state_dict"].items():
+            torch.testing.assert_close(ckpt["state_dict"][key], value, rtol=0, atol=0)
