@@ -129,6 +129,22 @@ def section(name: str, metrics=METRICS) -> tuple[list[str], dict]:
     return lines + regrets(data, results, seeds), out
 
 
+def config_table(name: str, metrics) -> list[str]:
+    """Each configuration's mean ± s.e. over the seeds on ``metrics`` (the archived report's summary)."""
+    loaded = load(name)
+    if loaded is None:
+        return []
+    configs = loaded[0]["summary"]["configs"]
+    lines = ["Each configuration, mean ± s.e. over the seeds:", "",
+             "| configuration | boundary | " + " | ".join(SHORT[m] for m in metrics) + " |",
+             "|---|---|" + "---|" * len(metrics)]
+    for label, c in configs.items():
+        b = ", ".join(f"{v:.3f}" for v in c["mean_boundaries"][1:-1]) or "—"
+        cells = [f"{c['stats'][m][0]:.4f} ± {c['stats'][m][1]:.4f}" if c["stats"].get(m) else "—" for m in metrics]
+        lines.append(f"| {label} | {b} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def restated() -> tuple[list[str], dict]:
     """The 25-seed early-board claim (seeds added 5 -> 15 -> 25 until it resolved) on the 20 seeds that did not choose
     the regime or the methods (5-24), from the archived report."""
@@ -256,7 +272,7 @@ def main() -> int:
         record[name] = out
     for name, metrics in DIGITS.items():
         lines, out = section(name, metrics)
-        md += lines + [""]
+        md += lines + [""] + config_table(name, metrics)
         record[name] = out
     head = len(md)
     md[head:head] = summary_table(record) + [""] + warm_regret_table() + [""]
