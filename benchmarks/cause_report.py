@@ -105,13 +105,14 @@ def regrets(data: dict, results, seeds) -> list[str]:
              f"{seeds[2:]}): against the best fixed split from scratch, and against the best fixed split with the same "
              "warm start.", "",
              "| method | mean boundary | vs best scratch split | vs best warm-started split |", "|---|---|---|---|"]
-    for label in ("warm_split", "warm_uniform", "uniform", *[w for w in warm if w != "warm_uniform"]):
+    for label in ("warm_split", "warm_uniform", "uniform", *[w for w in warm if w != "warm_uniform"],
+                  *[k for k in ("N=1",) if k in configs]):
         cells = []
         for among in (scratch, warm):
             r, best = ls.held_out_regret(results, label, primary, seeds, among, select)
             cells.append("—" if r is None else f"{fmt(r.mean, r.half_width)} ({best})")
         b = configs[label]["mean_boundaries"]
-        lines.append(f"| {label} | {', '.join(f'{v:.3f}' for v in b[1:-1])} | {cells[0]} | {cells[1]} |")
+        lines.append(f"| {label} | {', '.join(f'{v:.3f}' for v in b[1:-1]) or '—'} | {cells[0]} | {cells[1]} |")
     return lines
 
 
