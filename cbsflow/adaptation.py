@@ -329,7 +329,8 @@ class warm_split:
     first trains that part of its steps; the gradient affinity (ANT's cosine of loss gradients) between times in
     different intervals of the initial split is measured on it, and only if its mean exceeds ``min_affinity`` does
     the shared network go on and start the experts. Otherwise every expert trains all its steps from scratch on the
-    initial split (the pilot's steps then count as extra compute). ``warm_adaptive`` also decides how much.
+    initial split (the pilot's steps then count as extra compute). ``warm_adaptive`` also decides how much;
+    ``warm_transfer`` decides by a race at equal cost instead of the affinity.
     """
 
     recheck = False  # warm_adaptive: measure the affinity again after every further pilot of the shared steps
