@@ -117,7 +117,7 @@ def regime_section(name: str, land: sr.Landscape, rows: dict) -> list[str]:
         lines.append(f"| {label} ({row['kind']}) | {b} | {mu:.4f} ± {se:.4f} | {_cell(row['vs_scratch'], True)} | "
                      f"{_cell(row['vs_warm'], True)} | {_cell(row['vs_uniform'])} | {extra} |")
     deciding = {label: pilot_decisions(land, label) for label in ("warm_pilot", "warm_adaptive")}
-    race = race_line(land)
+    race = race_line(land) + race_line(land, "warm_transfer_end")
     return lines + [""] + pilot_line(rows, deciding) + race
 
 

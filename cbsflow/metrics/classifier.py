@@ -88,8 +88,12 @@ def quantize(x: torch.Tensor) -> torch.Tensor:
 
 
 def load_classifier(path: str) -> tuple[SmallCNN, dict[str, Any]]:
-    """The classifier of a weights file written by tools/train_classifier.py (eval mode, float32) and its record."""
+    """The classifier of a weights file written by tools/train_classifier.py (eval mode, float32) and its record.
+    A bare file name that is not a file here is looked up among the committed weights (``WEIGHTS_DIR``), so a gin
+    file can name ``'cifar10_cnn8.pt'`` wherever the command runs."""
     file = Path(path).expanduser()
+    if not file.is_file() and file.name == str(path) and (WEIGHTS_DIR / file.name).is_file():
+        file = WEIGHTS_DIR / file.name
     if not file.is_file():
         raise UserError(f"classifier weights not found: {file}; train them with `python tools/train_classifier.py` "
                         "or bind `classifier_fd.weights_path = '/path/to/weights.pt'`")

@@ -111,9 +111,10 @@ def test_missing_weights_file_is_one_clear_error(tmp_path):
 
 
 @needs_cifar
-@pytest.mark.parametrize("gin_file", ["gin/cifar16.gin", "gin/cifar16_jit.gin"])
-def test_cifar16_configuration_runs_every_stage_on_the_cpu(tmp_path, gin_file):
-    """Both expert families of the 16 px benchmark, the UNet and the small JiT."""
+@pytest.mark.parametrize("gin_file, size", [("gin/cifar16.gin", 16), ("gin/cifar16_jit.gin", 16), ("gin/cifar8.gin", 8)])
+def test_cifar_configurations_run_every_stage_on_the_cpu(tmp_path, gin_file, size):
+    """Both expert families of the 16 px benchmark, the UNet and the small JiT, and the 8 px one (its own weights,
+    named by file name alone)."""
     from cbsflow.cli import main
 
     tiny = ["aux/training.steps = 2", "aux/training.batch_size = 8", "profile.n_points = 3", "profile.n_samples = 8",
@@ -127,6 +128,8 @@ def test_cifar16_configuration_runs_every_stage_on_the_cpu(tmp_path, gin_file):
     assert main(args) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
     assert {"classifier_fd", "classifier_is", "fd_randconv", "bpd"} <= set(metrics)
-    assert metrics["bpd"]["settings"]["bin_width"] == pytest.approx(2 / (4 * 255))  # 2x2 means of 8-bit levels
-    assert metrics["classifier_fd"]["settings"]["resolution"] == 16 and "floor" in metrics["classifier_fd"]
+    k = 32 // size  # k x k means of 8-bit levels
+    assert metrics["bpd"]["settings"]["bin_width"] == pytest.approx(2 / (k * k * 255))
+    assert metrics["classifier_fd"]["settings"]["resolution"] == size and "floor" in metrics["classifier_fd"]
+    assert metrics["classifier_fd"]["settings"]["weights"] == f"cifar10_cnn{size}.pt"
     assert os.path.getsize(tmp_path / "samples.npz") > 0
