@@ -848,8 +848,52 @@ def methods_table_page(lands: list[Landscape], out: Path) -> list[Path]:
     return methods_page(lands, out)
 
 
+def capacity_page(lands: list[Landscape], out: Path) -> list[Path]:
+    """benchmarks/results/cifar/<study out's name>.{md,json}: does capacity bind? The wider single network (the
+    study's one baseline besides N=1) minus the experts' size (N=1) at equal steps, paired by seed: the rule of
+    PREREGISTRATION.md (addenda I, J) is that capacity binds iff this is resolved better on the primary metric.
+    Beside it: the uniform N = 2 split minus N=1 and the wide network minus the split, on every metric."""
+    paths = []
+    for land in lands:
+        report, primary = land.report, land.report["settings"]["primary"]
+        configs = report["summary"]["configs"]
+        wide = [label for label, c in configs.items() if c["kind"] == "single" and label != "N=1"]
+        if len(wide) != 1 or "N=1" not in configs or "uniform" not in configs:
+            raise ValueError(f"{land.name}: the capacity page needs N=1, uniform and one wider baseline; has "
+                             f"{sorted(configs)}")
+        wide, metrics = wide[0], report["summary"]["metrics"]
+        seeds = sorted(configs["N=1"]["values"], key=int)
+        values = {c: [configs[c]["values"][s][primary] for s in seeds] for c in ("N=1", "uniform", wide)}
+        d = paired_difference(values[wide], values["N=1"])
+        binds = side(d.mean, d.half_width, ls.higher_is_better(primary)) == "better"
+        pairs = [(wide, "N=1"), ("uniform", "N=1"), (wide, "uniform")]
+        lines = [f"# Does capacity bind? {land.name}", "", f"`{report['command']}`", "",
+                 f"Seeds {seeds}; {wide} is `{'; '.join(configs[wide]['bindings'])}`. Rule (fixed before the runs, "
+                 "benchmarks/results/cause/PREREGISTRATION.md): capacity binds iff "
+                 f"{wide} − N=1 on `{primary}` is resolved better at 95 %.", "",
+                 f"**{wide} − N=1 on {primary}: {d.mean:+.3f} ± {d.half_width:.3f}: capacity "
+                 f"{'binds' if binds else 'is not shown to bind'}.**", "",
+                 "| metric | " + " | ".join(f"{a} − {b}" for a, b in pairs) + " |", "|---|---|---|---|"]
+        for m in metrics:
+            lines.append(f"| {m} {_arrow(m)} | " + " | ".join(paired(report, a, b, m) for a, b in pairs) + " |")
+        lines += ["", PAIRED_LEGEND + ".", "", "| configuration | " + " | ".join(metrics) + " |",
+                  "|---|" + "---|" * len(metrics)]
+        for label in ("N=1", "uniform", wide):
+            row = [statistics.fmean(configs[label]["values"][s][m] for s in seeds) for m in metrics]
+            lines.append(f"| {label} | " + " | ".join(f"{v:.4g}" for v in row) + " |")
+        lines += ["", "Means over the seeds. Source: " + str(land.source.relative_to(REPO)
+                                                            if land.source.is_relative_to(REPO) else land.source)]
+        stem = Path(land.settings["out"]).name
+        (out / "cifar").mkdir(parents=True, exist_ok=True)
+        paths += _write_page(out / "cifar", stem, lines + [""], {
+            "landscape": land.name, "primary": primary, "wide": wide, "seeds": seeds, "binds": binds,
+            "wide_minus_single": {"mean": d.mean, "half_width": d.half_width, "n": d.n}})
+    return paths
+
+
 PAGES = {"experts_grid": grid_page, "experts_beyond": beyond_page, "experts_more_seeds": more_seeds_page,
-         "evidence": evidence_page, "rescore_regrets": rescore_page, "methods_table": methods_table_page}
+         "evidence": evidence_page, "rescore_regrets": rescore_page, "methods_table": methods_table_page,
+         "capacity": capacity_page}
 
 
 def _write_page(out: Path, stem: str, lines: list[str], data: dict) -> list[Path]:

@@ -23,7 +23,8 @@ import numpy as np
 
 from cbsflow.compare import mean_se, paired_difference
 
-HIGHER_IS_BETTER = ("precision", "recall", "support", "isc", "is_")
+# metric names (prefixes) where higher is better; every other metric is a distance or a loss
+HIGHER_IS_BETTER = ("precision", "recall", "support", "isc", "is_", "classifier_is")
 
 IN_SAMPLE = "in-sample (best chosen on the same seeds: biased towards resolving)"
 

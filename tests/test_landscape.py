@@ -426,3 +426,13 @@ def test_a_read_back_run_under_another_configuration_is_refused(tmp_path, repo_r
         else:
             assert proc.returncode != 0 and "another train configuration" in proc.stderr
             assert "Traceback" not in proc.stderr and not (tmp_path / name / "runs").exists()
+
+
+def test_every_registered_score_where_higher_is_better_is_known_as_such():
+    """The Inception-Score-like metrics rank higher as better (a missed name once marked a better IS 'worse')."""
+    from cbsflow.landscape import higher_is_better
+
+    for name in ("classifier_is", "isc", "precision", "recall"):
+        assert higher_is_better(name), name
+    for name in ("classifier_fd", "fd_randconv", "bpd", "nll", "sliced_wasserstein", "mmd"):
+        assert not higher_is_better(name), name

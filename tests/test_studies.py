@@ -64,7 +64,7 @@ def test_the_pages_regenerate_from_the_archive_as_committed(path, tmp_path):
     pages = [p for p in written if p.suffix in (".md", ".json")]
     assert pages
     for page in pages:
-        committed = REPO / "benchmarks" / "results" / page.name
+        committed = REPO / "benchmarks" / "results" / page.relative_to(tmp_path)
         assert page.read_text() == committed.read_text(), f"{page.name} differs from the committed one: run " \
             f"python benchmarks/run_study.py {path.relative_to(REPO)} --report"
 
