@@ -44,8 +44,30 @@ def method_rows(land: sr.Landscape) -> dict[str, dict]:
         d = paired_difference(results[label].metric(primary, seeds), results["uniform"].metric(primary, seeds))
         row["vs_uniform"] = {"mean": d.mean, "half_width": d.half_width}
         row["extra_compute"], row["extra_wall"] = sr.extra_cost(land.runs, label, fixed_s)
+        if land.runs is None:  # read back from the archive: the runs' costs as the committed page has them
+            before = sr.stored("methods_table").get("regimes", {}).get(land.name, {}).get(label, {})
+            row["extra_compute"], row["extra_wall"] = before.get("extra_compute"), before.get("extra_wall")
         rows[label] = row
     return rows
+
+
+def choices(land: sr.Landscape) -> dict[str, dict]:
+    """What the deciding warm splits chose, per label and seed, from the runs under the study's ``out``; read back
+    from the committed page's JSON where the runs are not on this machine."""
+    if land.runs is None:
+        return sr.stored("methods_table").get("choices", {}).get(land.name, {})
+    out = {label: pilot_decisions(land, label) for label in ("warm_pilot", "warm_adaptive")}
+    out.update({label: race_decisions(land, label) for label in ("warm_transfer", "warm_transfer_end")})
+    return {label: seen for label, seen in out.items() if seen}
+
+
+def seed_part(report: dict) -> dict[str, float]:
+    """The warm start's part per seed: warm_uniform − uniform on the primary metric ({} without both)."""
+    configs, primary = report["summary"]["configs"], report["settings"]["primary"]
+    if "warm_uniform" not in configs or "uniform" not in configs:
+        return {}
+    return {s: configs["warm_uniform"]["values"][s][primary] - configs["uniform"]["values"][s][primary]
+            for s in sorted(configs["uniform"]["values"], key=int) if s in configs["warm_uniform"]["values"]}
 
 
 def pilot_decisions(land: sr.Landscape, label: str = "warm_pilot") -> dict[str, dict]:
@@ -63,17 +85,29 @@ def pilot_decisions(land: sr.Landscape, label: str = "warm_pilot") -> dict[str, 
     return out
 
 
-def race_line(land: sr.Landscape, label: str = "warm_transfer") -> list[str]:
-    """warm_transfer's race by seed: shared minus scratch loss (± 2 s.e.) and the choice; [] without its runs."""
+def race_decisions(land: sr.Landscape, label: str) -> dict[str, dict]:
+    """warm_transfer's race by seed: {seed: {difference, se, warm}} from the runs; {} without them."""
     import json
 
-    seen = []
+    out = {}
     for path in sorted((land.runs / "runs" / label).glob("seed*/checkpoints/adaptation.json")) if land.runs else []:
         d = json.loads(path.read_text()).get("decision")
         if d and "difference" in d:
-            seen.append(f"{path.parts[-3][len('seed'):]}: {d['difference']:+.4f} ± {2 * d['se']:.4f} "
-                        f"({'warm' if d['warm'] else 'scratch'})")
-    return [f"{label}'s race (shared − scratch loss) by seed: {', '.join(seen)}.", ""] if seen else []
+            out[path.parts[-3][len("seed"):]] = {"difference": d["difference"], "se": d["se"], "warm": d["warm"]}
+    return out
+
+
+def race_line(label: str, races: dict[str, dict], part: dict[str, float]) -> list[str]:
+    """A race's shared − scratch loss (± 2 s.e.) and choice by seed, and on how many seeds the choice matched the
+    sign of that seed's warm-start part (warm_uniform − uniform: warm where it is below 0); [] without races."""
+    if not races:
+        return []
+    seen = [f"{s}: {d['difference']:+.4f} ± {2 * d['se']:.4f} ({'warm' if d['warm'] else 'scratch'})"
+            for s, d in races.items()]
+    both = [s for s in races if s in part]
+    agree = sum(races[s]["warm"] == (part[s] < 0) for s in both)
+    tail = f" It chose as the seed's final warm-start part turned out on {agree} of {len(both)} seeds." if both else ""
+    return [f"{label}'s race (shared − scratch loss) by seed: {', '.join(seen)}.{tail}", ""]
 
 
 def _choice(d: dict) -> str:
@@ -116,9 +150,13 @@ def regime_section(name: str, land: sr.Landscape, rows: dict) -> list[str]:
         extra = " / ".join("—" if v is None else f"{100 * v:+.1f} %" for v in (row["extra_compute"], row["extra_wall"]))
         lines.append(f"| {label} ({row['kind']}) | {b} | {mu:.4f} ± {se:.4f} | {_cell(row['vs_scratch'], True)} | "
                      f"{_cell(row['vs_warm'], True)} | {_cell(row['vs_uniform'])} | {extra} |")
-    deciding = {label: pilot_decisions(land, label) for label in ("warm_pilot", "warm_adaptive")}
-    race = race_line(land) + race_line(land, "warm_transfer_end")
-    return lines + [""] + pilot_line(rows, deciding) + race
+    chosen, part = choices(land), seed_part(land.report)
+    deciding = {label: chosen.get(label, {}) for label in ("warm_pilot", "warm_adaptive")}
+    race = [line for label in ("warm_transfer", "warm_transfer_end")
+            for line in race_line(label, chosen.get(label, {}), part)]
+    by_seed = ([f"The warm start's part by seed (warm_uniform − uniform): "
+                + ", ".join(f"{s}: {v:+.4f}" for s, v in part.items()) + ".", ""] if part and chosen else [])
+    return lines + [""] + pilot_line(rows, deciding) + by_seed + race
 
 
 def tally(all_rows: dict[str, dict]) -> list[str]:
@@ -146,4 +184,5 @@ def methods_page(lands: list[sr.Landscape], out: Path) -> list[Path]:
             "method records it) / wall (profile + training against uniform's training, several runs at once). "
             "Lower is better; " + sr.LEGEND + ".", ""]
     sections = [line for name, land in zip(all_rows, lands) for line in regime_section(name, land, all_rows[name])]
-    return sr._write_page(out, "methods_table", head + sections + tally(all_rows), {"regimes": all_rows})
+    return sr._write_page(out, "methods_table", head + sections + tally(all_rows),
+                          {"regimes": all_rows, "choices": {land.name: choices(land) for land in lands}})

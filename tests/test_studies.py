@@ -165,3 +165,22 @@ def test_the_deciding_warm_splits_choices_are_listed_beside_the_warm_starts_part
                         "rechecks -0.050).")
     assert "**+0.0100 ± 0.0020 (worse)**" in lines[2]
     assert methods_page.pilot_line(rows, {"warm_pilot": {}}) == []
+
+
+def test_each_race_is_set_beside_the_seeds_final_warm_start_part():
+    """warm_transfer's choice per seed against the sign of that seed's warm_uniform − uniform (warm where below 0)."""
+    _run_study()
+    import methods_page
+
+    races = {"300": {"difference": -0.002, "se": 0.0005, "warm": True},
+             "301": {"difference": 0.001, "se": 0.0005, "warm": False}}
+    part = {"300": 0.003, "301": 0.004}  # the warm start cost on both seeds: only 301's race chose as it turned out
+    lines = methods_page.race_line("warm_transfer_end", races, part)
+    assert lines[0] == ("warm_transfer_end's race (shared − scratch loss) by seed: 300: -0.0020 ± 0.0010 (warm), "
+                        "301: +0.0010 ± 0.0010 (scratch). It chose as the seed's final warm-start part turned out on "
+                        "1 of 2 seeds.")
+    assert methods_page.race_line("warm_transfer", {}, part) == []
+    report = {"settings": {"primary": "sw"}, "summary": {"configs": {
+        "uniform": {"values": {"300": {"sw": 1.0}, "301": {"sw": 2.0}}},
+        "warm_uniform": {"values": {"300": {"sw": 1.5}, "301": {"sw": 1.0}}}}}}
+    assert methods_page.seed_part(report) == {"300": 0.5, "301": -1.0}
