@@ -1,4 +1,5 @@
-"""benchmarks/results/methods_table.{md,json}: every split method in one table per regime (issue 37, point 3).
+"""benchmarks/results/methods_table.{md,json} (the toys) and methods_cifar.{md,json} (CIFAR-10): every split method in
+one table per regime (issue 37, point 3).
 
 For each method and single-network baseline of a landscape: its mean boundary, the primary metric (mean ± s.e.), the
 held-out regret against the best fixed split from scratch and against the best warm-started fixed split (wb…), the
@@ -23,7 +24,7 @@ def _results(report: dict) -> dict[str, ls.Measured]:
             for label, c in report["summary"]["configs"].items()}
 
 
-def method_rows(land: sr.Landscape) -> dict[str, dict]:
+def method_rows(land: sr.Landscape, stem: str = "methods_table") -> dict[str, dict]:
     """One row per configuration that is not a fixed scratch split: boundary, metric, regrets, difference to
     uniform, counted extra compute."""
     report, primary = land.report, land.report["settings"]["primary"]
@@ -45,17 +46,17 @@ def method_rows(land: sr.Landscape) -> dict[str, dict]:
         row["vs_uniform"] = {"mean": d.mean, "half_width": d.half_width}
         row["extra_compute"], row["extra_wall"] = sr.extra_cost(land.runs, label, fixed_s)
         if land.runs is None:  # read back from the archive: the runs' costs as the committed page has them
-            before = sr.stored("methods_table").get("regimes", {}).get(land.name, {}).get(label, {})
+            before = sr.stored(stem).get("regimes", {}).get(land.name, {}).get(label, {})
             row["extra_compute"], row["extra_wall"] = before.get("extra_compute"), before.get("extra_wall")
         rows[label] = row
     return rows
 
 
-def choices(land: sr.Landscape) -> dict[str, dict]:
+def choices(land: sr.Landscape, stem: str = "methods_table") -> dict[str, dict]:
     """What the deciding warm splits chose, per label and seed, from the runs under the study's ``out``; read back
     from the committed page's JSON where the runs are not on this machine."""
     if land.runs is None:
-        return sr.stored("methods_table").get("choices", {}).get(land.name, {})
+        return sr.stored(stem).get("choices", {}).get(land.name, {})
     out = {label: pilot_decisions(land, label) for label in ("warm_pilot", "warm_adaptive")}
     out.update({label: race_decisions(land, label) for label in ("warm_transfer", "warm_transfer_end")})
     return {label: seen for label, seen in out.items() if seen}
@@ -138,7 +139,7 @@ def _cell(r: dict | None, best: bool = False) -> str:
     return text + (f" ({r['best']})" if best and r.get("best") else "")
 
 
-def regime_section(name: str, land: sr.Landscape, rows: dict) -> list[str]:
+def regime_section(name: str, land: sr.Landscape, rows: dict, stem: str = "methods_table") -> list[str]:
     primary = land.report["settings"]["primary"]
     seeds = land.report["settings"]["seeds"]
     lines = [f"## {name}", "", f"`{land.report['command']}`; seeds {seeds}; primary `{primary}`.", "",
@@ -150,7 +151,7 @@ def regime_section(name: str, land: sr.Landscape, rows: dict) -> list[str]:
         extra = " / ".join("—" if v is None else f"{100 * v:+.1f} %" for v in (row["extra_compute"], row["extra_wall"]))
         lines.append(f"| {label} ({row['kind']}) | {b} | {mu:.4f} ± {se:.4f} | {_cell(row['vs_scratch'], True)} | "
                      f"{_cell(row['vs_warm'], True)} | {_cell(row['vs_uniform'])} | {extra} |")
-    chosen, part = choices(land), seed_part(land.report)
+    chosen, part = choices(land, stem), seed_part(land.report)
     deciding = {label: chosen.get(label, {}) for label in ("warm_pilot", "warm_adaptive")}
     race = [line for label in ("warm_transfer", "warm_transfer_end")
             for line in race_line(label, chosen.get(label, {}), part)]
@@ -174,15 +175,16 @@ def tally(all_rows: dict[str, dict]) -> list[str]:
     return lines
 
 
-def methods_page(lands: list[sr.Landscape], out: Path) -> list[Path]:
-    all_rows = {land.name: method_rows(land) for land in lands}
+def methods_page(lands: list[sr.Landscape], out: Path, stem: str = "methods_table",
+                 study: str = "benchmarks/studies/methods_toys.toml") -> list[Path]:
+    all_rows = {land.name: method_rows(land, stem) for land in lands}
     head = ["# Every split method at equal compute", "",
-            "`python benchmarks/run_study.py benchmarks/studies/methods_toys.toml --report` (from the archived reports). "
+            f"`python benchmarks/run_study.py {study} --report` (from the archived reports). "
             "Regrets are held out: the best split is chosen on the study's selection seeds and scored on the others; "
             "'vs best warm-started split' compares with the best fixed split trained from the warm split's shared "
             "start. '− uniform': paired over all seeds. Extra compute: counted (steps or forward passes, where the "
             "method records it) / wall (profile + training against uniform's training, several runs at once). "
             "Lower is better; " + sr.LEGEND + ".", ""]
-    sections = [line for name, land in zip(all_rows, lands) for line in regime_section(name, land, all_rows[name])]
-    return sr._write_page(out, "methods_table", head + sections + tally(all_rows),
-                          {"regimes": all_rows, "choices": {land.name: choices(land) for land in lands}})
+    sections = [line for name, land in zip(all_rows, lands) for line in regime_section(name, land, all_rows[name], stem)]
+    return sr._write_page(out, stem, head + sections + tally(all_rows),
+                          {"regimes": all_rows, "choices": {land.name: choices(land, stem) for land in lands}})

@@ -4,10 +4,10 @@ its JSON and figures. ``python benchmarks/run_study.py STUDY --report`` writes t
 studies' ``measured``), so a fresh clone regenerates every page without training.
 
 Pages: ``experts_grid`` (the regime grid), ``experts_beyond`` (N = 4 and digits), ``experts_more_seeds``,
-``evidence`` and ``rescore_regrets`` (the evidence study), ``methods_table`` (every split method;
-benchmarks/methods_page.py). What a landscape report does not hold (wall times and counted extra compute, read from
-the runs under ``out``; rows an earlier session measured) is kept from the page's committed JSON where the runs are
-not on this machine.
+``evidence`` and ``rescore_regrets`` (the evidence study), ``methods_table`` and ``methods_cifar`` (every split method;
+benchmarks/methods_page.py), ``capacity`` (does an expert's capacity bind: benchmarks/results/cifar/). What a landscape
+report does not hold (wall times and counted extra compute, read from the runs under ``out``; rows an earlier session
+measured) is kept from the page's committed JSON where the runs are not on this machine.
 """
 
 from __future__ import annotations
@@ -848,6 +848,13 @@ def methods_table_page(lands: list[Landscape], out: Path) -> list[Path]:
     return methods_page(lands, out)
 
 
+def methods_cifar_page(lands: list[Landscape], out: Path) -> list[Path]:
+    """benchmarks/results/methods_cifar.{md,json}: the same table for the CIFAR-10 landscape (issue 37, point 3)."""
+    from methods_page import methods_page
+
+    return methods_page(lands, out, stem="methods_cifar", study="benchmarks/studies/cifar8_methods.toml")
+
+
 def capacity_page(lands: list[Landscape], out: Path) -> list[Path]:
     """benchmarks/results/cifar/<study out's name>.{md,json}: does capacity bind? The wider single network (the
     study's one baseline besides N=1) minus the experts' size (N=1) at equal steps, paired by seed: the rule of
@@ -893,7 +900,7 @@ def capacity_page(lands: list[Landscape], out: Path) -> list[Path]:
 
 PAGES = {"experts_grid": grid_page, "experts_beyond": beyond_page, "experts_more_seeds": more_seeds_page,
          "evidence": evidence_page, "rescore_regrets": rescore_page, "methods_table": methods_table_page,
-         "capacity": capacity_page}
+         "methods_cifar": methods_cifar_page, "capacity": capacity_page}
 
 
 def _write_page(out: Path, stem: str, lines: list[str], data: dict) -> list[Path]:
