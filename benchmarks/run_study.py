@@ -24,6 +24,8 @@ figures; benchmarks/study_report.py writes them). After the landscapes they are 
 `out`, where a landscape has one, else from `measured`; `--report` writes them from `measured` alone, so that a
 fresh clone regenerates them without training. Runs are resumable: the landscape tool keeps every finished run under
 `out` and skips it when called again; with every configuration on record in `measured`, nothing trains.
+`partial = true` in `[report]` is for a study that runs over several sessions: its pages are written from the
+landscapes on record, and each page names, in one line, those of the study's landscapes that have not run yet.
 """
 
 from __future__ import annotations
@@ -193,7 +195,8 @@ def write_pages(study: dict, landscapes: list[tuple[str, dict]], from_runs: bool
     import study_report
 
     try:
-        written = study_report.write_pages(study["report"]["pages"], landscapes, from_runs=from_runs)
+        written = study_report.write_pages(study["report"]["pages"], landscapes, from_runs=from_runs,
+                                           partial=bool(study["report"].get("partial", False)))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -58,8 +58,9 @@ def read_landscapes(landscapes: list[tuple[str, dict]], from_runs: bool) -> list
 
 
 def write_pages(pages: list[str], landscapes: list[tuple[str, dict]], from_runs: bool,
-                out: Path = RESULTS) -> list[Path]:
-    """Write each page under ``out`` from the landscapes' reports; the paths written."""
+                out: Path = RESULTS, partial: bool = False) -> list[Path]:
+    """Write each page under ``out`` from the landscapes' reports; the paths written. ``partial``: a study still
+    running over sessions, whose pages each end with a line naming the landscapes not yet on record."""
     unknown = [p for p in pages if p not in PAGES]
     if unknown:
         raise ValueError(f"[report] pages {unknown} unknown; benchmarks/study_report.py writes {sorted(PAGES)}")
@@ -68,7 +69,13 @@ def write_pages(pages: list[str], landscapes: list[tuple[str, dict]], from_runs:
         raise ValueError("no landscape report to write the pages from: run the study, or archive its reports "
                          "where its `measured` points")
     out.mkdir(parents=True, exist_ok=True)
-    return [path for page in pages for path in PAGES[page](lands, out)]
+    written = [path for page in pages for path in PAGES[page](lands, out)]
+    missing = [name for name, _ in landscapes if name not in {land.name for land in lands}]
+    for path in written if partial and missing else []:
+        if path.suffix == ".md":
+            path.write_text(path.read_text().rstrip("\n") + f"\n\n*Not yet run (the same study, preregistered; "
+                            f"its command goes on where it stopped): {', '.join(missing)}.*\n")
+    return written
 
 
 def stored(page: str) -> dict:
