@@ -65,7 +65,7 @@ def test_the_pages_regenerate_from_the_archive_as_committed(path, tmp_path):
     import study_report  # benchmarks/, put on sys.path by run_study
 
     written = study_report.write_pages(study["report"]["pages"], run_study.expand(study), from_runs=False,
-                                       out=tmp_path)
+                                       out=tmp_path, partial=bool(study["report"].get("partial", False)))
     pages = [p for p in written if p.suffix in (".md", ".json")]
     assert pages
     for page in pages:
