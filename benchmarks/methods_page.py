@@ -139,6 +139,21 @@ def _cell(r: dict | None, best: bool = False) -> str:
     return text + (f" ({r['best']})" if best and r.get("best") else "")
 
 
+def attribution(land: sr.Landscape, rows: dict) -> list[str]:
+    """Paired over all seeds: the warm start's part at the best scratch boundary (wb<b> − b=<b>, b chosen on the
+    selection seeds), the warm split's boundary part (warm_split − warm_uniform) and progressive − warm_uniform (the
+    same split at N = 2 by another route: a check)."""
+    configs, primary = land.report["summary"]["configs"], land.report["settings"]["primary"]
+    best = ((rows.get("uniform") or {}).get("vs_scratch") or {}).get("best")
+    pairs = [("warm_split", "warm_uniform"), ("progressive", "warm_uniform")]
+    if best and best.startswith("b="):
+        pairs.insert(0, (f"wb{float(best[2:]):g}", best))
+    elif best == "uniform":
+        pairs.insert(0, ("warm_uniform", "uniform"))
+    cells = [f"{a} − {b} {sr.paired(land.report, a, b, primary)}" for a, b in pairs if a in configs and b in configs]
+    return [f"Paired over all seeds ({primary}): " + "; ".join(cells) + ".", ""] if cells else []
+
+
 def regime_section(name: str, land: sr.Landscape, rows: dict, stem: str = "methods_table") -> list[str]:
     primary = land.report["settings"]["primary"]
     seeds = land.report["settings"]["seeds"]
@@ -157,7 +172,7 @@ def regime_section(name: str, land: sr.Landscape, rows: dict, stem: str = "metho
             for line in race_line(label, chosen.get(label, {}), part)]
     by_seed = ([f"The warm start's part by seed (warm_uniform − uniform): "
                 + ", ".join(f"{s}: {v:+.4f}" for s, v in part.items()) + ".", ""] if part and chosen else [])
-    return lines + [""] + pilot_line(rows, deciding) + by_seed + race
+    return lines + [""] + attribution(land, rows) + pilot_line(rows, deciding) + by_seed + race
 
 
 def tally(all_rows: dict[str, dict]) -> list[str]:

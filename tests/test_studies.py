@@ -203,3 +203,19 @@ def test_a_partial_studys_pages_name_the_landscapes_not_yet_run(tmp_path):
     assert len(md) == 1 and md[0].read_text().rstrip().endswith("its command goes on where it stopped): later.*")
     again = study_report.write_pages(["capacity"], landscapes[:1], from_runs=False, out=tmp_path, partial=True)
     assert "Not yet run" not in [p for p in again if p.suffix == ".md"][0].read_text()
+
+
+def test_the_methods_page_splits_the_warm_gain_at_the_best_scratch_boundary(tmp_path):
+    """wb<b> − b=<b> at the best scratch boundary (chosen on the selection seeds), warm_split − warm_uniform."""
+    _run_study()
+    import methods_page
+    import study_report as sr
+
+    seeds = [0, 1, 2, 3]
+    values = {"uniform": [1.0, 1.1, 1.0, 1.2], "b=0.300": [0.5, 0.6, 0.5, 0.6], "wb0.3": [0.7, 0.8, 0.7, 0.8],
+              "warm_split": [0.6, 0.6, 0.6, 0.6], "warm_uniform": [0.9, 0.8, 0.9, 0.8]}
+    configs = {label: {"values": {str(s): {"sw": x} for s, x in zip(seeds, v)}} for label, v in values.items()}
+    land = sr.Landscape("r", {}, {"settings": {"primary": "sw"}, "summary": {"configs": configs}}, tmp_path, None)
+    line = methods_page.attribution(land, {"uniform": {"vs_scratch": {"best": "b=0.300"}}})[0]
+    assert line.startswith("Paired over all seeds (sw): wb0.3 − b=0.300 **+0.2 [")
+    assert "warm_split − warm_uniform **-0.25 [" in line and "progressive" not in line
