@@ -86,6 +86,17 @@ _LIVE_LOCK = threading.Lock()
 _STOPPING = threading.Event()
 
 
+def _register(process) -> None:
+    """Put a started run among those in flight, or stop it at once if stop_all has begun meanwhile: starting a
+    process can take seconds under load, and a run registered after stop_all took its list would train on,
+    orphaned, while the landscape waits for it."""
+    with _LIVE_LOCK:
+        _LIVE.add(process)
+        stopping = _STOPPING.is_set()
+    if stopping:
+        process.terminate()
+
+
 def run(argv: list[str], log_path: str, threads: int = 0) -> int:
     """``tools/run.py argv`` with its output appended to ``log_path``, in a forked child (else a fresh interpreter);
     returns its exit code. ``threads`` > 0 sets torch's intra-op threads (and OMP_NUM_THREADS for a fresh one)."""
@@ -98,8 +109,7 @@ def run(argv: list[str], log_path: str, threads: int = 0) -> int:
         with open(log_path, "a") as log:
             process = subprocess.Popen([sys.executable, RUN_SCRIPT, *argv], stdout=log, stderr=subprocess.STDOUT,
                                        env=env)
-            with _LIVE_LOCK:
-                _LIVE.add(process)
+            _register(process)
             try:
                 return process.wait()
             finally:
@@ -113,8 +123,7 @@ def run(argv: list[str], log_path: str, threads: int = 0) -> int:
     process = ctx.Process(target=_child, args=(list(argv), str(log_path), threads, report))
     process.start()
     report.close()
-    with _LIVE_LOCK:
-        _LIVE.add(process)
+    _register(process)
     try:
         process.join()
     finally:
@@ -132,8 +141,8 @@ def run(argv: list[str], log_path: str, threads: int = 0) -> int:
 def stop_all(grace: float = 60.0) -> int:
     """Stop every run in flight and start no more: SIGTERM first (a training run then writes a checkpoint and
     exits, so a rerun resumes it), SIGKILL for any still alive after ``grace`` seconds. Returns how many it stopped."""
-    _STOPPING.set()
-    with _LIVE_LOCK:
+    with _LIVE_LOCK:  # a run registered after this sees _STOPPING and stops itself (_register)
+        _STOPPING.set()
         live = list(_LIVE)
     for p in live:
         p.terminate()
