@@ -48,6 +48,8 @@ def trained(net, parts, interval, steps: int, stop_at: int, seed: int, state: Pa
 def one_seed(parts, seed: int, share: float, quarters: int, n_eval: int, root: Path) -> list[dict]:
     """Both branches of both intervals of the uniform N = 2 split, compared at equal cost after each quarter."""
     per_expert = int(round(share * SETTINGS.steps))  # each expert's part of the shared network's steps
+    if not 1 <= per_expert < SETTINGS.steps:
+        raise SystemExit(f"error: --share {share} of {SETTINGS.steps} steps leaves {per_expert} for the shared network")
     torch.manual_seed(seed)
     shared_net = build_network(parts["backbone"], parts["dataset"])
     shared = trained(shared_net, parts, (0.0, 1.0), 2 * per_expert, 2 * per_expert, seed, root / "shared")
@@ -72,7 +74,8 @@ def one_seed(parts, seed: int, share: float, quarters: int, n_eval: int, root: P
 def page(rows: list[dict], args) -> list[str]:
     costs = sorted({r["cost"] for r in rows})
     lines = ["# When does a warm start's lead turn? (exploratory)", "",
-             f"`python benchmarks/warm_curve.py --seeds {' '.join(map(str, args.seeds))} --share {args.share}`; "
+             f"`python benchmarks/warm_curve.py --seeds {' '.join(map(str, args.seeds))} --share {args.share} "
+             f"--steps {args.steps}`; "
              f"configuration of `{args.like}`; seeds chosen for this script, none of study H's. Paired flow-matching "
              "loss, warm-started expert minus an expert trained from scratch on the same interval for the same cost "
              f"(± 2 s.e., {args.n_eval} fresh draws); below 0: the warm start leads. The first column is the race "
@@ -87,12 +90,14 @@ def page(rows: list[dict], args) -> list[str]:
 
 
 def main(argv=None) -> int:
+    global SETTINGS
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--like", default=LIKE, help="a finished run whose data, backbone and path to use")
     p.add_argument("--seeds", type=int, nargs="+", default=[990, 991, 992, 993])
     p.add_argument("--share", type=float, default=0.25, help="warm_split.share")
     p.add_argument("--quarters", type=int, default=4)
     p.add_argument("--n-eval", type=int, default=20000)
+    p.add_argument("--steps", type=int, default=SETTINGS.steps, help="each expert's steps (evidence_toy.gin: 4000)")
     p.add_argument("--runs", default="runs/warm_curve", help="training states (resumable)")
     p.add_argument("--out", default="benchmarks/results/warm_curve_plain")
     args = p.parse_args(argv)
@@ -101,13 +106,14 @@ def main(argv=None) -> int:
               "(python benchmarks/run_study.py benchmarks/studies/methods_toys.toml --only board-plain32x3)",
               file=sys.stderr)
         return 2
+    SETTINGS = dataclasses.replace(SETTINGS, steps=args.steps, warmup_steps=min(SETTINGS.warmup_steps, args.steps // 4))
     parts = load_run(str(REPO / args.like)).parts
     rows = [r for seed in args.seeds
             for r in one_seed(parts, seed, args.share, args.quarters, args.n_eval, REPO / args.runs / f"seed{seed}")]
     out = REPO / args.out
     out.with_suffix(".md").write_text("\n".join(page(rows, args)))
     out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1) + "\n")
-    print(f"wrote {out.with_suffix('.md').relative_to(REPO)}")
+    print(f"wrote {out.with_suffix('.md')}")
     return 0
 
 
