@@ -877,8 +877,7 @@ def capacity_page(lands: list[Landscape], out: Path) -> list[Path]:
                              f"{sorted(configs)}")
         wide, metrics = wide[0], report["summary"]["metrics"]
         seeds = sorted(configs["N=1"]["values"], key=int)
-        values = {c: [configs[c]["values"][s][primary] for s in seeds] for c in ("N=1", "uniform", wide)}
-        d = paired_difference(values[wide], values["N=1"])
+        d = paired_difference(*([configs[c]["values"][s][primary] for s in seeds] for c in (wide, "N=1")))
         binds = side(d.mean, d.half_width, ls.higher_is_better(primary)) == "better"
         pairs = [(wide, "N=1"), ("uniform", "N=1"), (wide, "uniform")]
         lines = [f"# Does capacity bind? {land.name}", "", f"`{report['command']}`", "",
