@@ -904,9 +904,66 @@ def capacity_page(lands: list[Landscape], out: Path) -> list[Path]:
     return paths
 
 
+def warm_race_page(lands: list[Landscape], out: Path) -> list[Path]:
+    """benchmarks/results/warm_race.{md,json}: study L's rule (PREREGISTRATION.md, addendum of 21:15 UTC): warm_race
+    must not be resolved worse than the uniform split from scratch on the primary metric, on any regime; beside it
+    warm_split − uniform and warm_race − warm_split on every metric, the race by seed (its choice against the sign
+    of that seed's warm_split − uniform) and the extra compute. Races and costs come from the runs, else from the
+    committed JSON."""
+    before = stored("warm_race").get("regimes", {})
+    lines, data = ["# Deciding the warm start late: study L", ""], {"regimes": {}}
+    pairs = [("warm_race", "uniform"), ("warm_split", "uniform"), ("warm_race", "warm_split")]
+    for land in lands:
+        report, primary = land.report, land.report["settings"]["primary"]
+        configs, metrics = report["summary"]["configs"], report["summary"]["metrics"]
+        seeds = sorted(configs["uniform"]["values"], key=int)
+        value = {c: {s: configs[c]["values"][s][primary] for s in seeds} for c in ("uniform", "warm_split", "warm_race")}
+        d = paired_difference(*([value[c][s] for s in seeds] for c in ("warm_race", "uniform")))
+        holds = side(d.mean, d.half_width, ls.higher_is_better(primary)) != "worse"
+        races, extra = _races(land.runs), extra_cost(land.runs, "warm_race", None)[0]
+        if land.runs is None:
+            races, extra = before.get(land.name, {}).get("races", {}), before.get(land.name, {}).get("extra_compute")
+        part = {s: value["warm_split"][s] - value["uniform"][s] for s in seeds}
+        agree = sum(races[s]["warm"] == (part[s] < 0) for s in races if s in part)
+        lines += [f"## {land.name}", "", f"`{report['command']}`", "",
+                  f"**warm_race − uniform on {primary}: {d.mean:+.4f} ± {d.half_width:.4f}: the rule "
+                  f"{'holds' if holds else 'fails'} (not resolved worse is required).** Extra compute of warm_race: "
+                  + (f"{extra:.3f} of the budget." if extra is not None else "not recorded."), "",
+                  "| metric | " + " | ".join(f"{a} − {b}" for a, b in pairs) + " |", "|---|---|---|---|"]
+        lines += [f"| {m} {_arrow(m)} | " + " | ".join(paired(report, a, b, m) for a, b in pairs) + " |"
+                  for m in metrics]
+        lines += ["", PAIRED_LEGEND + ".", "", f"| seed | race: warm − scratch loss (± 2 s.e.) | choice | warm_split − "
+                  f"uniform ({primary}) | warm_race − uniform |", "|---|---|---|---|---|"]
+        for s in seeds:
+            r = races.get(s)
+            race = f"{r['difference']:+.4f} ± {2 * r['se']:.4f}" if r else "—"
+            choice = ("warm" if r["warm"] else "scratch") if r else "—"
+            lines.append(f"| {s} | {race} | {choice} | {part[s]:+.4f} | {value['warm_race'][s] - value['uniform'][s]:+.4f} |")
+        lines += ["", f"The race chose as the seed's warm_split − uniform turned out (warm where it is below 0) on "
+                  f"{agree} of {len(races)} seeds.", ""]
+        data["regimes"][land.name] = {"primary": primary, "seeds": seeds, "holds": holds, "races": races,
+                                      "extra_compute": extra, "agree": agree,
+                                      "race_minus_uniform": {"mean": d.mean, "half_width": d.half_width}}
+    holds = all(r["holds"] for r in data["regimes"].values())
+    lines[1:1] = ["", f"Rule, fixed before the runs (benchmarks/results/cause/PREREGISTRATION.md, addendum of "
+                  f"2026-12-07 21:15 UTC): warm_race − uniform must not be resolved worse on any regime. "
+                  f"**{'It holds' if holds else 'It fails'} on {len(data['regimes'])} regime(s).**"]
+    return _write_page(out, "warm_race", lines, data)
+
+
+def _races(runs: Path | None) -> dict[str, dict]:
+    """warm_race's decision by seed ({seed: {difference, se, warm}}) from the runs' adaptation.json; {} without."""
+    out = {}
+    for path in sorted((runs / "runs" / "warm_race").glob("seed*/checkpoints/adaptation.json")) if runs else []:
+        d = json.loads(path.read_text()).get("decision") or {}
+        if "difference" in d:
+            out[path.parts[-3][len("seed"):]] = {"difference": d["difference"], "se": d["se"], "warm": d["warm"]}
+    return out
+
+
 PAGES = {"experts_grid": grid_page, "experts_beyond": beyond_page, "experts_more_seeds": more_seeds_page,
          "evidence": evidence_page, "rescore_regrets": rescore_page, "methods_table": methods_table_page,
-         "methods_cifar": methods_cifar_page, "capacity": capacity_page}
+         "methods_cifar": methods_cifar_page, "capacity": capacity_page, "warm_race": warm_race_page}
 
 
 def _write_page(out: Path, stem: str, lines: list[str], data: dict) -> list[Path]:

@@ -701,3 +701,139 @@ class warm_transfer(warm_split):
         n = len(decision.get("intervals", []))
         lost = n * decision.get("scratch_steps", 0) * settings.batch_size * settings.grad_accum
         return 2.0 * n * self.n_eval + (3.0 * lost if decision.get("warm") else 0.0)
+
+
+@register("adaptation")
+class warm_race(warm_split):
+    """The warm split against the uniform split from scratch, raced late in the experts' training (docs/math.md,
+    "The warm start as a choice").
+
+    Both candidates train side by side at equal cost: the warm split's (shared network, its split, experts from it;
+    states ``warm_segment_k``) and the initial split's experts from scratch (states ``segment_k``). When the warm
+    experts have taken ``race_at`` of their own steps (the scratch experts then have taken the same total: their
+    share of the shared steps more), the two composite fields are compared by the flow-matching loss on ``n_eval``
+    fresh paired draws with t uniform in [0, 1). The lower one goes on to all its steps, from where the race left it
+    (bit for bit the run it would have been alone); the other's steps are the extra compute. ``race_at = 1`` trains
+    both to the end and keeps the better.
+    """
+
+    def __init__(self, share: float = 0.25, monitor: Instance("monitor") | None = None,
+                 solver: Instance("partition") | None = None, n_points: int = 32, n_samples: int = 512,
+                 t_max: float = 0.995, race_at: float = 0.5, n_eval: int = 8192):
+        if not 0 < race_at <= 1 or n_eval < 2:
+            raise UserError(f"warm_race: need 0 < race_at <= 1 (the part of the warm experts' own steps taken before "
+                            f"the race, e.g. 0.5) and n_eval >= 2, got race_at={race_at}, n_eval={n_eval}")
+        super().__init__(share=share, monitor=monitor, solver=solver, n_points=n_points, n_samples=n_samples,
+                         t_max=t_max)
+        self.race_at, self.n_eval = float(race_at), int(n_eval)
+
+    def __call__(self, job, initial: np.ndarray, base: dict | None) -> np.ndarray:
+        if job.local_time:
+            raise UserError("warm_race starts experts from a network that saw global t; it needs "
+                            "train.local_time = False")
+        settings, n = job.settings, len(initial) - 1
+        solver = self._solver(n)
+        shared, rest = self._parts(n, settings)
+        record = _load_record(job, type(self).__name__, initial)
+        state, field = self.base(job, shared, base)
+        if record["history"]:
+            b = np.array(record["history"][-1]["boundaries"], dtype=float)
+        else:
+            b = self._split(job, field, solver, record, initial, shared)
+        own = max(1, int(round(self.race_at * rest)))  # the warm experts' steps at the race
+        trained = {}  # the race's experts, kept for the winner when the race ran to the end of its steps
+        decision = record.get("decision")
+        if decision is None:
+            decision = record["decision"] = self._race(job, initial, b, state, shared, rest, own, trained)
+            _save_record(job.run_dir, record)
+        warm = decision["warm"]
+        for k in range(n):
+            if warm and own == rest and warm in trained:  # the race trained it to the end
+                self._save(job, k, b, *trained[warm][k], rest, shared)
+            elif warm:
+                self._finish(job, k, b, state, rest, shared)
+            elif decision["scratch_steps"] == settings.steps and warm in trained:
+                self._save(job, k, initial, *trained[warm][k], settings.steps, job.inherited)
+            else:
+                job.expert(k, initial, None)  # from the race's state on, as the fixed split's expert
+        if warm:
+            final, described, lost = b, self._described(solver), n * decision["scratch_steps"]
+        else:
+            final, lost = initial, shared + n * decision["warm_steps"]
+            described = {"boundary_solver": "none: no warm start", "monitor": None, "share": 0.0}
+        extra = self.extra_compute(n, settings, solver)  # the warm split's profile, measured either way
+        if process_state().is_main_process:  # the loser's training states are not needed again
+            import shutil
+
+            for k in range(n):
+                shutil.rmtree(rundir.state_dir(job.run_dir, f"segment_{k}" if warm else f"warm_segment_{k}"),
+                              ignore_errors=True)
+        race = 2.0 * 2 * self.n_eval  # two composite fields' forward passes on n_eval draws, in forward-pass units
+        budget = n * settings.steps
+        record.update(final_boundaries=np.asarray(final).tolist(), done=True, described=described,
+                      extra_compute=extra + lost / budget
+                      + race / (3.0 * budget * settings.batch_size * settings.grad_accum))
+        _save_record(job.run_dir, record)
+        return final
+
+    def _race(self, job, initial: np.ndarray, b: np.ndarray, state: dict, shared: int, rest: int, own: int,
+              trained: dict) -> dict:
+        """Both candidates trained to the race at equal cost (kept in ``trained``: True the warm split's experts,
+        False the scratch ones) and the paired flow-matching loss of their composite fields; the decision."""
+        from cbsflow.segmented import SegmentedVelocity
+
+        n, steps = len(initial) - 1, job.settings.steps
+        mine = min(steps, shared // n + own)  # the scratch experts' steps at the same cost
+        trained[True] = [self._train(job, k, b, state, rest, own) for k in range(n)]
+        trained[False] = [self._train(job, k, initial, None, steps, mine) for k in range(n)]
+        fields = [SegmentedVelocity([self._field(*trained[w][k]) for k in range(n)], bounds)
+                  for w, bounds in ((True, b), (False, initial))]
+        x1, y, eps, gen = _draws(job.dataset, self.n_eval, job.seed, 400)
+        d = paired_losses(fields, job.path, x1, y, eps, torch.rand(self.n_eval, generator=gen))
+        d = (d[0] - d[1]).double()
+        mean, se = float(d.mean()), float(d.std() / math.sqrt(len(d)))
+        print(f"[train] warm_race: after {shared} shared steps and {own} of each warm expert's, warm split minus "
+              f"uniform from scratch at the same cost, flow-matching loss {mean:+.4g} ± {2 * se:.2g}: "
+              f"{'warm split' if mean < 0 else 'experts from scratch'}", flush=True)
+        return {"warm_steps": own, "scratch_steps": mine, "difference": mean, "se": se, "warm": mean < 0}
+
+    def _train(self, job, k: int, b: np.ndarray, state: dict | None, steps: int, stop_at: int):
+        """Expert k of the split ``b`` (warm from ``state``, else from scratch) trained to ``stop_at`` of ``steps``
+        in its own state folder (resumable); the expert and fit's output."""
+        import dataclasses
+
+        from cbsflow import locks
+
+        n, interval = len(b) - 1, (float(b[k]), float(b[k + 1]))
+        with locks.held(locks.expert_lock(job.run_dir, k), process_state()):
+            expert = job.new_expert(k, interval, state)
+            out = job.fit_expert(k, n, expert, widened(interval, job.margin), stop_at=stop_at if stop_at < steps
+                                 else None, state=None if state is None else f"warm_segment_{k}",
+                                 settings=dataclasses.replace(job.settings, steps=steps))
+        return expert, out
+
+    @staticmethod
+    def _field(expert, out):
+        return (out["ema"] if out["ema"] is not None else expert).eval()
+
+    @staticmethod
+    def _save(job, k: int, b: np.ndarray, expert, out: dict, steps: int, inherited: int) -> None:
+        job.save_expert(k, expert, out, widened((float(b[k]), float(b[k + 1])), job.margin), steps=steps,
+                        inherited=inherited)
+
+    def _finish(self, job, k: int, b: np.ndarray, state: dict, rest: int, shared: int) -> None:
+        """Warm expert k trained on to all ``rest`` of its steps from the race's state and saved as segment k."""
+        import dataclasses
+
+        from cbsflow import locks
+
+        n, interval = len(b) - 1, (float(b[k]), float(b[k + 1]))
+        with locks.held(locks.expert_lock(job.run_dir, k), process_state()):
+            if job.complete(rundir.checkpoint_path(job.run_dir, k), interval, rest):
+                print(f"[train] expert {k + 1}/{n} is complete, skipped")
+                return
+            expert = job.new_expert(k, interval, state)
+            seen = widened(interval, job.margin)
+            out = job.fit_expert(k, n, expert, seen, state=f"warm_segment_{k}",
+                                 settings=dataclasses.replace(job.settings, steps=rest))
+            job.save_expert(k, expert, out, seen, steps=rest, inherited=shared)

@@ -161,6 +161,8 @@ class Runner:
                                 "changed since the report; rerun without --measured")
 
     def _one(self, cfg: ls.Config, seed: int, binds: list[str], digests: dict[str, str]) -> None:
+        if workers.stopping():  # Ctrl-C or SIGTERM: the jobs not started stay unstarted, with nothing to say
+            return
         run_dir = self.run_dir(cfg, seed)
         start = time.time()
         try:
@@ -186,6 +188,8 @@ class Runner:
                 self.results[cfg.label].digests[seed] = config_part(digests["train"])
             print(f"  {cfg.label} seed {seed}: {time.time() - start:.0f} s", flush=True)
         except subprocess.CalledProcessError:
+            if workers.stopping():  # stopped with the rest, not failed: a rerun of the command goes on with it
+                return
             with self.lock:
                 self.failures.append(f"{cfg.label} seed {seed} (see {run_dir}/landscape.log)")
             print(f"  {cfg.label} seed {seed}: FAILED, see {run_dir}/landscape.log", flush=True)

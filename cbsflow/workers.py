@@ -97,6 +97,11 @@ def _register(process) -> None:
         process.terminate()
 
 
+def stopping() -> bool:
+    """Whether stop_all has begun: a run that ends now was stopped, and no new one starts."""
+    return _STOPPING.is_set()
+
+
 def run(argv: list[str], log_path: str, threads: int = 0) -> int:
     """``tools/run.py argv`` with its output appended to ``log_path``, in a forked child (else a fresh interpreter);
     returns its exit code. ``threads`` > 0 sets torch's intra-op threads (and OMP_NUM_THREADS for a fresh one)."""

@@ -148,11 +148,13 @@ def test_bad_adaptation_settings_are_one_clear_error():
 
 @pytest.mark.parametrize("backbone,method", [("jit", "moving_mesh"), ("sit", "moving_mesh"), ("unet", "moving_mesh"),
                                              ("sit", "successive_halving"), ("jit", "warm_split"),
-                                             ("sit", "warm_split"), ("unet", "warm_split")])
+                                             ("sit", "warm_split"), ("unet", "warm_split"), ("unet", "warm_race")])
 def test_adaptive_splits_run_end_to_end_on_the_image_smoke_configurations(tmp_path, backbone, method):
     """gin/smoke/<backbone>.gin with gin/splits/<method>.gin: the adaptive split through every stage on images."""
     budget = ["--bind", "warm_split.n_samples = 16"] if method == "warm_split" else [
         "--bind", f"{method}.n_eval = 256"]
+    if method == "warm_race":
+        budget += ["--bind", "warm_race.n_samples = 16"]
     assert main(["--gin", f"gin/smoke/{backbone}.gin", "--gin", f"gin/splits/{method}.gin", *budget,
                  "--run-dir", str(tmp_path)]) == 0
     split = json.loads((tmp_path / "split.json").read_text())
@@ -327,3 +329,46 @@ def test_the_race_decides_the_warm_start_and_the_loser_costs_only_its_pilot(tmp_
         assert ckpt["steps"] == steps and ckpt["inherited_steps"] == 0
         for key, value in plain["state_dict"].items():
             torch.testing.assert_close(ckpt["state_dict"][key], value, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("warm, race_at", [(True, 0.5), (False, 0.5), (True, 1.0), (False, 1.0)])
+def test_the_late_race_keeps_one_candidate_bit_for_bit_and_the_other_costs_its_steps(tmp_path, monkeypatch, warm,
+                                                                                      race_at):
+    """warm_race: the warm split's experts (from the shared network, on its own split) and the uniform split's from
+    scratch train side by side at equal cost to race_at of the warm experts' steps; the loss difference is fixed here.
+    The winner goes on to all its steps, bit for bit the run it would have been alone (warm_split, or the fixed
+    uniform split), and the loser's steps are the extra compute."""
+    import cbsflow.adaptation as adaptation
+
+    def fixed(nets, path, x1, y, eps, t, batch_size=4096):
+        return torch.stack([torch.full((len(t),), 0.0 if warm else 2.0), torch.ones(len(t))])
+
+    monkeypatch.setattr(adaptation, "paired_losses", fixed)
+    steps, n = 40, 2
+    common = ["--gin", SMOKE, "--bind", "N_SEGMENTS = 2", "--bind", f"expert/training.steps = {steps}",
+              "--stages", "split,train"]
+    assert main([*common, "--gin", "gin/splits/warm_race.gin", "--bind", f"warm_race.race_at = {race_at}",
+                 "--bind", "warm_race.n_points = 8", "--bind", "warm_race.n_eval = 16",
+                 "--run-dir", str(tmp_path / "race")]) == 0
+    record = json.loads((tmp_path / "race" / "checkpoints" / "adaptation.json").read_text())
+    decision = record["decision"]
+    own = round(race_at * 30)  # share 1/4: 10 shared steps per expert, 30 of its own
+    assert decision["warm"] is warm and decision["warm_steps"] == own and decision["scratch_steps"] == 10 + own
+    passes = 3.0 * n * steps * 128  # one fixed split's training: batch 128, ~3 passes per sample
+    race, monitor = 2 * 2 * 16 / passes, 3.0 * 8 * 512 * 4 / passes  # the profile is measured either way
+    lost = n * (10 + own) if warm else 20 + n * own  # equal: the same cost on either side of the race
+    assert record["extra_compute"] == pytest.approx(lost / (n * steps) + race + monitor)
+    if warm:
+        alone = [*common, "--gin", "gin/splits/warm_split.gin", "--bind", "warm_split.n_points = 8"]
+    else:
+        alone = [*common, *UNIFORM2, "--bind", "train.adaptation = None"]
+    assert main([*alone, "--run-dir", str(tmp_path / "alone")]) == 0
+    for k in range(n):
+        ckpt, ref = (torch.load(tmp_path / d / "checkpoints" / f"segment_{k}.pt", weights_only=True)
+                     for d in ("race", "alone"))
+        assert ckpt["interval"] == ref["interval"] and ckpt["steps"] == ref["steps"]
+        assert ckpt["inherited_steps"] == ref["inherited_steps"] == (20 if warm else 0)
+        for key, value in ref["state_dict"].items():
+            torch.testing.assert_close(ckpt["state_dict"][key], value, rtol=0, atol=0)
+    loser = "segment_0" if warm else "warm_segment_0"
+    assert not (tmp_path / "race" / "checkpoints" / loser).exists()  # the loser's training states are cleared

@@ -324,16 +324,37 @@ def test_ctrl_c_and_sigterm_stop_the_landscape_and_its_workers(sig, tmp_path, re
     cmd = [sys.executable, "tools/landscape.py", "--gin", "gin/smoke/toy.gin", "--n", "2", "--boundaries", "0.3", "0.7",
            "--seeds", "0", "1", "--jobs", "2", "--out", str(out), "--bind", "expert/training.steps = 100000",
            "--bind", "evaluate.metrics = [@sliced_wasserstein()]"]
+    cmd.insert(1, "-Xfaulthandler")  # SIGABRT then prints every thread's stack: what a hang waits on
+    # A shell starts a background job (`pytest ... &`) with SIGINT ignored, and an ignored signal stays ignored in
+    # every child, where Python then installs no Ctrl-C handler: the landscape would rightly not hear it. The user's
+    # Ctrl-C reaches a foreground process, so the landscape starts as one would.
     proc = subprocess.Popen(cmd, cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+                            env=dict(os.environ, OMP_NUM_THREADS="1"),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not list(out.glob("runs/*/seed*/checkpoints/segment_0")):
         time.sleep(0.2)  # a run is training
     below = _descendants(proc.pid)
     assert below, "no worker started"
     proc.send_signal(getattr(signal, sig))
-    _, err = proc.communicate(timeout=120)
+    try:
+        stdout, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # say what it hung on: the process tree and every thread's stack
+        mine = {proc.pid} | below | _descendants(proc.pid)
+        tree = "\n".join(line for line in subprocess.run(["ps", "-e", "-o", "pid=,ppid=,stat=,etime=,args="],
+                                                        capture_output=True, text=True).stdout.splitlines()
+                         if int(line.split()[0]) in mine)
+        exited = proc.poll()  # not None: the landscape exited, and something below it holds its pipes open
+        if exited is None:
+            proc.send_signal(signal.SIGABRT)
+        for p in mine - {proc.pid}:
+            subprocess.run(["kill", "-9", str(p)], capture_output=True)
+        _, err = proc.communicate(timeout=30)
+        logs = "".join(f"--- {f}\n{f.read_text()[-1500:]}" for f in out.glob("runs/*/seed*/landscape.log"))
+        raise AssertionError(f"no exit 120 s after {sig} (landscape exit code then: {exited})\n{tree}\n"
+                             f"{err[-6000:]}\n{logs}")
     assert proc.returncode == 130 and "landscape.py: stopped" in err and "Traceback" not in err, err[-2000:]
+    assert "FAILED" not in stdout, stdout  # the runs stopped, and those never started, are not failures
     time.sleep(0.5)
     assert not [p for p in below if os.path.exists(f"/proc/{p}") and
                 open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
