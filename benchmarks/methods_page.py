@@ -58,7 +58,7 @@ def choices(land: sr.Landscape, stem: str = "methods_table") -> dict[str, dict]:
     if land.runs is None:
         return sr.stored(stem).get("choices", {}).get(land.name, {})
     out = {label: pilot_decisions(land, label) for label in ("warm_pilot", "warm_adaptive")}
-    out.update({label: race_decisions(land, label) for label in ("warm_transfer", "warm_transfer_end")})
+    out.update({label: race_decisions(land, label) for label in ("warm_transfer", "warm_transfer_end", "warm_race")})
     return {label: seen for label, seen in out.items() if seen}
 
 
@@ -87,7 +87,7 @@ def pilot_decisions(land: sr.Landscape, label: str = "warm_pilot") -> dict[str, 
 
 
 def race_decisions(land: sr.Landscape, label: str) -> dict[str, dict]:
-    """warm_transfer's race by seed: {seed: {difference, se, warm}} from the runs; {} without them."""
+    """A race's decision by seed (warm_transfer, warm_race): {seed: {difference, se, warm}} from the runs; {} without."""
     import json
 
     out = {}
@@ -98,17 +98,29 @@ def race_decisions(land: sr.Landscape, label: str) -> dict[str, dict]:
     return out
 
 
-def race_line(label: str, races: dict[str, dict], part: dict[str, float]) -> list[str]:
-    """A race's shared − scratch loss (± 2 s.e.) and choice by seed, and on how many seeds the choice matched the
-    sign of that seed's warm-start part (warm_uniform − uniform: warm where it is below 0); [] without races."""
+def race_line(label: str, races: dict[str, dict], part: dict[str, float], late: bool = False) -> list[str]:
+    """A race's loss difference (± 2 s.e.) and choice by seed, and on how many seeds the choice matched the sign of
+    ``part`` on that seed (warm where it is below 0): the warm-start part (warm_uniform − uniform) for a race of the
+    shared network (warm_transfer), warm_split − uniform for a ``late`` race of the two (warm_race); [] without."""
     if not races:
         return []
     seen = [f"{s}: {d['difference']:+.4f} ± {2 * d['se']:.4f} ({'warm' if d['warm'] else 'scratch'})"
             for s, d in races.items()]
     both = [s for s in races if s in part]
     agree = sum(races[s]["warm"] == (part[s] < 0) for s in both)
-    tail = f" It chose as the seed's final warm-start part turned out on {agree} of {len(both)} seeds." if both else ""
-    return [f"{label}'s race (shared − scratch loss) by seed: {', '.join(seen)}.{tail}", ""]
+    outcome = "warm_split − uniform" if late else "final warm-start part"
+    tail = f" It chose as the seed's {outcome} turned out on {agree} of {len(both)} seeds." if both else ""
+    what = "warm split − scratch at half the experts' steps" if late else "shared − scratch"
+    return [f"{label}'s race ({what} loss) by seed: {', '.join(seen)}.{tail}", ""]
+
+
+def split_part(report: dict) -> dict[str, float]:
+    """warm_split − uniform per seed on the primary metric ({} without both): what warm_race's race decides."""
+    configs, primary = report["summary"]["configs"], report["settings"]["primary"]
+    if "warm_split" not in configs or "uniform" not in configs:
+        return {}
+    return {s: configs["warm_split"]["values"][s][primary] - configs["uniform"]["values"][s][primary]
+            for s in sorted(configs["uniform"]["values"], key=int) if s in configs["warm_split"]["values"]}
 
 
 def _choice(d: dict) -> str:
@@ -170,6 +182,7 @@ def regime_section(name: str, land: sr.Landscape, rows: dict, stem: str = "metho
     deciding = {label: chosen.get(label, {}) for label in ("warm_pilot", "warm_adaptive")}
     race = [line for label in ("warm_transfer", "warm_transfer_end")
             for line in race_line(label, chosen.get(label, {}), part)]
+    race += race_line("warm_race", chosen.get("warm_race", {}), split_part(land.report), late=True)
     by_seed = ([f"The warm start's part by seed (warm_uniform − uniform): "
                 + ", ".join(f"{s}: {v:+.4f}" for s, v in part.items()) + ".", ""] if part and chosen else [])
     return lines + [""] + attribution(land, rows) + pilot_line(rows, deciding) + by_seed + race

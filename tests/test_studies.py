@@ -189,6 +189,11 @@ def test_each_race_is_set_beside_the_seeds_final_warm_start_part():
         "uniform": {"values": {"300": {"sw": 1.0}, "301": {"sw": 2.0}}},
         "warm_uniform": {"values": {"300": {"sw": 1.5}, "301": {"sw": 1.0}}}}}}
     assert methods_page.seed_part(report) == {"300": 0.5, "301": -1.0}
+    late = methods_page.race_line("warm_race", races, {"300": -0.1, "301": 0.2}, late=True)  # both chose right
+    assert late[0].startswith("warm_race's race (warm split − scratch at half the experts' steps loss) by seed")
+    assert late[0].endswith("It chose as the seed's warm_split − uniform turned out on 2 of 2 seeds.")
+    report["summary"]["configs"]["warm_split"] = {"values": {"300": {"sw": 0.5}, "301": {"sw": 2.5}}}
+    assert methods_page.split_part(report) == {"300": -0.5, "301": 0.5}
 
 
 def test_a_partial_studys_pages_name_the_landscapes_not_yet_run(tmp_path):
