@@ -372,3 +372,42 @@ def test_the_late_race_keeps_one_candidate_bit_for_bit_and_the_other_costs_its_s
             torch.testing.assert_close(ckpt["state_dict"][key], value, rtol=0, atol=0)
     loser = "segment_0" if warm else "warm_segment_0"
     assert not (tmp_path / "race" / "checkpoints" / loser).exists()  # the loser's training states are cleared
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_a_late_race_stopped_after_its_decision_goes_on_to_the_same_experts(tmp_path, monkeypatch, warm):
+    """warm_race stopped after the race (the decision saved, the winner not yet trained on) and run again: the
+    decision is read back, not raced again, and the winner goes on from its state at the race to the same weights
+    as a run that was never stopped."""
+    import cbsflow.adaptation as adaptation
+
+    def fixed(nets, path, x1, y, eps, t, batch_size=4096):
+        return torch.stack([torch.full((len(t),), 0.0 if warm else 2.0), torch.ones(len(t))])
+
+    monkeypatch.setattr(adaptation, "paired_losses", fixed)
+    args = ["--gin", SMOKE, "--bind", "N_SEGMENTS = 2", "--bind", "expert/training.steps = 40", "--stages",
+            "split,train", "--gin", "gin/splits/warm_race.gin", "--bind", "warm_race.n_points = 8",
+            "--bind", "warm_race.n_eval = 16"]
+    assert main([*args, "--run-dir", str(tmp_path / "once")]) == 0
+
+    class Stopped(Exception):
+        pass
+
+    def stopped(*a, **k):
+        raise Stopped
+
+    monkeypatch.setattr(adaptation.warm_race, "_finish" if warm else "_save", stopped)
+    if not warm:  # the scratch winner goes on through the fixed split's path
+        from cbsflow import training
+
+        monkeypatch.setattr(training.TrainingRun, "expert", stopped)
+    with pytest.raises(Stopped):
+        main([*args, "--run-dir", str(tmp_path / "twice")])
+    monkeypatch.undo()
+    monkeypatch.setattr(adaptation, "paired_losses", lambda *a, **k: pytest.fail("raced again"))
+    assert main([*args, "--run-dir", str(tmp_path / "twice")]) == 0
+    for k in range(2):
+        once, twice = (torch.load(tmp_path / d / "checkpoints" / f"segment_{k}.pt", weights_only=True)
+                       for d in ("once", "twice"))
+        for key, value in once["state_dict"].items():
+            torch.testing.assert_close(twice["state_dict"][key], value, rtol=0, atol=0)
