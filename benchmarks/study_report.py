@@ -912,10 +912,11 @@ def warm_race_page(lands: list[Landscape], out: Path) -> list[Path]:
     committed JSON."""
     before = stored("warm_race").get("regimes", {})
     lines, data = ["# Deciding the warm start late: study L", ""], {"regimes": {}}
-    pairs = [("warm_race", "uniform"), ("warm_split", "uniform"), ("warm_race", "warm_split")]
     for land in lands:
         report, primary = land.report, land.report["settings"]["primary"]
         configs, metrics = report["summary"]["configs"], report["summary"]["metrics"]
+        pairs = [("warm_race", "uniform"), ("warm_split", "uniform"), ("warm_race", "warm_split")]
+        pairs += [("warm_race", "uniform_eq")] if "uniform_eq" in configs else []  # L2: at warm_race's compute
         seeds = sorted(configs["uniform"]["values"], key=int)
         value = {c: {s: configs[c]["values"][s][primary] for s in seeds} for c in ("uniform", "warm_split", "warm_race")}
         d = paired_difference(*([value[c][s] for s in seeds] for c in ("warm_race", "uniform")))
@@ -929,7 +930,7 @@ def warm_race_page(lands: list[Landscape], out: Path) -> list[Path]:
                   f"**warm_race − uniform on {primary}: {d.mean:+.4f} ± {d.half_width:.4f}: the rule "
                   f"{'holds' if holds else 'fails'} (not resolved worse is required).** Extra compute of warm_race: "
                   + (f"{extra:.3f} of the budget." if extra is not None else "not recorded."), "",
-                  "| metric | " + " | ".join(f"{a} − {b}" for a, b in pairs) + " |", "|---|---|---|---|"]
+                  "| metric | " + " | ".join(f"{a} − {b}" for a, b in pairs) + " |", "|---|" + "---|" * len(pairs)]
         lines += [f"| {m} {_arrow(m)} | " + " | ".join(paired(report, a, b, m) for a, b in pairs) + " |"
                   for m in metrics]
         lines += ["", PAIRED_LEGEND + ".", "", f"| seed | race: warm − scratch loss (± 2 s.e.) | choice | warm_split − "
