@@ -572,9 +572,11 @@ class warm_split:
         _save_record(job.run_dir, record)
         return b
 
-    def _expert(self, job, k: int, b: np.ndarray, state: dict, shared: int, rest: int) -> None:
-        """Expert k from the shared weights, trained ``rest`` steps on its interval; skipped when a finished
-        checkpoint of it exists (a resumed run); locked as the fixed split's experts are."""
+    def _expert(self, job, k: int, b: np.ndarray, state: dict, shared: int, rest: int,
+                folder: str | None = None) -> None:
+        """Expert k from the shared weights, trained ``rest`` steps on its interval (its training state in
+        ``folder``, default segment_k); skipped when a finished checkpoint of it exists (a resumed run); locked as
+        the fixed split's experts are."""
         import dataclasses
 
         from cbsflow import locks
@@ -586,7 +588,8 @@ class warm_split:
                 return
             expert = job.new_expert(k, interval, state)
             seen = widened(expert.interval, job.margin)
-            out = job.fit_expert(k, n, expert, seen, settings=dataclasses.replace(job.settings, steps=rest))
+            out = job.fit_expert(k, n, expert, seen, state=folder, settings=dataclasses.replace(job.settings,
+                                                                                              steps=rest))
             job.save_expert(k, expert, out, seen, steps=rest, inherited=shared)
 
     def extra_compute(self, n: int, settings, solver=None) -> float:
@@ -750,8 +753,8 @@ class warm_race(warm_split):
         for k in range(n):
             if warm and own == rest and warm in trained:  # the race trained it to the end
                 self._save(job, k, b, *trained[warm][k], rest, shared)
-            elif warm:
-                self._finish(job, k, b, state, rest, shared)
+            elif warm:  # from the race's state on
+                self._expert(job, k, b, state, shared, rest, folder=f"warm_segment_{k}")
             elif decision["scratch_steps"] == settings.steps and warm in trained:
                 self._save(job, k, initial, *trained[warm][k], settings.steps, job.inherited)
             else:
@@ -820,20 +823,3 @@ class warm_race(warm_split):
     def _save(job, k: int, b: np.ndarray, expert, out: dict, steps: int, inherited: int) -> None:
         job.save_expert(k, expert, out, widened((float(b[k]), float(b[k + 1])), job.margin), steps=steps,
                         inherited=inherited)
-
-    def _finish(self, job, k: int, b: np.ndarray, state: dict, rest: int, shared: int) -> None:
-        """Warm expert k trained on to all ``rest`` of its steps from the race's state and saved as segment k."""
-        import dataclasses
-
-        from cbsflow import locks
-
-        n, interval = len(b) - 1, (float(b[k]), float(b[k + 1]))
-        with locks.held(locks.expert_lock(job.run_dir, k), process_state()):
-            if job.complete(rundir.checkpoint_path(job.run_dir, k), interval, rest):
-                print(f"[train] expert {k + 1}/{n} is complete, skipped")
-                return
-            expert = job.new_expert(k, interval, state)
-            seen = widened(interval, job.margin)
-            out = job.fit_expert(k, n, expert, seen, state=f"warm_segment_{k}",
-                                 settings=dataclasses.replace(job.settings, steps=rest))
-            job.save_expert(k, expert, out, seen, steps=rest, inherited=shared)

@@ -396,7 +396,7 @@ def test_a_late_race_stopped_after_its_decision_goes_on_to_the_same_experts(tmp_
     def stopped(*a, **k):
         raise Stopped
 
-    monkeypatch.setattr(adaptation.warm_race, "_finish" if warm else "_save", stopped)
+    monkeypatch.setattr(adaptation.warm_race, "_expert" if warm else "_save", stopped)
     if not warm:  # the scratch winner goes on through the fixed split's path
         from cbsflow import training
 
