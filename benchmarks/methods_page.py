@@ -10,6 +10,7 @@ Written by ``python benchmarks/run_study.py benchmarks/studies/methods_toys.toml
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 from cbsflow import landscape as ls
@@ -203,6 +204,25 @@ def tally(all_rows: dict[str, dict]) -> list[str]:
     return lines
 
 
+def one_table(all_rows: dict[str, dict]) -> list[str]:
+    """Every configuration's held-out regret against the best scratch split, one column per regime, and its median
+    extra compute over the regimes (counted / wall, as in the regimes' sections)."""
+    labels = list(dict.fromkeys(label for rows in all_rows.values() for label in rows))
+    lines = ["## One table", "", "Held-out regret against the best fixed split trained from scratch (95 %; below 0: "
+             "better than it), per regime; the regimes' own sections give the reference split, the warm-started "
+             "reference and the paired difference to uniform.", "",
+             "| configuration | " + " | ".join(all_rows) + " | extra compute (median: counted / wall) |",
+             "|---|" + "---|" * (len(all_rows) + 1)]
+    for label in labels:
+        cells = [_cell(rows[label]["vs_scratch"]) if label in rows else "—" for rows in all_rows.values()]
+        extra = []
+        for key in ("extra_compute", "extra_wall"):
+            seen = [rows[label][key] for rows in all_rows.values() if label in rows and rows[label][key] is not None]
+            extra.append(f"{100 * statistics.median(seen):+.1f} %" if seen else "—")
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {' / '.join(extra)} |")
+    return lines + [""]
+
+
 def methods_page(lands: list[sr.Landscape], out: Path, stem: str = "methods_table",
                  study: str = "benchmarks/studies/methods_toys.toml") -> list[Path]:
     all_rows = {land.name: method_rows(land, stem) for land in lands}
@@ -214,5 +234,5 @@ def methods_page(lands: list[sr.Landscape], out: Path, stem: str = "methods_tabl
             "method records it) / wall (profile + training against uniform's training, several runs at once). "
             "Lower is better; " + sr.LEGEND + ".", ""]
     sections = [line for name, land in zip(all_rows, lands) for line in regime_section(name, land, all_rows[name], stem)]
-    return sr._write_page(out, stem, head + sections + tally(all_rows),
+    return sr._write_page(out, stem, head + one_table(all_rows) + sections + tally(all_rows),
                           {"regimes": all_rows, "choices": {land.name: choices(land, stem) for land in lands}})

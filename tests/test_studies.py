@@ -247,3 +247,15 @@ def test_the_warm_race_page_applies_its_rule_and_sets_each_race_beside_the_seeds
     assert "**warm_race − uniform on sw: +0.1000 ± 0.0000: the rule fails" in text and "It fails on 1 regime" in text
     assert "| 1 | -0.0100 ± 0.0020 | warm | -0.1000 | +0.1000 |" in text
     assert data["regimes"]["toy"]["agree"] == 4 and not data["regimes"]["toy"]["holds"]  # seed 1's warm start paid
+
+
+def test_the_one_table_sets_every_configuration_beside_every_regime():
+    _run_study()
+    import methods_page
+
+    row = {"vs_scratch": {"mean": 0.01, "half_width": 0.002}, "extra_compute": 0.1, "extra_wall": 0.5}
+    lines = methods_page.one_table({"a": {"uniform": dict(row, extra_compute=None, extra_wall=0.0), "cbs": row},
+                                    "b": {"cbs": dict(row, extra_compute=0.3, vs_scratch=None)}})
+    assert lines[4] == "| configuration | a | b | extra compute (median: counted / wall) |"
+    assert lines[6] == "| uniform | **+0.0100 ± 0.0020 (worse)** | — | — / +0.0 % |"
+    assert lines[7] == "| cbs | **+0.0100 ± 0.0020 (worse)** | — | +20.0 % / +50.0 % |"
