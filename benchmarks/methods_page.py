@@ -63,13 +63,18 @@ def choices(land: sr.Landscape, stem: str = "methods_table") -> dict[str, dict]:
     return {label: seen for label, seen in out.items() if seen}
 
 
+def per_seed(report: dict, a: str, b: str = "uniform") -> dict[str, float]:
+    """a − b per seed on the primary metric ({} without both)."""
+    configs, primary = report["summary"]["configs"], report["settings"]["primary"]
+    if a not in configs or b not in configs:
+        return {}
+    return {s: configs[a]["values"][s][primary] - configs[b]["values"][s][primary]
+            for s in sorted(configs[b]["values"], key=int) if s in configs[a]["values"]}
+
+
 def seed_part(report: dict) -> dict[str, float]:
     """The warm start's part per seed: warm_uniform − uniform on the primary metric ({} without both)."""
-    configs, primary = report["summary"]["configs"], report["settings"]["primary"]
-    if "warm_uniform" not in configs or "uniform" not in configs:
-        return {}
-    return {s: configs["warm_uniform"]["values"][s][primary] - configs["uniform"]["values"][s][primary]
-            for s in sorted(configs["uniform"]["values"], key=int) if s in configs["warm_uniform"]["values"]}
+    return per_seed(report, "warm_uniform")
 
 
 def pilot_decisions(land: sr.Landscape, label: str = "warm_pilot") -> dict[str, dict]:
@@ -117,11 +122,7 @@ def race_line(label: str, races: dict[str, dict], part: dict[str, float], late: 
 
 def split_part(report: dict) -> dict[str, float]:
     """warm_split − uniform per seed on the primary metric ({} without both): what warm_race's race decides."""
-    configs, primary = report["summary"]["configs"], report["settings"]["primary"]
-    if "warm_split" not in configs or "uniform" not in configs:
-        return {}
-    return {s: configs["warm_split"]["values"][s][primary] - configs["uniform"]["values"][s][primary]
-            for s in sorted(configs["uniform"]["values"], key=int) if s in configs["warm_split"]["values"]}
+    return per_seed(report, "warm_split")
 
 
 def _choice(d: dict) -> str:
