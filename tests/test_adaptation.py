@@ -396,11 +396,10 @@ def test_a_late_race_stopped_after_its_decision_goes_on_to_the_same_experts(tmp_
     def stopped(*a, **k):
         raise Stopped
 
-    monkeypatch.setattr(adaptation.warm_race, "_expert" if warm else "_save", stopped)
-    if not warm:  # the scratch winner goes on through the fixed split's path
-        from cbsflow import training
+    from cbsflow import training
 
-        monkeypatch.setattr(training.TrainingRun, "expert", stopped)
+    # Where the winner goes on after the race: the warm split's own expert path, or the fixed split's.
+    monkeypatch.setattr(*((adaptation.warm_race, "_expert") if warm else (training.TrainingRun, "expert")), stopped)
     with pytest.raises(Stopped):
         main([*args, "--run-dir", str(tmp_path / "twice")])
     monkeypatch.undo()
