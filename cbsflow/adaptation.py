@@ -795,10 +795,15 @@ class warm_race(warm_split):
         d = paired_losses(fields, job.path, x1, y, eps, torch.rand(self.n_eval, generator=gen))
         d = (d[0] - d[1]).double()
         mean, se = float(d.mean()), float(d.std() / math.sqrt(len(d)))
-        print(f"[train] warm_race: after {shared} shared steps and {own} of each warm expert's, warm split minus "
-              f"uniform from scratch at the same cost, flow-matching loss {mean:+.4g} ± {2 * se:.2g}: "
-              f"{'warm split' if mean < 0 else 'experts from scratch'}", flush=True)
-        return {"warm_steps": own, "scratch_steps": mine, "difference": mean, "se": se, "warm": mean < 0}
+        warm = self.chooses_warm(mean, se)
+        print(f"[train] {type(self).__name__}: after {shared} shared steps and {own} of each warm expert's, warm split "
+              f"minus uniform from scratch at the same cost, flow-matching loss {mean:+.4g} ± {2 * se:.2g}: "
+              f"{'warm split' if warm else 'experts from scratch'}", flush=True)
+        return {"warm_steps": own, "scratch_steps": mine, "difference": mean, "se": se, "warm": warm}
+
+    def chooses_warm(self, difference: float, se: float) -> bool:
+        """The decision from the race's paired loss difference (warm − scratch) and its standard error: the lower."""
+        return difference < 0
 
     def _train(self, job, k: int, b: np.ndarray, state: dict | None, steps: int, stop_at: int):
         """Expert k of the split ``b`` (warm from ``state``, else from scratch) trained to ``stop_at`` of ``steps``
@@ -823,3 +828,24 @@ class warm_race(warm_split):
     def _save(job, k: int, b: np.ndarray, expert, out: dict, steps: int, inherited: int) -> None:
         job.save_expert(k, expert, out, widened((float(b[k]), float(b[k + 1])), job.margin), steps=steps,
                         inherited=inherited)
+
+
+@register("adaptation")
+class warm_race_margin(warm_race):
+    """warm_race that warm-starts only where the race resolves it (docs/math.md, "The warm start as a choice"): the
+    warm split goes on iff its flow-matching loss minus the scratch split's is below ``-margin`` standard errors of
+    the paired difference; an unresolved race keeps the experts from scratch (bit for bit the uniform split's run).
+    """
+
+    def __init__(self, share: float = 0.25, monitor: Instance("monitor") | None = None,
+                 solver: Instance("partition") | None = None, n_points: int = 32, n_samples: int = 512,
+                 t_max: float = 0.995, race_at: float = 0.5, n_eval: int = 8192, margin: float = 2.0):
+        if not margin >= 0:
+            raise UserError(f"warm_race_margin.margin must be >= 0 (standard errors the warm split must win the race "
+                            f"by, e.g. 2), got {margin}")
+        super().__init__(share=share, monitor=monitor, solver=solver, n_points=n_points, n_samples=n_samples,
+                         t_max=t_max, race_at=race_at, n_eval=n_eval)
+        self.margin = float(margin)
+
+    def chooses_warm(self, difference: float, se: float) -> bool:
+        return difference + self.margin * se < 0

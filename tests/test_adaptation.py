@@ -410,3 +410,44 @@ def test_a_late_race_stopped_after_its_decision_goes_on_to_the_same_experts(tmp_
                        for d in ("once", "twice"))
         for key, value in once["state_dict"].items():
             torch.testing.assert_close(twice["state_dict"][key], value, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("shift, warm", [(-0.6, True), (-0.05, False), (0.05, False)])
+def test_the_margin_race_warm_starts_only_where_the_race_resolves_it(tmp_path, monkeypatch, shift, warm):
+    """warm_race_margin: the race's per-draw differences are ±1 around ``shift`` (s.e. 1/sqrt(15) ≈ 0.26 on 16
+    draws), so -0.6 is below two standard errors and the warm split goes on, while -0.05 (lower, but unresolved,
+    which plain warm_race would take) and +0.05 keep the experts from scratch: bit for bit the uniform split's."""
+    import cbsflow.adaptation as adaptation
+
+    def fixed(nets, path, x1, y, eps, t, batch_size=4096):
+        sign = torch.tensor([1.0, -1.0]).repeat(len(t) // 2)
+        return torch.stack([1.0 + shift + sign, torch.ones(len(t))])
+
+    monkeypatch.setattr(adaptation, "paired_losses", fixed)
+    common = ["--gin", SMOKE, "--bind", "N_SEGMENTS = 2", "--bind", "expert/training.steps = 40",
+              "--stages", "split,train"]
+    assert main([*common, "--gin", "gin/splits/warm_race_margin.gin", "--bind", "warm_race_margin.n_points = 8",
+                 "--bind", "warm_race_margin.n_eval = 16", "--run-dir", str(tmp_path / "race")]) == 0
+    decision = json.loads((tmp_path / "race" / "checkpoints" / "adaptation.json").read_text())["decision"]
+    assert decision["difference"] == pytest.approx(shift) and decision["se"] == pytest.approx(15 ** -0.5)
+    assert decision["warm"] is warm
+    assert adaptation.warm_race().chooses_warm(shift, decision["se"]) is (shift < 0)  # the plain race: the lower
+    if warm:
+        alone = [*common, "--gin", "gin/splits/warm_split.gin", "--bind", "warm_split.n_points = 8"]
+    else:
+        alone = [*common, *UNIFORM2, "--bind", "train.adaptation = None"]
+    assert main([*alone, "--run-dir", str(tmp_path / "alone")]) == 0
+    for k in range(2):
+        ckpt, ref = (torch.load(tmp_path / d / "checkpoints" / f"segment_{k}.pt", weights_only=True)
+                     for d in ("race", "alone"))
+        assert ckpt["interval"] == ref["interval"]
+        for key, value in ref["state_dict"].items():
+            torch.testing.assert_close(ckpt["state_dict"][key], value, rtol=0, atol=0)
+
+
+def test_the_margin_must_be_a_number_of_standard_errors_at_least_zero():
+    from cbsflow.adaptation import warm_race_margin
+    from cbsflow.errors import UserError
+
+    with pytest.raises(UserError, match="warm_race_margin.margin must be >= 0"):
+        warm_race_margin(margin=-1.0)
