@@ -910,36 +910,49 @@ def warm_race_page(lands: list[Landscape], out: Path) -> list[Path]:
     warm_split − uniform and warm_race − warm_split on every metric, the race by seed (its choice against the sign
     of that seed's warm_split − uniform) and the extra compute. Races and costs come from the runs, else from the
     committed JSON."""
-    before = stored("warm_race").get("regimes", {})
-    lines, data = ["# Deciding the warm start late: study L", ""], {"regimes": {}}
+    return _race_page(lands, out, "warm_race", "# Deciding the warm start late: study L", "2026-12-07 21:15 UTC")
+
+
+def warm_race_margin_page(lands: list[Landscape], out: Path) -> list[Path]:
+    """benchmarks/results/warm_race_margin.{md,json}: study M's rule (PREREGISTRATION.md, addendum of 23:36 UTC):
+    warm_race_margin must not be resolved worse than the uniform split from scratch on the primary metric, on any
+    regime; reported as study L's page."""
+    return _race_page(lands, out, "warm_race_margin", "# The late race with a margin: study M", "2026-12-07 23:36 UTC")
+
+
+def _race_page(lands: list[Landscape], out: Path, race_label: str, title: str, filed: str) -> list[Path]:
+    """A late race's page (warm_race, warm_race_margin): the rule race − uniform not resolved worse on any regime."""
+    before = stored(race_label).get("regimes", {})
+    lines, data = [title, ""], {"regimes": {}}
     for land in lands:
         report, primary = land.report, land.report["settings"]["primary"]
         configs, metrics = report["summary"]["configs"], report["summary"]["metrics"]
-        pairs = [("warm_race", "uniform"), ("warm_split", "uniform"), ("warm_race", "warm_split")]
-        pairs += [("warm_race", "uniform_eq")] if "uniform_eq" in configs else []  # L2: at warm_race's compute
+        pairs = [(race_label, "uniform"), ("warm_split", "uniform"), (race_label, "warm_split")]
+        pairs += [(race_label, "uniform_eq")] if "uniform_eq" in configs else []  # L2: at warm_race's compute
         seeds = sorted(configs["uniform"]["values"], key=int)
-        value = {c: {s: configs[c]["values"][s][primary] for s in seeds} for c in ("uniform", "warm_split", "warm_race")}
-        d = paired_difference(*([value[c][s] for s in seeds] for c in ("warm_race", "uniform")))
+        value = {c: {s: configs[c]["values"][s][primary] for s in seeds} for c in ("uniform", "warm_split", race_label)}
+        d = paired_difference(*([value[c][s] for s in seeds] for c in (race_label, "uniform")))
         holds = side(d.mean, d.half_width, ls.higher_is_better(primary)) != "worse"
-        races, extra = _races(land.runs), extra_cost(land.runs, "warm_race", None)[0]
+        races, extra = _races(land.runs, race_label), extra_cost(land.runs, race_label, None)[0]
         if land.runs is None:
             races, extra = before.get(land.name, {}).get("races", {}), before.get(land.name, {}).get("extra_compute")
         part = {s: value["warm_split"][s] - value["uniform"][s] for s in seeds}
         agree = sum(races[s]["warm"] == (part[s] < 0) for s in races if s in part)
         lines += [f"## {land.name}", "", f"`{report['command']}`", "",
-                  f"**warm_race − uniform on {primary}: {d.mean:+.4f} ± {d.half_width:.4f}: the rule "
-                  f"{'holds' if holds else 'fails'} (not resolved worse is required).** Extra compute of warm_race: "
+                  f"**{race_label} − uniform on {primary}: {d.mean:+.4f} ± {d.half_width:.4f}: the rule "
+                  f"{'holds' if holds else 'fails'} (not resolved worse is required).** Extra compute of {race_label}: "
                   + (f"{extra:.3f} of the budget." if extra is not None else "not recorded."), "",
                   "| metric | " + " | ".join(f"{a} − {b}" for a, b in pairs) + " |", "|---|" + "---|" * len(pairs)]
         lines += [f"| {m} {_arrow(m)} | " + " | ".join(paired(report, a, b, m) for a, b in pairs) + " |"
                   for m in metrics]
         lines += ["", PAIRED_LEGEND + ".", "", f"| seed | race: warm − scratch loss (± 2 s.e.) | choice | warm_split − "
-                  f"uniform ({primary}) | warm_race − uniform |", "|---|---|---|---|---|"]
+                  f"uniform ({primary}) | {race_label} − uniform |", "|---|---|---|---|---|"]
         for s in seeds:
             r = races.get(s)
             race = f"{r['difference']:+.4f} ± {2 * r['se']:.4f}" if r else "—"
             choice = ("warm" if r["warm"] else "scratch") if r else "—"
-            lines.append(f"| {s} | {race} | {choice} | {part[s]:+.4f} | {value['warm_race'][s] - value['uniform'][s]:+.4f} |")
+            lines.append(f"| {s} | {race} | {choice} | {part[s]:+.4f} | "
+                         f"{value[race_label][s] - value['uniform'][s]:+.4f} |")
         lines += ["", f"The race chose as the seed's warm_split − uniform turned out (warm where it is below 0) on "
                   f"{agree} of {len(races)} seeds.", ""]
         data["regimes"][land.name] = {"primary": primary, "seeds": seeds, "holds": holds, "races": races,
@@ -947,15 +960,15 @@ def warm_race_page(lands: list[Landscape], out: Path) -> list[Path]:
                                       "race_minus_uniform": {"mean": d.mean, "half_width": d.half_width}}
     holds = all(r["holds"] for r in data["regimes"].values())
     lines[1:1] = ["", f"Rule, fixed before the runs (benchmarks/results/cause/PREREGISTRATION.md, addendum of "
-                  f"2026-12-07 21:15 UTC): warm_race − uniform must not be resolved worse on any regime. "
+                  f"{filed}): {race_label} − uniform must not be resolved worse on any regime. "
                   f"**{'It holds' if holds else 'It fails'} on {len(data['regimes'])} regime(s).**"]
-    return _write_page(out, "warm_race", lines, data)
+    return _write_page(out, race_label, lines, data)
 
 
-def _races(runs: Path | None) -> dict[str, dict]:
-    """warm_race's decision by seed ({seed: {difference, se, warm}}) from the runs' adaptation.json; {} without."""
+def _races(runs: Path | None, label: str = "warm_race") -> dict[str, dict]:
+    """A late race's decision by seed ({seed: {difference, se, warm}}) from the runs' adaptation.json; {} without."""
     out = {}
-    for path in sorted((runs / "runs" / "warm_race").glob("seed*/checkpoints/adaptation.json")) if runs else []:
+    for path in sorted((runs / "runs" / label).glob("seed*/checkpoints/adaptation.json")) if runs else []:
         d = json.loads(path.read_text()).get("decision") or {}
         if "difference" in d:
             out[path.parts[-3][len("seed"):]] = {"difference": d["difference"], "se": d["se"], "warm": d["warm"]}
@@ -964,7 +977,8 @@ def _races(runs: Path | None) -> dict[str, dict]:
 
 PAGES = {"experts_grid": grid_page, "experts_beyond": beyond_page, "experts_more_seeds": more_seeds_page,
          "evidence": evidence_page, "rescore_regrets": rescore_page, "methods_table": methods_table_page,
-         "methods_cifar": methods_cifar_page, "capacity": capacity_page, "warm_race": warm_race_page}
+         "methods_cifar": methods_cifar_page, "capacity": capacity_page, "warm_race": warm_race_page,
+         "warm_race_margin": warm_race_margin_page}
 
 
 def _write_page(out: Path, stem: str, lines: list[str], data: dict) -> list[Path]:

@@ -226,25 +226,27 @@ def test_the_methods_page_splits_the_warm_gain_at_the_best_scratch_boundary(tmp_
     assert "warm_split − warm_uniform **-0.25 [" in line and "progressive" not in line
 
 
-def test_the_warm_race_page_applies_its_rule_and_sets_each_race_beside_the_seeds_outcome(tmp_path):
-    """Study L's page: the rule (warm_race − uniform not resolved worse) per regime, and each seed's race choice
-    against the sign of its warm_split − uniform."""
+@pytest.mark.parametrize("race", ["warm_race", "warm_race_margin"])
+def test_the_warm_race_page_applies_its_rule_and_sets_each_race_beside_the_seeds_outcome(tmp_path, race):
+    """Study L's page and study M's (the margin race): the rule (race − uniform not resolved worse) per regime, and
+    each seed's race choice against the sign of its warm_split − uniform."""
     _run_study()
     import study_report as sr
 
     seeds = ["0", "1", "2", "3"]
-    values = {"uniform": [1.0, 1.1, 1.0, 1.2], "warm_split": [1.1, 1.0, 1.2, 1.3], "warm_race": [1.1, 1.2, 1.1, 1.3]}
+    values = {"uniform": [1.0, 1.1, 1.0, 1.2], "warm_split": [1.1, 1.0, 1.2, 1.3], race: [1.1, 1.2, 1.1, 1.3]}
     configs = {c: {"values": {s: {"sw": v} for s, v in zip(seeds, vs)}} for c, vs in values.items()}
     report = {"command": "python tools/landscape.py ...", "settings": {"primary": "sw"},
               "summary": {"configs": configs, "metrics": ["sw"]}}
     for s, diff in zip(seeds, [0.01, -0.01, 0.02, 0.01]):  # the race chose warm on seed 1 only
-        path = tmp_path / "runs" / "warm_race" / f"seed{s}" / "checkpoints" / "adaptation.json"
+        path = tmp_path / "runs" / race / f"seed{s}" / "checkpoints" / "adaptation.json"
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps({"decision": {"difference": diff, "se": 0.001, "warm": diff < 0}}))
     land = sr.Landscape("toy", {}, report, tmp_path / "landscape.json", tmp_path)
-    sr.warm_race_page([land], tmp_path)
-    text, data = (tmp_path / "warm_race.md").read_text(), json.loads((tmp_path / "warm_race.json").read_text())
-    assert "**warm_race − uniform on sw: +0.1000 ± 0.0000: the rule fails" in text and "It fails on 1 regime" in text
+    sr.PAGES[race]([land], tmp_path)
+    text, data = (tmp_path / f"{race}.md").read_text(), json.loads((tmp_path / f"{race}.json").read_text())
+    assert f"**{race} − uniform on sw: +0.1000 ± 0.0000: the rule fails" in text and "It fails on 1 regime" in text
+    assert ("21:15 UTC" if race == "warm_race" else "23:36 UTC") in text  # the addendum that fixed the rule
     assert "| 1 | -0.0100 ± 0.0020 | warm | -0.1000 | +0.1000 |" in text
     assert data["regimes"]["toy"]["agree"] == 4 and not data["regimes"]["toy"]["holds"]  # seed 1's warm start paid
 
