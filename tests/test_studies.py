@@ -261,3 +261,47 @@ def test_the_one_table_sets_every_configuration_beside_every_regime():
     assert lines[4] == "| configuration | a | b | extra compute (median: counted / wall) |"
     assert lines[6] == "| uniform | **+0.0100 ± 0.0020 (worse)** | — | — / +0.0 % |"
     assert lines[7] == "| cbs | **+0.0100 ± 0.0020 (worse)** | — | +20.0 % / +50.0 % |"
+
+
+def _default_choice():
+    _run_study()  # puts benchmarks/ on the path
+    import default_choice
+
+    return default_choice
+
+
+def _row(mean, half_width, extra_compute=None, extra_wall=0.0):
+    return {"vs_scratch": {"mean": mean, "half_width": half_width}, "extra_compute": extra_compute,
+            "extra_wall": extra_wall}
+
+
+def test_the_default_is_the_cheapest_method_never_resolved_worse_than_the_best_fixed_split():
+    """Point 5's preregistered rule: qualify by never being resolved worse on any regime, then the lowest median
+    extra compute (counted, else wall); the toys' centred_light is CBS from scratch, as K's cbs_dirichlet."""
+    dc = _default_choice()
+    rows = {"methods_table:a": {"uniform": _row(0.01, 0.002), "cbs_dirichlet": _row(0.0, 0.01, extra_wall=0.3),
+                                "successive_halving": _row(-0.01, 0.02, extra_compute=0.31, extra_wall=0.9)},
+            "methods_cifar:k": {"uniform": _row(0.0, 0.01), "cbs_dirichlet": _row(0.001, 0.01, extra_wall=0.1),
+                                "successive_halving": _row(0.0, 0.01, extra_compute=0.31)}}
+    decision = dc.choose(rows)
+    assert decision["qualifiers"] == ["cbs_dirichlet", "successive_halving"] and decision["step"] == 2
+    assert decision["choice"] == "cbs_dirichlet" and not decision["provisional"]  # median 0.2 against 0.31
+    assert decision["candidates"]["uniform"]["worse"] == ["methods_table:a"]
+    # Nobody qualifies: the fewest regimes resolved worse, then the cost.
+    rows["methods_cifar:k"]["cbs_dirichlet"] = _row(0.05, 0.01, extra_wall=0.1)
+    rows["methods_cifar:k"]["successive_halving"] = _row(0.05, 0.01, extra_compute=0.31)
+    rows["methods_cifar:k"]["uniform"] = _row(0.05, 0.01)  # worse on both regimes, though free
+    decision = dc.choose(rows)
+    assert decision["qualifiers"] == [] and decision["step"] == 3 and decision["choice"] == "cbs_dirichlet"
+
+
+def test_the_default_choice_reads_the_toys_labels_under_their_family_names_and_says_when_k_is_missing(tmp_path):
+    dc = _default_choice()
+    (tmp_path / "methods_table.json").write_text(json.dumps({"regimes": {"a": {
+        "centred_light": _row(0.0, 0.01, extra_wall=0.3), "acceleration": _row(0.0, 0.01, extra_wall=1.0),
+        "N1x2steps": _row(0.0, 0.01), "uniform": _row(0.0, 0.01)}}}))
+    all_rows = dc.regimes(tmp_path)
+    assert set(all_rows["methods_table:a"]) == {"cbs_dirichlet", "cbs_acceleration", "uniform"}  # baselines are not
+    decision = dc.choose(all_rows)
+    assert decision["provisional"] and decision["choice"] == "uniform"
+    assert any("Provisional" in line for line in dc.page(decision))

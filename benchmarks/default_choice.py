@@ -1,0 +1,108 @@
+"""benchmarks/results/default_choice.{md,json}: the shipped split method chosen by the rule fixed before K's results
+(benchmarks/results/cause/PREREGISTRATION.md, addendum of 2026-12-08 00:02 UTC; issue 37, point 5).
+
+Reads the one table's regimes from the methods pages' JSON (``methods_table.json``: study H's four toy regimes;
+``methods_cifar.json``: study K on CIFAR-10, when it exists) and applies the rule:
+  1. a candidate qualifies iff its held-out regret against the best fixed split from scratch is not resolved worse
+     (95 %) on any regime;
+  2. among the qualifiers the default is the one with the lowest median extra compute over the regimes (counted,
+     else wall);
+  3. if none qualifies: the one resolved worse on the fewest regimes, then the lowest median extra compute.
+Candidates are the configurations run on every regime, under their family name (the same method is labelled
+``centred_light`` on the toys and ``cbs_dirichlet`` on CIFAR-10). Without K's page the choice is marked provisional.
+
+    python benchmarks/default_choice.py
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+PAGES = ("methods_table", "methods_cifar")  # H (the toys), K (CIFAR-10)
+FAMILY = {"centred_light": "cbs_dirichlet", "acceleration": "cbs_acceleration"}  # toy label -> K's label
+# The candidates (the addendum's list), by K's label; the toys' labels map onto them through FAMILY.
+CANDIDATES = ("uniform", "cbs_dirichlet", "cbs_acceleration", "warm_split", "warm_uniform", "warm_transfer_end",
+              "successive_halving", "moving_mesh", "affinity_clusters", "gradient_affinity", "denoiser_similarity",
+              "snr_threshold", "steps_by_burden", "capacity_by_burden")
+
+
+def regimes(results: Path = RESULTS) -> dict[str, dict[str, dict]]:
+    """{regime: {candidate: row}} from every methods page present; a row has vs_scratch, extra_compute, extra_wall."""
+    out = {}
+    for stem in PAGES:
+        path = results / f"{stem}.json"
+        if not path.exists():
+            continue
+        for name, rows in json.loads(path.read_text())["regimes"].items():
+            out[f"{stem}:{name}"] = {FAMILY.get(label, label): row for label, row in rows.items()
+                                     if FAMILY.get(label, label) in CANDIDATES}
+    return out
+
+
+def worse(row: dict) -> bool:
+    """Held-out regret resolved worse than the best fixed split from scratch (lower is better: the primary metrics of
+    both studies, sliced Wasserstein and classifier_fd, are distances)."""
+    r = row.get("vs_scratch")
+    return r is not None and r["mean"] - r["half_width"] > 0
+
+
+def cost(row: dict) -> float | None:
+    return row["extra_compute"] if row.get("extra_compute") is not None else row.get("extra_wall")
+
+
+def choose(all_rows: dict[str, dict[str, dict]]) -> dict:
+    """The rule on the candidates run on every regime: per candidate its regimes resolved worse and its median extra
+    compute; the choice and by which step of the rule."""
+    names = [c for c in CANDIDATES if all(c in rows for rows in all_rows.values())] if all_rows else []
+    table = {}
+    for c in names:
+        costs = [cost(rows[c]) for rows in all_rows.values() if cost(rows[c]) is not None]
+        table[c] = {"worse": [r for r, rows in all_rows.items() if worse(rows[c])],
+                    "median_extra": statistics.median(costs) if costs else None}
+    key = (lambda c: (len(table[c]["worse"]), table[c]["median_extra"] if table[c]["median_extra"] is not None
+                      else float("inf")))
+    qualifiers = [c for c in names if not table[c]["worse"]]
+    chosen = min(qualifiers or names, key=key) if names else None
+    return {"regimes": list(all_rows), "candidates": table, "qualifiers": qualifiers, "choice": chosen,
+            "step": (2 if qualifiers else 3) if names else None,
+            "provisional": not any(r.startswith("methods_cifar:") for r in all_rows)}
+
+
+def page(decision: dict) -> list[str]:
+    lines = ["# The default split method, by the preregistered rule", "",
+             "`python benchmarks/default_choice.py`, from `methods_table.json` (study H, the toys) and "
+             "`methods_cifar.json` (study K, CIFAR-10 at 8 px). Rule fixed before K's results: "
+             "benchmarks/results/cause/PREREGISTRATION.md, addendum of 2026-12-08 00:02 UTC.", ""]
+    if decision["provisional"]:
+        lines += ["**Provisional: K (CIFAR-10) is not measured yet, so this reads the toys alone.**", ""]
+    lines += [f"Regimes: {', '.join(decision['regimes'])}.", "",
+              "| candidate | regimes where its held-out regret is resolved worse | median extra compute |", "|---|---|---|"]
+    for c, row in decision["candidates"].items():
+        extra = f"{100 * row['median_extra']:+.1f} %" if row["median_extra"] is not None else "—"
+        lines.append(f"| {c} | {', '.join(row['worse']) or 'none'} | {extra} |")
+    how = ("qualifies (never resolved worse) with the lowest median extra compute" if decision["step"] == 2
+           else "none qualifies: resolved worse on the fewest regimes, then the lowest median extra compute")
+    lines += ["", f"**Choice: {decision['choice']}** ({how}). Qualifiers: {', '.join(decision['qualifiers']) or 'none'}.",
+              ""]
+    return lines
+
+
+def main(argv=None) -> int:
+    decision = choose(regimes())
+    if decision["choice"] is None:
+        print("error: no methods page under benchmarks/results/ (methods_table.json); run "
+              "`python benchmarks/run_study.py benchmarks/studies/methods_toys.toml --report` first", file=sys.stderr)
+        return 2
+    (RESULTS / "default_choice.md").write_text("\n".join(page(decision)))
+    (RESULTS / "default_choice.json").write_text(json.dumps(decision, indent=1) + "\n")
+    print("\n".join(page(decision)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
