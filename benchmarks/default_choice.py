@@ -1,5 +1,6 @@
 """benchmarks/results/default_choice.{md,json}: the shipped split method chosen by the rule fixed before K's results
-(benchmarks/results/cause/PREREGISTRATION.md, addendum of 2026-12-08 00:02 UTC; issue 37, point 5).
+(benchmarks/results/cause/PREREGISTRATION.md, addendum of 2026-12-08 00:02 UTC; issue 37, point 5), and the one table
+of every configuration on every regime, the toys' and CIFAR-10's (issue 37, point 3).
 
 Reads the one table's regimes from the methods pages' JSON (``methods_table.json``: study H's four toy regimes;
 ``methods_cifar.json``: study K on CIFAR-10, when it exists) and applies the rule:
@@ -31,8 +32,9 @@ CANDIDATES = ("uniform", "cbs_dirichlet", "cbs_acceleration", "warm_split", "war
               "snr_threshold", "steps_by_burden", "capacity_by_burden")
 
 
-def regimes(results: Path = RESULTS) -> dict[str, dict[str, dict]]:
-    """{regime: {candidate: row}} from every methods page present; a row has vs_scratch, extra_compute, extra_wall."""
+def regimes(results: Path = RESULTS, candidates_only: bool = True) -> dict[str, dict[str, dict]]:
+    """{regime: {label: row}} from every methods page present, the toys' labels under K's (FAMILY); a row has
+    vs_scratch, extra_compute, extra_wall. ``candidates_only``: the rule's candidates, else every configuration."""
     out = {}
     for stem in PAGES:
         path = results / f"{stem}.json"
@@ -40,7 +42,7 @@ def regimes(results: Path = RESULTS) -> dict[str, dict[str, dict]]:
             continue
         for name, rows in json.loads(path.read_text())["regimes"].items():
             out[f"{stem}:{name}"] = {FAMILY.get(label, label): row for label, row in rows.items()
-                                     if FAMILY.get(label, label) in CANDIDATES}
+                                     if not candidates_only or FAMILY.get(label, label) in CANDIDATES}
     return out
 
 
@@ -98,9 +100,18 @@ def main(argv=None) -> int:
         print("error: no methods page under benchmarks/results/ (methods_table.json); run "
               "`python benchmarks/run_study.py benchmarks/studies/methods_toys.toml --report` first", file=sys.stderr)
         return 2
-    (RESULTS / "default_choice.md").write_text("\n".join(page(decision)))
+    import methods_page
+
+    table = methods_page.one_table(regimes(candidates_only=False))
+    table[0] = "## One table: the toys (study H) and CIFAR-10 (study K)"
+    table.insert(2, "Labels as K's: the toys' `centred_light` is `cbs_dirichlet` here, `acceleration` "
+                    "`cbs_acceleration`. Regret in the primary metric: sliced Wasserstein on the toys, classifier_fd on "
+                    "CIFAR-10. Each regime's own page (`methods_table.md`, `methods_cifar.md`) has the rest.")
+    table.insert(3, "")
+    text = "\n".join(page(decision) + table)
+    (RESULTS / "default_choice.md").write_text(text)
     (RESULTS / "default_choice.json").write_text(json.dumps(decision, indent=1) + "\n")
-    print("\n".join(page(decision)))
+    print(text)
     return 0
 
 
