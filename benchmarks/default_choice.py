@@ -94,21 +94,28 @@ def page(decision: dict) -> list[str]:
     return lines
 
 
-def main(argv=None) -> int:
-    decision = choose(regimes())
-    if decision["choice"] is None:
-        print("error: no methods page under benchmarks/results/ (methods_table.json); run "
-              "`python benchmarks/run_study.py benchmarks/studies/methods_toys.toml --report` first", file=sys.stderr)
-        return 2
+def render(results: Path = RESULTS) -> tuple[str, dict]:
+    """The page's text and the decision, from the methods pages' JSON under ``results``."""
     import methods_page
 
-    table = methods_page.one_table(regimes(candidates_only=False))
+    decision = choose(regimes(results))
+    if decision["choice"] is None:
+        return "", decision
+    table = methods_page.one_table(regimes(results, candidates_only=False))
     table[0] = "## One table: the toys (study H) and CIFAR-10 (study K)"
     table.insert(2, "Labels as K's: the toys' `centred_light` is `cbs_dirichlet` here, `acceleration` "
                     "`cbs_acceleration`. Regret in the primary metric: sliced Wasserstein on the toys, classifier_fd on "
                     "CIFAR-10. Each regime's own page (`methods_table.md`, `methods_cifar.md`) has the rest.")
     table.insert(3, "")
-    text = "\n".join(page(decision) + table)
+    return "\n".join(page(decision) + table), decision
+
+
+def main(argv=None) -> int:
+    text, decision = render()
+    if decision["choice"] is None:
+        print("error: no methods page under benchmarks/results/ (methods_table.json); run "
+              "`python benchmarks/run_study.py benchmarks/studies/methods_toys.toml --report` first", file=sys.stderr)
+        return 2
     (RESULTS / "default_choice.md").write_text(text)
     (RESULTS / "default_choice.json").write_text(json.dumps(decision, indent=1) + "\n")
     print(text)

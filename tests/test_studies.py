@@ -305,3 +305,10 @@ def test_the_default_choice_reads_the_toys_labels_under_their_family_names_and_s
     decision = dc.choose(all_rows)
     assert decision["provisional"] and decision["choice"] == "uniform"
     assert any("Provisional" in line for line in dc.page(decision))
+
+
+def test_the_committed_default_choice_page_is_what_its_command_writes_from_the_committed_tables():
+    dc = _default_choice()
+    text, decision = dc.render()
+    assert text == (REPO / "benchmarks" / "results" / "default_choice.md").read_text()
+    assert decision == json.loads((REPO / "benchmarks" / "results" / "default_choice.json").read_text())
