@@ -920,6 +920,30 @@ def warm_race_margin_page(lands: list[Landscape], out: Path) -> list[Path]:
     return _race_page(lands, out, "warm_race_margin", "# The late race with a margin: study M", "2026-12-07 23:36 UTC")
 
 
+def warm_share_page(lands: list[Landscape], out: Path) -> list[Path]:
+    """benchmarks/results/warm_share.{md,json} (exploratory): the warm start at uniform boundaries with each share of
+    the budget (configurations ``share<s>``) minus the uniform split from scratch, paired by seed, on every metric."""
+    lines, data = ["# How much to warm-start: the share (exploratory)", "",
+                   "Not preregistered: seeds 980–983 chose nothing else; a rule read off this page needs fresh seeds. "
+                   "`python benchmarks/run_study.py benchmarks/studies/warm_share.toml --report`.", ""], {"regimes": {}}
+    for land in lands:
+        report = land.report
+        configs, metrics = report["summary"]["configs"], report["summary"]["metrics"]
+        shares = sorted((c for c in configs if c.startswith("share")), key=lambda c: float(c[len("share"):]))
+        lines += [f"## {land.name}", "", f"`{report['command']}`", "",
+                  "| minus uniform | " + " | ".join(f"{m} {_arrow(m)}" for m in metrics) + " |",
+                  "|---|" + "---|" * len(metrics)]
+        lines += [f"| {c} | " + " | ".join(paired(report, c, "uniform", m) for m in metrics) + " |" for c in shares]
+        lines += ["", PAIRED_LEGEND + ".", ""]
+        seeds = sorted(configs["uniform"]["values"], key=int)
+        data["regimes"][land.name] = {}
+        for c in shares:
+            d = {m: paired_difference(*([configs[k]["values"][s][m] for s in seeds] for k in (c, "uniform")))
+                 for m in metrics}
+            data["regimes"][land.name][c] = {m: {"mean": v.mean, "half_width": v.half_width} for m, v in d.items()}
+    return _write_page(out, "warm_share", lines, data)
+
+
 def _race_page(lands: list[Landscape], out: Path, race_label: str, title: str, filed: str) -> list[Path]:
     """A late race's page (warm_race, warm_race_margin): the rule race − uniform not resolved worse on any regime."""
     before = stored(race_label).get("regimes", {})
@@ -978,7 +1002,7 @@ def _races(runs: Path | None, label: str = "warm_race") -> dict[str, dict]:
 PAGES = {"experts_grid": grid_page, "experts_beyond": beyond_page, "experts_more_seeds": more_seeds_page,
          "evidence": evidence_page, "rescore_regrets": rescore_page, "methods_table": methods_table_page,
          "methods_cifar": methods_cifar_page, "capacity": capacity_page, "warm_race": warm_race_page,
-         "warm_race_margin": warm_race_margin_page}
+         "warm_race_margin": warm_race_margin_page, "warm_share": warm_share_page}
 
 
 def _write_page(out: Path, stem: str, lines: list[str], data: dict) -> list[Path]:

@@ -312,3 +312,19 @@ def test_the_committed_default_choice_page_is_what_its_command_writes_from_the_c
     text, decision = dc.render()
     assert text == (REPO / "benchmarks" / "results" / "default_choice.md").read_text()
     assert decision == json.loads((REPO / "benchmarks" / "results" / "default_choice.json").read_text())
+
+
+def test_the_share_page_sets_each_share_against_the_uniform_split_paired_by_seed(tmp_path):
+    _run_study()
+    import study_report as sr
+
+    seeds = ["0", "1", "2", "3"]
+    values = {"uniform": [1.0, 1.1, 1.0, 1.2], "share0.5": [1.1, 1.2, 1.1, 1.3], "share0.125": [0.9, 1.0, 0.9, 1.1]}
+    configs = {c: {"values": {s: {"sw": v} for s, v in zip(seeds, vs)}} for c, vs in values.items()}
+    report = {"command": "python tools/landscape.py ...", "settings": {"primary": "sw"},
+              "summary": {"configs": configs, "metrics": ["sw"]}}
+    sr.warm_share_page([sr.Landscape("toy", {}, report, tmp_path / "landscape.json", None)], tmp_path)
+    text, data = (tmp_path / "warm_share.md").read_text(), json.loads((tmp_path / "warm_share.json").read_text())
+    assert text.index("| share0.125 |") < text.index("| share0.5 |")  # in order of the share
+    assert data["regimes"]["toy"]["share0.5"]["sw"]["mean"] == pytest.approx(0.1)
+    assert data["regimes"]["toy"]["share0.125"]["sw"]["mean"] == pytest.approx(-0.1)
