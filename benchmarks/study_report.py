@@ -934,6 +934,9 @@ def warm_share_page(lands: list[Landscape], out: Path) -> list[Path]:
                   "| minus uniform | " + " | ".join(f"{m} {_arrow(m)}" for m in metrics) + " |",
                   "|---|" + "---|" * len(metrics)]
         lines += [f"| {c} | " + " | ".join(paired(report, c, "uniform", m) for m in metrics) + " |" for c in shares]
+        if len(shares) > 1:  # how much the share itself moves it: the largest minus the smallest
+            lines.append(f"| {shares[-1]} − {shares[0]} | "
+                         + " | ".join(paired(report, shares[-1], shares[0], m) for m in metrics) + " |")
         lines += ["", PAIRED_LEGEND + ".", ""]
         seeds = sorted(configs["uniform"]["values"], key=int)
         data["regimes"][land.name] = {}

@@ -326,5 +326,6 @@ def test_the_share_page_sets_each_share_against_the_uniform_split_paired_by_seed
     sr.warm_share_page([sr.Landscape("toy", {}, report, tmp_path / "landscape.json", None)], tmp_path)
     text, data = (tmp_path / "warm_share.md").read_text(), json.loads((tmp_path / "warm_share.json").read_text())
     assert text.index("| share0.125 |") < text.index("| share0.5 |")  # in order of the share
+    assert "| share0.5 − share0.125 | **+0.2 [" in text  # the share's own effect: the largest minus the smallest
     assert data["regimes"]["toy"]["share0.5"]["sw"]["mean"] == pytest.approx(0.1)
     assert data["regimes"]["toy"]["share0.125"]["sw"]["mean"] == pytest.approx(-0.1)
