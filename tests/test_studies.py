@@ -329,3 +329,21 @@ def test_the_share_page_sets_each_share_against_the_uniform_split_paired_by_seed
     assert "| share0.5 − share0.125 | **+0.2 [" in text  # the share's own effect: the largest minus the smallest
     assert data["regimes"]["toy"]["share0.5"]["sw"]["mean"] == pytest.approx(0.1)
     assert data["regimes"]["toy"]["share0.125"]["sw"]["mean"] == pytest.approx(-0.1)
+
+
+def test_the_margin_race_is_read_off_the_plain_races_seed_by_seed():
+    """Amendment to K: warm_race_margin's run is warm_race's where the race resolved the warm split, else uniform's."""
+    _run_study()
+    import methods_page
+
+    seeds = ["0", "1", "2", "3"]
+    values = {"uniform": [1.0, 1.0, 1.0, 1.0], "warm_race": [0.5, 2.0, 1.0, 3.0]}
+    configs = {c: {"values": {s: {"fd": v} for s, v in zip(seeds, vs)}} for c, vs in values.items()}
+    report = {"settings": {"primary": "fd"}, "summary": {"configs": configs}}
+    races = {"0": {"difference": -0.1, "se": 0.01, "warm": True},  # resolved: warm_race's run (0.5)
+             "1": {"difference": -0.01, "se": 0.01, "warm": True},  # unresolved: the uniform split's (1.0)
+             "2": {"difference": 0.1, "se": 0.01, "warm": False},  # scratch: the same either way
+             "3": {"difference": -0.019, "se": 0.01, "warm": True}}  # -0.019 + 0.02 > 0: uniform's (1.0)
+    line = methods_page.margin_line(report, races)[0]
+    assert "seeds 0;" in line and "− uniform on fd -0.1250 ± " in line  # only seed 0 moves: -0.5 / 4
+    assert methods_page.margin_line(report, {}) == []
