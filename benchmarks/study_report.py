@@ -982,6 +982,7 @@ def _race_page(lands: list[Landscape], out: Path, race_label: str, title: str, f
                          f"{value[race_label][s] - value['uniform'][s]:+.4f} |")
         lines += ["", f"The race chose as the seed's warm_split − uniform turned out (warm where it is below 0) on "
                   f"{agree} of {len(races)} seeds.", ""]
+        lines += _other_rule(report, race_label, races, seeds, primary)
         data["regimes"][land.name] = {"primary": primary, "seeds": seeds, "holds": holds, "races": races,
                                       "extra_compute": extra, "agree": agree,
                                       "race_minus_uniform": {"mean": d.mean, "half_width": d.half_width}}
@@ -990,6 +991,28 @@ def _race_page(lands: list[Landscape], out: Path, race_label: str, title: str, f
                   f"{filed}): {race_label} − uniform must not be resolved worse on any regime. "
                   f"**{'It holds' if holds else 'It fails'} on {len(data['regimes'])} regime(s).**"]
     return _write_page(out, race_label, lines, data)
+
+
+def _other_rule(report: dict, race_label: str, races: dict[str, dict], seeds: list[str], primary: str) -> list[str]:
+    """The other late-race rule read off the same races: the plain race (warm iff the difference < 0) on the margin
+    race's seeds, the margin race (warm iff difference + 2 s.e. < 0) on the plain race's. Each candidate's run is the
+    same weights bit for bit as the run alone (tests/test_adaptation.py): the warm split's, or the uniform split's."""
+    configs = report["summary"]["configs"]
+    seeds = [s for s in seeds if s in races]
+    if not seeds:
+        return []
+    margin = race_label == "warm_race"  # the page's rule is the plain race: read the margin rule off it
+    other = "warm_race_margin" if margin else "warm_race"
+    warm_run = race_label if margin else "warm_split"
+    warm = {s: races[s]["difference"] + (2 * races[s]["se"] if margin else 0.0) < 0 for s in seeds}
+    value = [configs[warm_run if warm[s] else "uniform"]["values"][s][primary] for s in seeds]
+    d = paired_difference(value, [configs["uniform"]["values"][s][primary] for s in seeds])
+    differ = [s for s in seeds if warm[s] != races[s]["warm"]]
+    cell = marked(f"{d.mean:+.4f} ± {d.half_width:.4f}", d.mean, d.half_width, ls.higher_is_better(primary))
+    return [f"The other rule read off the same races ({other}; its run on a seed is the warm split's or the uniform "
+            f"split's, the same weights bit for bit): {other} − uniform on {primary} {cell}. The two rules choose "
+            f"differently on {len(differ)} of {len(seeds)} seeds" + (f" ({', '.join(differ)})." if differ else "."),
+            ""]
 
 
 def _races(runs: Path | None, label: str = "warm_race") -> dict[str, dict]:

@@ -247,6 +247,8 @@ def test_the_warm_race_page_applies_its_rule_and_sets_each_race_beside_the_seeds
     text, data = (tmp_path / f"{race}.md").read_text(), json.loads((tmp_path / f"{race}.json").read_text())
     assert f"**{race} − uniform on sw: +0.1000 ± 0.0000: the rule fails" in text and "It fails on 1 regime" in text
     assert ("21:15 UTC" if race == "warm_race" else "23:36 UTC") in text  # the addendum that fixed the rule
+    other = "warm_race_margin" if race == "warm_race" else "warm_race"  # the other rule, read off the same races
+    assert f"({other}; its run on a seed is" in text and "choose differently on 0 of 4 seeds." in text
     assert "| 1 | -0.0100 ± 0.0020 | warm | -0.1000 | +0.1000 |" in text
     assert data["regimes"]["toy"]["agree"] == 4 and not data["regimes"]["toy"]["holds"]  # seed 1's warm start paid
 
@@ -347,3 +349,22 @@ def test_the_margin_race_is_read_off_the_plain_races_seed_by_seed():
     line = methods_page.margin_line(report, races)[0]
     assert "seeds 0;" in line and "− uniform on fd -0.1250 ± " in line  # only seed 0 moves: -0.5 / 4
     assert methods_page.margin_line(report, {}) == []
+
+
+def test_the_other_late_race_rule_is_read_off_the_same_races():
+    """On the plain race's page the margin rule keeps the uniform split's run where the race was lower but not
+    resolved; on the margin race's page the plain rule takes the warm split's run wherever the race was lower."""
+    _run_study()
+    import study_report as sr
+
+    seeds = ["0", "1"]
+    values = {"uniform": [1.0, 1.0], "warm_split": [0.5, 0.8], "warm_race": [0.5, 0.8], "warm_race_margin": [0.5, 1.0]}
+    report = {"summary": {"configs": {c: {"values": {s: {"sw": v} for s, v in zip(seeds, vs)}}
+                                      for c, vs in values.items()}}}
+    plain = {"0": {"difference": -0.1, "se": 0.01, "warm": True}, "1": {"difference": -0.01, "se": 0.01, "warm": True}}
+    line = sr._other_rule(report, "warm_race", plain, seeds, "sw")[0]
+    assert "warm_race_margin − uniform on sw -0.2500 ± " in line and "differently on 1 of 2 seeds (1)." in line
+    margin = {s: dict(d, warm=s == "0") for s, d in plain.items()}
+    line = sr._other_rule(report, "warm_race_margin", margin, seeds, "sw")[0]
+    assert "warm_race − uniform on sw -0.3500 ± " in line  # the warm split's runs on both seeds, not resolved on 2
+    assert "differently on 1 of 2 seeds (1)." in line
