@@ -120,22 +120,14 @@ def race_line(label: str, races: dict[str, dict], part: dict[str, float], late: 
     return [f"{label}'s race ({what} loss) by seed: {', '.join(seen)}.{tail}", ""]
 
 
-def margin_line(report: dict, races: dict[str, dict], margin: float = 2.0) -> list[str]:
-    """warm_race_margin read off warm_race's races (PREREGISTRATION.md, amendment to K of 2026-12-08 00:48 UTC): on a
-    seed whose race resolved the warm split (difference + ``margin`` s.e. < 0) warm_race's run, else the uniform
-    split's (the same weights bit for bit); its difference to uniform paired over those seeds; [] without races."""
+def margin_line(report: dict, races: dict[str, dict]) -> list[str]:
+    """warm_race_margin read off warm_race's races (PREREGISTRATION.md, amendment to K of 2026-12-08 00:48 UTC), in
+    the words of the late-race pages (``study_report.other_rule``): on a seed whose race resolved the warm split
+    (difference + 2 s.e. < 0) warm_race's run, else the uniform split's (the same weights bit for bit); [] without."""
     configs, primary = report["summary"]["configs"], report["settings"]["primary"]
     seeds = [s for s in races if s in configs.get("warm_race", {}).get("values", {})
              and s in configs.get("uniform", {}).get("values", {})]
-    if not seeds:
-        return []
-    warm = [s for s in seeds if races[s]["difference"] + margin * races[s]["se"] < 0]
-    value = {s: configs["warm_race" if s in warm else "uniform"]["values"][s][primary] for s in seeds}
-    d = paired_difference([value[s] for s in seeds], [configs["uniform"]["values"][s][primary] for s in seeds])
-    verdict = sr.marked(f"{d.mean:+.4f} ± {d.half_width:.4f}", d.mean, d.half_width)
-    return [f"warm_race_margin, read off warm_race's races (warm only where the race resolved it by {margin:g} s.e.: "
-            f"seeds {', '.join(warm) or 'none'}; elsewhere the uniform split's run, bit for bit): − uniform on "
-            f"{primary} {verdict}.", ""]
+    return sr.other_rule(report, "warm_race", races, seeds, primary)
 
 
 def split_part(report: dict) -> dict[str, float]:

@@ -982,7 +982,7 @@ def _race_page(lands: list[Landscape], out: Path, race_label: str, title: str, f
                          f"{value[race_label][s] - value['uniform'][s]:+.4f} |")
         lines += ["", f"The race chose as the seed's warm_split − uniform turned out (warm where it is below 0) on "
                   f"{agree} of {len(races)} seeds.", ""]
-        lines += _other_rule(report, race_label, races, seeds, primary)
+        lines += other_rule(report, race_label, races, seeds, primary)
         data["regimes"][land.name] = {"primary": primary, "seeds": seeds, "holds": holds, "races": races,
                                       "extra_compute": extra, "agree": agree,
                                       "race_minus_uniform": {"mean": d.mean, "half_width": d.half_width}}
@@ -993,7 +993,7 @@ def _race_page(lands: list[Landscape], out: Path, race_label: str, title: str, f
     return _write_page(out, race_label, lines, data)
 
 
-def _other_rule(report: dict, race_label: str, races: dict[str, dict], seeds: list[str], primary: str) -> list[str]:
+def other_rule(report: dict, race_label: str, races: dict[str, dict], seeds: list[str], primary: str) -> list[str]:
     """The other late-race rule read off the same races: the plain race (warm iff the difference < 0) on the margin
     race's seeds, the margin race (warm iff difference + 2 s.e. < 0) on the plain race's. Each candidate's run is the
     same weights bit for bit as the run alone (tests/test_adaptation.py): the warm split's, or the uniform split's."""

@@ -347,7 +347,8 @@ def test_the_margin_race_is_read_off_the_plain_races_seed_by_seed():
              "2": {"difference": 0.1, "se": 0.01, "warm": False},  # scratch: the same either way
              "3": {"difference": -0.019, "se": 0.01, "warm": True}}  # -0.019 + 0.02 > 0: uniform's (1.0)
     line = methods_page.margin_line(report, races)[0]
-    assert "seeds 0;" in line and "− uniform on fd -0.1250 ± " in line  # only seed 0 moves: -0.5 / 4
+    assert "warm_race_margin − uniform on fd -0.1250 ± " in line  # only seed 0 moves: -0.5 / 4
+    assert "differently on 2 of 4 seeds (1, 3)." in line  # lower but not resolved: the plain race went warm
     assert methods_page.margin_line(report, {}) == []
 
 
@@ -362,9 +363,9 @@ def test_the_other_late_race_rule_is_read_off_the_same_races():
     report = {"summary": {"configs": {c: {"values": {s: {"sw": v} for s, v in zip(seeds, vs)}}
                                       for c, vs in values.items()}}}
     plain = {"0": {"difference": -0.1, "se": 0.01, "warm": True}, "1": {"difference": -0.01, "se": 0.01, "warm": True}}
-    line = sr._other_rule(report, "warm_race", plain, seeds, "sw")[0]
+    line = sr.other_rule(report, "warm_race", plain, seeds, "sw")[0]
     assert "warm_race_margin − uniform on sw -0.2500 ± " in line and "differently on 1 of 2 seeds (1)." in line
     margin = {s: dict(d, warm=s == "0") for s, d in plain.items()}
-    line = sr._other_rule(report, "warm_race_margin", margin, seeds, "sw")[0]
+    line = sr.other_rule(report, "warm_race_margin", margin, seeds, "sw")[0]
     assert "warm_race − uniform on sw -0.3500 ± " in line  # the warm split's runs on both seeds, not resolved on 2
     assert "differently on 1 of 2 seeds (1)." in line
