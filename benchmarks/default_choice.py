@@ -31,6 +31,17 @@ CANDIDATES = ("uniform", "cbs_dirichlet", "cbs_acceleration", "warm_split", "war
               "successive_halving", "moving_mesh", "affinity_clusters", "gradient_affinity", "denoiser_similarity",
               "snr_threshold", "steps_by_burden", "capacity_by_burden")
 
+# Each candidate's split file: gin/splits/default.gin, which the shipped configurations include, includes the chosen
+# one's (tests/test_studies.py checks it against default_choice.json).
+SPLIT_FILE = {"cbs_dirichlet": "gin/splits/centred_light.gin", "warm_split": "gin/splits/warm_split.gin",
+              "warm_uniform": "gin/splits/warm_uniform.gin", "warm_transfer_end": "gin/splits/warm_transfer.gin",
+              "successive_halving": "gin/splits/successive_halving.gin", "moving_mesh": "gin/splits/moving_mesh.gin",
+              "affinity_clusters": "gin/splits/affinity_clusters.gin",
+              "gradient_affinity": "gin/splits/gradient_affinity.gin",
+              "denoiser_similarity": "gin/splits/denoiser_similarity.gin",
+              "snr_threshold": "gin/splits/snr_threshold.gin", "steps_by_burden": "gin/splits/steps_by_burden.gin",
+              "capacity_by_burden": "gin/splits/capacity_by_burden.gin"}
+
 
 def regimes(results: Path = RESULTS, candidates_only: bool = True) -> dict[str, dict[str, dict]]:
     """{regime: {label: row}} from every methods page present, the toys' labels under K's (FAMILY); a row has

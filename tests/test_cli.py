@@ -388,12 +388,15 @@ def test_readme_example_sequence_in_one_run_directory(finished_run, tmp_path, ca
     run_dir = _copy(finished_run, tmp_path, "quickstart")
     first = _stamp(run_dir)
     # --bind 'train.adaptation = None' --run-dir runs/uniform on the quickstart (whose split solver is uniform).
-    quick = ["--gin", SMOKE, "--gin", "gin/splits/warm_split.gin"]  # the quickstart's split at the smoke sizes
+    quick = ["--gin", SMOKE, "--gin", "gin/splits/default.gin"]  # the quickstart's split at the smoke sizes
     assert main([*quick, "--bind", "train.adaptation = None", "--run-dir", str(tmp_path / "uniform")]) == 0
     np.testing.assert_allclose(load(tmp_path / "uniform", "split.json")["boundaries"], [0, 0.25, 0.5, 0.75, 1])
     assert not (tmp_path / "uniform" / "checkpoints" / "adaptation.json").exists()
-    # --import my_monitors --bind 'warm_split.monitor = @my_monitor': the warm split measures the new monitor.
-    assert main([*quick, "--import", "my_monitors", "--bind", "warm_split.monitor = @my_monitor",
+    # --gin gin/splits/warm_split.gin --import my_monitors --bind 'warm_split.monitor = @my_monitor': the warm split
+    # measures the new monitor.
+    assert "--gin gin/splits/warm_split.gin --import my_monitors --bind 'warm_split.monitor = @my_monitor'" in readme
+    warm = ["--gin", SMOKE, "--gin", "gin/splits/warm_split.gin"]
+    assert main([*warm, "--import", "my_monitors", "--bind", "warm_split.monitor = @my_monitor",
                  "--run-dir", str(tmp_path / "mine")]) == 0
     record = load(tmp_path / "mine" / "checkpoints", "adaptation.json")
     assert record["history"][0]["profile"]["monitor"] == "my_monitor"

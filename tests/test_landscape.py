@@ -239,7 +239,7 @@ def test_parallel_runs_are_forked_and_match_serial_ones(tmp_path, repo_root):
 
 
 def test_fixed_splits_stay_fixed_where_the_configuration_ships_a_moving_split(tmp_path, repo_root):
-    """On a configuration whose train.adaptation moves the boundaries (the quickstart's warm split), N = 1, uniform
+    """On a configuration whose train.adaptation moves the boundaries (here the warm split), N = 1, uniform
     and the grid are trained where the landscape puts them; only the solver (the configured method) moves."""
     cmd = [sys.executable, "tools/landscape.py", "--gin", "gin/smoke/toy.gin", "--gin", "gin/splits/warm_split.gin",
            "--n", "2", "--boundaries", "0.3", "--seeds", "0", "--solver", "warm=warm_split.n_samples = 64",

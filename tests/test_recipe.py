@@ -115,7 +115,7 @@ TINY = ["aux/training.steps = 2", "aux/training.batch_size = 4", "aux/training.m
         "expert/training.batch_size = 4", "expert/training.mixed_precision = 'no'", "expert/training.checkpoint_every = 0",
         "sample.n_steps = 4", "sample.n_samples = 8", "sample.batch_size = 4", "sample.mixed_precision = 'no'",
         "shards.num_workers = 0", "shards.shuffle_buffer = 4", "evaluate.floor_draws = 1",
-        "expert/training.ema_warmup = True"]  # a few steps: the references' EMA (no warm-up) would still be the init
+        "successive_halving.n_eval = 16", "expert/training.ema_warmup = True"]  # a few steps: the references' EMA (no warm-up) would still be the init
 SHRINK = {
     "SiT": ["sit.size = 'T'", "aux/sit.size = 'T'", "sit.patch = 2", "shards.shape = (4, 16, 16)",
             "reference/shards.shape = (3, 32, 32)", "evaluate.metrics = [@fd_offline()]", "fd_offline.n_reference = 8",

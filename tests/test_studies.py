@@ -369,3 +369,16 @@ def test_the_other_late_race_rule_is_read_off_the_same_races():
     line = sr.other_rule(report, "warm_race_margin", margin, seeds, "sw")[0]
     assert "warm_race − uniform on sw -0.3500 ± " in line  # the warm split's runs on both seeds, not resolved on 2
     assert "differently on 1 of 2 seeds (1)." in line
+
+
+def test_the_shipped_configurations_include_the_split_the_default_rule_chose():
+    """Issue 37, point 5: gin/splits/default.gin (included by the quickstart and the image configurations) includes
+    the split file of the method benchmarks/results/default_choice.json chose, once K has made the choice final."""
+    dc = _default_choice()
+    decision = json.loads((REPO / "benchmarks" / "results" / "default_choice.json").read_text())
+    if decision["provisional"]:
+        pytest.skip("the default's rule has read the toys alone: CIFAR-10 (K) is not archived yet")
+    assert f"include '{dc.SPLIT_FILE[decision['choice']]}'" in (REPO / "gin" / "splits" / "default.gin").read_text()
+    for config in ("quickstart", "cifar10_unet", "jit_imagenet64", "sit_b2_imagenet256"):
+        text = (REPO / "gin" / f"{config}.gin").read_text()
+        assert "include 'gin/splits/default.gin'" in text and "include 'gin/splits/warm_split.gin'" not in text

@@ -17,18 +17,23 @@ def test_bindings_of_gin_text_skips_includes_macros_and_comments():
 
 
 def test_a_binding_no_chosen_stage_reads_is_one_warning_naming_what_reads_it_instead(tmp_path, capsys):
-    args = ["--gin", "gin/quickstart.gin", "--bind", "profile.monitor = @acceleration()", "--dry-run",
-            "--run-dir", str(tmp_path)]
+    args = ["--gin", "gin/quickstart.gin", "--gin", "gin/splits/warm_split.gin", "--bind",
+            "profile.monitor = @acceleration()", "--dry-run", "--run-dir", str(tmp_path)]
     assert main(args) == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert warnings == ["warning: profile.monitor is bound but nothing in the chosen stages (split, train, sample, "
                         "evaluate) reads it; read instead: warm_split.monitor"]
+    # The shipped quickstart's split (successive halving) reads no monitor at all: nothing to name instead.
+    assert main(["--gin", "gin/quickstart.gin", *args[4:]]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: profile.monitor is bound but nothing in the chosen stages (split, train, sample, "
+                        "evaluate) reads it"]
     assert main(args + ["--strict"]) == 2
     assert "drop --strict to run anyway" in capsys.readouterr().err
 
 
 def test_bindings_the_stages_read_raise_no_warning(tmp_path, capsys):
-    args = ["--gin", "gin/quickstart.gin", "--bind", "warm_split.monitor = @acceleration()", "--bind",
+    args = ["--gin", "gin/quickstart.gin", "--bind", "successive_halving.n_eval = 4096", "--bind",
             "expert/training.steps = 100", "--bind", "training.lr = 1e-3", "--dry-run", "--strict",
             "--run-dir", str(tmp_path)]
     assert main(args) == 0

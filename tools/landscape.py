@@ -9,7 +9,7 @@ best one found (its regret) -- before spending GPU weeks on a split, run this on
 For N = 2 the boundary is swept over --boundaries (default 0.1, 0.2, ..., 0.9); for N = 3 or 4 a coordinate search
 starts from the uniform split and moves one boundary at a time by each --search-steps while the primary metric's mean
 improves. One network (N = 1) and the uniform split are always measured; they and every fixed split train on their
-own boundaries whatever train.adaptation the gin files ship (the quickstart's warm split), the solvers keep it. Each --solver NAME=BINDINGS ('; '-separated
+own boundaries whatever train.adaptation the gin files ship (the quickstart's successive halving), the solvers keep it. Each --solver NAME=BINDINGS ('; '-separated
 gin bindings for the profile and split stages) is profiled and split once per seed and its split trained and
 evaluated like the others (with --interpolate, N = 2 only: read off the measured landscape instead of trained).
 Every configuration runs the same seeds, so differences are paired. Runs go through tools/run.py (one run directory
