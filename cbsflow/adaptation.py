@@ -271,6 +271,16 @@ class successive_halving:
         name, entry = next(iter(result.items()))  # a metric that reports several numbers ranks by its first
         return -entry["value"] if higher_is_better(name) else entry["value"]
 
+    @staticmethod
+    def _drop_states(job, losers: list[int]) -> None:
+        """The training states of candidates that will not train again (on the main process, once every process has
+        ranked them): a candidate's experts keep their optimizer state, so at image scale they fill the disk."""
+        if losers and process_state().is_main_process:
+            import shutil
+
+            for i in losers:  # every expert's state folder of the candidate: halving/c{i}/segment_k
+                shutil.rmtree(rundir.state_dir(job.run_dir, f"halving/c{i}"), ignore_errors=True)
+
     def __call__(self, job, initial: np.ndarray, base: dict | None) -> np.ndarray:
         settings, n = job.settings, len(initial) - 1
         cands = self._candidates(n)
@@ -281,24 +291,31 @@ class successive_halving:
         spent, scoring = 0, 0  # training steps of every candidate; forward passes spent on ranking them
         for r, share in enumerate(self.rungs):
             stop = max(1, int(round(share * settings.steps)))
-            scores = {}
-            for i in alive:
-                outs = [job.fit_expert(k, n, e, widened(e.interval, job.margin), stop_at=stop,
-                                       state=f"halving/c{i}/segment_{k}") for k, e in enumerate(experts[i])]
-                scored = experts[i] if self.metric is None else [o["ema"] or e for o, e in zip(outs, experts[i])]
-                scores[i] = self.score(scored, cands[i], job)
+            done = record["history"][r] if r < len(record["history"]) else None
+            if done is not None and done["step"] == stop:  # ranked before a stop: its losers' states are gone
+                scores = {int(i): v for i, v in done["scores"].items()}
+            else:
+                scores = {}
+                for i in alive:
+                    outs = [job.fit_expert(k, n, e, widened(e.interval, job.margin), stop_at=stop,
+                                           state=f"halving/c{i}/segment_{k}") for k, e in enumerate(experts[i])]
+                    scored = experts[i] if self.metric is None else [o["ema"] or e for o, e in zip(outs, experts[i])]
+                    scores[i] = self.score(scored, cands[i], job)
             previous = 0 if r == 0 else int(round(self.rungs[r - 1] * settings.steps))
             spent += len(alive) * n * (stop - previous)
             scoring += len(alive) * self.n_eval * (1 if self.metric is None else 2 * self.sample_steps)
             ranked = sorted(alive, key=scores.get)
             kept = ranked[:max(1, math.ceil(self.keep * len(alive)))] if r < len(self.rungs) - 1 else ranked[:1]
-            record["history"].append({"step": stop, "scores": {str(i): scores[i] for i in alive},
-                                      "kept": kept, "boundaries": cands[ranked[0]].tolist()})
+            if done is None or done["step"] != stop:
+                del record["history"][r:]
+                record["history"].append({"step": stop, "scores": {str(i): scores[i] for i in alive},
+                                          "kept": kept, "boundaries": cands[ranked[0]].tolist()})
+                _save_record(job.run_dir, record)
             print(f"[train] successive_halving after {stop} steps: " + ", ".join(
                 f"{np.round(cands[i][1:-1], 3).tolist()} {scores[i]:.4f}" for i in ranked) + f"; {len(kept)} go on",
                 flush=True)
+            self._drop_states(job, [i for i in alive if i not in kept])
             alive = kept
-            _save_record(job.run_dir, record)
         win = alive[0]
         b = cands[win]
         for k, expert in enumerate(experts[win]):

@@ -23,7 +23,7 @@ DISTRIBUTED_STAGES = ("profile", "train", "sample", "evaluate")
 EXAMPLES = """examples:
   python tools/run.py --gin gin/quickstart.gin                         # every stage, runs/quickstart/
   python tools/run.py --gin gin/quickstart.gin --bind 'train.adaptation = None' --run-dir runs/uniform
-  python tools/run.py --gin gin/quickstart.gin --import my_monitors --bind 'warm_split.monitor = @my_monitor'
+  python tools/run.py --gin gin/quickstart_aux.gin --import my_monitors --bind 'profile.monitor = @my_monitor'
   python tools/run.py --gin gin/quickstart_aux.gin --run-dir runs/aux    # a profile stage (auxiliary net)
   python tools/run.py --gin gin/quickstart_aux.gin --run-dir runs/aux --stages split --force  # re-split it
   python tools/run.py --gin gin/quickstart.gin --dry-run               # what would run, and why

@@ -92,7 +92,7 @@ class Runner:
 
     def bindings(self, cfg: ls.Config, seed: int) -> list[str]:
         """A fixed split through the manual solver, its experts trained on those boundaries even where the gin files
-        ship a method that moves them (train.adaptation, e.g. the quickstart's warm split); a solver's own bindings
+        ship a method that moves them (train.adaptation, e.g. the quickstart's successive halving); a solver's own bindings
         with N_SEGMENTS = --n (gin/base.gin)."""
         if cfg.boundaries is not None:
             split = ["split.solver = @manual()", f"manual.boundaries = {list(cfg.boundaries)}",

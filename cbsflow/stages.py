@@ -73,7 +73,8 @@ def profile(run_dir, prov=None, /, *, estimator: Instance("estimator") = gin.REQ
 @gin.configurable(module="stage")
 def split(run_dir, prov=None, /, *, solver: Instance("partition") = gin.REQUIRED,
           path: Instance("path") = gin.REQUIRED, figures: bool = True) -> None:
-    """Choose the boundaries with the partition solver; write split.json and (``figures``) profile.png."""
+    """Choose the boundaries with the partition solver; write split.json and (``figures``, where the split read a
+    profile) profile.png."""
     from cbsflow.partition import density
     from cbsflow.plotting import plot_profile
 
@@ -90,9 +91,11 @@ def split(run_dir, prov=None, /, *, solver: Instance("partition") = gin.REQUIRED
               "burden": solver.burden(t, value, boundaries).tolist(), "exponent": solver.exponent,
               "floor": solver.floor, **_record(prov)}
     rundir.write_json(rundir.artifact(run_dir, "split"), result)
-    if figures:
-        plot_profile(os.path.join(run_dir, "profile.png"), prof, result,
-                     lambda m: density(m, solver.exponent, solver.floor))
+    figure = os.path.join(run_dir, "profile.png")
+    if figures and prof is not None:
+        plot_profile(figure, prof, result, lambda m: density(m, solver.exponent, solver.floor))
+    elif prof is None and os.path.exists(figure):  # no profile (uniform, manual, log-SNR): an earlier one's is stale
+        os.remove(figure)
 
 
 @gin.configurable(module="stage")

@@ -104,6 +104,32 @@ def test_successive_halving_keeps_the_best_candidate_and_counts_its_cost(tmp_pat
     assert record["extra_compute"] == pytest.approx(0.3 + 5 * 16384 / (3 * 2 * 100 * 128))
 
 
+def test_successive_halving_deletes_the_losers_states_and_resumes_from_its_record(tmp_path, capsys):
+    """A ranked loser's training states are deleted (at image scale they fill the disk); a train stage stopped after
+    the ranking resumes from checkpoints/adaptation.json without training the losers again."""
+    run = tmp_path / "run"
+    args = ["--gin", SMOKE, *UNIFORM2, "--bind", "train.adaptation = @successive_halving()",
+            "--bind", "successive_halving.candidates = [[0.3], [0.5], [0.7]]",
+            "--bind", "successive_halving.rungs = [0.1, 0.2]", "--bind", "expert/training.steps = 100",
+            "--stages", "split,train", "--run-dir", str(run)]
+    assert main(args) == 0
+    record = json.loads((run / "checkpoints" / "adaptation.json").read_text())
+    winner = record["history"][-1]["kept"][0]
+    halving = run / "checkpoints" / "halving"
+    assert sorted(p.name for p in halving.iterdir()) == [f"c{winner}"]
+    # Stopped after the ranking, before the winner finished: its final weights and the stage's record are gone.
+    for path in [run / "checkpoints" / "train.json", *(run / "checkpoints").glob("segment_*.pt")]:
+        path.unlink()
+    capsys.readouterr()
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert sorted(p.name for p in halving.iterdir()) == [f"c{winner}"]  # no loser trained again
+    assert "successive_halving after 20 steps" in out and "resuming from" in out
+    again = json.loads((run / "checkpoints" / "adaptation.json").read_text())
+    assert again["history"] == record["history"] and again["extra_compute"] == pytest.approx(record["extra_compute"])
+    assert again["final_boundaries"] == record["final_boundaries"]
+
+
 def test_successive_halving_by_a_sample_metric_prefers_the_candidate_whose_samples_are_right():
     """metric bound: candidates are ranked by that metric of their samples (lower is better, signs flipped for a
     metric where higher is better). Exact experts on one candidate, a zero field on the other."""
