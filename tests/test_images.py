@@ -109,7 +109,7 @@ SHRINK = {
 }
 TINY = ["aux/training.steps = 2", "aux/training.batch_size = 4", "aux/training.mixed_precision = 'no'", "profile.n_points = 4",
         "profile.n_samples = 4", "dirichlet.n_probes = 1", "expert/training.steps = 4", "expert/training.batch_size = 4",
-        "warm_split.n_points = 4", "warm_split.n_samples = 4",
+        "successive_halving.n_eval = 4",
         "expert/training.mixed_precision = 'no'", "expert/training.checkpoint_every = 0", "sample.n_steps = 4", "sample.n_samples = 4",
         "sample.batch_size = 4", "shards.num_workers = 0", "shards.shuffle_buffer = 4",
         "expert/training.ema_warmup = True"]  # a few steps: the references' EMA (no warm-up) would still be the init
